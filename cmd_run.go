@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/workspace"
+)
+
+type runCmdOptions struct {
+	runOptions
+	code      string
+	workspace string
+}
+
+func newRunCmd() *cobra.Command {
+	opts := &runCmdOptions{}
+	cmd := &cobra.Command{
+		Use:   "run [FILE | -c CODE]",
+		Short: "Run a Python file or -c CODE through the sandbox, streaming its output",
+		Long: `Run a Python program through the same runner that serves MCP calls, in a
+fresh workspace, streaming its output to this terminal. prims exits with the
+program's exit status. A FILE of "-" reads the program from stdin.`,
+		Example: `  prims run -c 'print(1 + 1)'
+  prims run script.py`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			code, err := programText(opts.code, args)
+			if err != nil {
+				return err
+			}
+			return runRun(cmd, opts, code)
+		},
+	}
+	opts.addFlags(cmd.Flags())
+	cmd.Flags().StringVarP(&opts.code, "code", "c", "", "program text to run")
+	cmd.Flags().StringVar(&opts.workspace, "workspace", "", "run in this directory (kept) instead of a temporary workspace")
+	return cmd
+}
+
+// programText picks the program from -c or a file argument.
+func programText(code string, args []string) (string, error) {
+	switch {
+	case code != "" && len(args) > 0:
+		return "", errors.New("give either -c CODE or a FILE, not both")
+	case code != "":
+		return code, nil
+	case len(args) == 0:
+		return "", errors.New("nothing to run: give a FILE or -c CODE")
+	case args[0] == "-":
+		b, err := readAll(os.Stdin)
+		return string(b), err
+	}
+	b, err := os.ReadFile(args[0])
+	if err != nil {
+		return "", fmt.Errorf("read program: %w", err)
+	}
+	return string(b), nil
+}
+
+func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
+	ctx := cmd.Context()
+	log, err := opts.logger()
+	if err != nil {
+		return err
+	}
+	python, err := opts.interpreter(ctx)
+	if err != nil {
+		return err
+	}
+	runner, err := opts.runner(log)
+	if err != nil {
+		return err
+	}
+	ws, err := workspace.New(opts.workspace)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	res, err := runner.Run(ctx, sandbox.Job{
+		Python: python,
+		Code:   code,
+		Dir:    ws.Dir(),
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case res.TimedOut:
+		fmt.Fprintf(os.Stderr, "prims: timed out after %s\n", opts.timeout)
+		return exitError{124}
+	case res.Cancelled:
+		return exitError{130}
+	case res.ExitCode < 0:
+		return exitError{128 - res.ExitCode}
+	case res.ExitCode != 0:
+		return exitError{res.ExitCode}
+	}
+	return nil
+}

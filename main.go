@@ -1,0 +1,61 @@
+// Command prims is an MCP server that runs model-written Python in a
+// throw-away sandbox. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the command line and maps its outcome to an exit code: the
+// one place where errors become exit statuses.
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "prims:", err)
+	return 1
+}
+
+// exitError carries a status to exit with, without a message (prims run
+// exits with the program's own status).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "prims",
+		Short: "Run Python for AI agents in a throw-away sandbox, over MCP",
+		Long: `PRIMS is a Model Context Protocol server that runs model-written Python
+in a throw-away, sandboxed workspace on your machine.
+
+  prims stdio    serve MCP over stdin/stdout (what desktop agents launch)
+  prims run      run a Python file or -c CODE through the same sandbox`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(os.Stderr) // stdout belongs to JSON-RPC in prims stdio
+	root.SetErr(os.Stderr)
+	root.AddCommand(newStdioCmd(), newRunCmd(), newVersionCmd())
+	return root
+}

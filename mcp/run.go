@@ -1,0 +1,234 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/workspace"
+)
+
+// RunInput is what run_code accepts.
+type RunInput struct {
+	Code     string       `json:"code" jsonschema:"a complete Python 3 program"`
+	Files    []MountInput `json:"files,omitempty" jsonschema:"files to download into mounts/ before the run"`
+	TimeoutS float64      `json:"timeout_s,omitempty" jsonschema:"wall-clock limit in seconds (server default if omitted)"`
+}
+
+// Artifact is a file under output/ that a run created or changed.
+type Artifact struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	MIME string `json:"mime"`
+}
+
+// RunOutput is run_code's structured result.
+type RunOutput struct {
+	ExitCode    int        `json:"exit_code" jsonschema:"the program's exit status; negative when killed by a signal"`
+	Signal      string     `json:"signal,omitempty"`
+	Stdout      string     `json:"stdout"`
+	Stderr      string     `json:"stderr"`
+	StdoutBytes int64      `json:"stdout_bytes"`
+	StderrBytes int64      `json:"stderr_bytes"`
+	StdoutLog   string     `json:"stdout_log" jsonschema:"workspace path of the complete stdout"`
+	StderrLog   string     `json:"stderr_log" jsonschema:"workspace path of the complete stderr"`
+	TimedOut    bool       `json:"timed_out"`
+	Cancelled   bool       `json:"cancelled"`
+	DurationMS  int64      `json:"duration_ms"`
+	Truncated   bool       `json:"truncated" jsonschema:"true when stdout or stderr was cut to fit; see the logs"`
+	Artifacts   []Artifact `json:"artifacts"`
+	Isolation   string     `json:"isolation" jsonschema:"the sandbox tier that ran the code"`
+	Hint        string     `json:"hint,omitempty"`
+}
+
+func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunInput) (*sdk.CallToolResult, *RunOutput, error) {
+	if strings.TrimSpace(in.Code) == "" {
+		return nil, nil, errors.New("code is empty: pass a complete Python program in \"code\"")
+	}
+	if len(in.Code) > s.cfg.MaxCodeBytes {
+		return nil, nil, fmt.Errorf("code is %s, over the %s limit: write large data to a file with mount_file instead of embedding it in the program", humanBytes(int64(len(in.Code))), humanBytes(int64(s.cfg.MaxCodeBytes)))
+	}
+	timeout := s.cfg.DefaultTimeout
+	var notes []string
+	if in.TimeoutS < 0 {
+		return nil, nil, fmt.Errorf("timeout_s %g is negative", in.TimeoutS)
+	}
+	if in.TimeoutS > 0 {
+		timeout = time.Duration(in.TimeoutS * float64(time.Second))
+		if timeout > s.cfg.MaxTimeout {
+			timeout = s.cfg.MaxTimeout
+			notes = append(notes, fmt.Sprintf("timeout_s was lowered to the server's maximum of %s", s.cfg.MaxTimeout))
+		}
+	}
+	sess, err := s.session(req.Session)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, done, err := s.track(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+
+	prog := newProgress(ctx, req, s.cfg.Heartbeat)
+	defer prog.stop()
+	for _, f := range in.Files {
+		prog.status(fmt.Sprintf("downloading %s", f.MountPath))
+		if _, err := sess.ws.Fetch(ctx, f.URL, f.MountPath, s.cfg.Transfer); err != nil {
+			return nil, nil, s.toolError("run_code", fmt.Errorf("the code was not run: %w", err))
+		}
+	}
+
+	n := sess.runs.Add(1)
+	stdoutLog, stdoutPath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-stdout.txt", n))
+	if err != nil {
+		return nil, nil, s.toolError("run_code", err)
+	}
+	defer stdoutLog.Close()
+	stderrLog, stderrPath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-stderr.txt", n))
+	if err != nil {
+		return nil, nil, s.toolError("run_code", err)
+	}
+	defer stderrLog.Close()
+
+	outCap := sandbox.NewCapture(s.cfg.OutputBudget)
+	errCap := sandbox.NewCapture(s.cfg.OutputBudget)
+	before := sess.ws.Snapshot()
+	res, err := s.runner.Run(ctx, sandbox.Job{
+		Python:   s.cfg.Python,
+		Code:     in.Code,
+		Dir:      sess.ws.Dir(),
+		ReadOnly: []string{sess.ws.Dir() + "/" + workspace.MountsDir},
+		Stdout:   io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout")),
+		Stderr:   io.MultiWriter(errCap, &limitWriter{w: stderrLog, n: s.cfg.LogLimit}, prog.stream("stderr")),
+		Timeout:  timeout,
+	})
+	if err != nil {
+		return nil, nil, s.toolError("run_code", err)
+	}
+	prog.stop()
+
+	out := &RunOutput{
+		ExitCode:    res.ExitCode,
+		Signal:      res.Signal,
+		Stdout:      outCap.String(),
+		Stderr:      errCap.String(),
+		StdoutBytes: outCap.Total(),
+		StderrBytes: errCap.Total(),
+		StdoutLog:   stdoutPath,
+		StderrLog:   stderrPath,
+		TimedOut:    res.TimedOut,
+		Cancelled:   res.Cancelled,
+		DurationMS:  res.Duration.Milliseconds(),
+		Truncated:   outCap.Truncated() || errCap.Truncated(),
+		Artifacts:   []Artifact{},
+		Isolation:   string(res.Tier),
+	}
+	for _, e := range sess.ws.Changes(before) {
+		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME})
+	}
+	out.Hint = hint(out, timeout)
+	result := textResult(summary(out, timeout, notes))
+	result.IsError = out.ExitCode != 0 || out.TimedOut || out.Cancelled
+	return result, out, nil
+}
+
+// summary is the text the model reads: what happened, then the streams.
+func summary(o *RunOutput, timeout time.Duration, notes []string) string {
+	var b strings.Builder
+	switch {
+	case o.TimedOut:
+		fmt.Fprintf(&b, "Timed out after %s: the process tree was killed.", timeout)
+	case o.Cancelled:
+		b.WriteString("Cancelled: the process tree was killed.")
+	case o.Signal != "":
+		fmt.Fprintf(&b, "Killed by signal %s (exit code %d) after %d ms.", o.Signal, o.ExitCode, o.DurationMS)
+	default:
+		fmt.Fprintf(&b, "Exit code %d after %d ms.", o.ExitCode, o.DurationMS)
+	}
+	fmt.Fprintf(&b, " Isolation: %s.\n", o.Isolation)
+	for _, n := range notes {
+		fmt.Fprintf(&b, "Note: %s.\n", n)
+	}
+	stream := func(name, text string, total int64, log string) {
+		if total == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "\n--- %s", name)
+		if int64(len(text)) < total || strings.Contains(text, "bytes omitted ...]") {
+			fmt.Fprintf(&b, " (%s in all; complete in %s)", humanBytes(total), log)
+		}
+		b.WriteString(" ---\n")
+		b.WriteString(text)
+		if !strings.HasSuffix(text, "\n") {
+			b.WriteString("\n")
+		}
+	}
+	stream("stdout", o.Stdout, o.StdoutBytes, o.StdoutLog)
+	stream("stderr", o.Stderr, o.StderrBytes, o.StderrLog)
+	if o.StdoutBytes == 0 && o.StderrBytes == 0 {
+		b.WriteString("(no output)\n")
+	}
+	if len(o.Artifacts) > 0 {
+		b.WriteString("\nFiles written to output/:\n")
+		for _, a := range o.Artifacts {
+			fmt.Fprintf(&b, "  %s (%s, %s)\n", a.Path, humanBytes(a.Size), a.MIME)
+		}
+	}
+	if o.Hint != "" {
+		fmt.Fprintf(&b, "\nHint: %s\n", o.Hint)
+	}
+	return b.String()
+}
+
+var moduleNotFound = regexp.MustCompile(`ModuleNotFoundError: No module named '([^'.]+)`)
+
+// hint suggests the next step for the commonest failures.
+func hint(o *RunOutput, timeout time.Duration) string {
+	switch {
+	case o.TimedOut:
+		return fmt.Sprintf("the program ran longer than %s. Make it faster, print progress, or pass a larger timeout_s.", timeout)
+	case o.Cancelled:
+		return ""
+	}
+	if m := moduleNotFound.FindStringSubmatch(o.Stderr); m != nil {
+		return fmt.Sprintf("module %q is not installed in this interpreter; only the standard library and preinstalled packages are available.", m[1])
+	}
+	return ""
+}
+
+// limitWriter writes at most n bytes to w, then notes the cut once and
+// discards the rest. Its errors are swallowed: a full disk must not fail
+// the run, only shorten its log.
+type limitWriter struct {
+	w   io.Writer
+	n   int64
+	cut bool
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n <= 0 {
+		if !l.cut {
+			l.cut = true
+			fmt.Fprintf(l.w, "\n[PRIMS: log cut here; the rest of the stream was not kept]\n")
+		}
+		return len(p), nil
+	}
+	k := min(int64(len(p)), l.n)
+	if _, err := l.w.Write(p[:k]); err != nil {
+		l.n = 0
+		return len(p), nil
+	}
+	l.n -= k
+	if k < int64(len(p)) {
+		return l.Write(p[k:])
+	}
+	return len(p), nil
+}

@@ -1,0 +1,190 @@
+// Package mcp is PRIMS' Model Context Protocol server: the tools that let a
+// model run Python in a throw-away workspace (run_code, mount_file, list_dir,
+// preview_file, persist_artifact) and the python_programmer prompt, served
+// over stdio or streamable HTTP with the official Go SDK.
+//
+//	runner, _ := sandbox.New(sandbox.Config{})
+//	srv, err := mcp.New(mcp.Config{Python: "/usr/bin/python3"}, runner)
+//	if err != nil { ... }
+//	defer srv.Close()
+//	err = srv.Serve(ctx, &sdk.StdioTransport{})
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/workspace"
+)
+
+// Config configures a Server. Zero fields take the defaults shown.
+type Config struct {
+	Python         string        // interpreter for runs (required)
+	Workspace      string        // keep the workspace in this directory; "" = temporary, deleted on Close
+	DefaultTimeout time.Duration // per run when the call sets none (60s)
+	MaxTimeout     time.Duration // largest timeout_s a call may ask for (600s)
+	OutputBudget   int           // bytes of each stream returned inline, head and tail (32 KiB)
+	LogLimit       int64         // bytes of each stream kept in logs/ (64 MiB)
+	MaxCodeBytes   int           // largest program accepted (1 MiB)
+	Heartbeat      time.Duration // progress sent at least this often during a silent run (15s)
+	Transfer       workspace.Limits
+	Version        string
+	Logger         *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = 60 * time.Second
+	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = 600 * time.Second
+	}
+	if c.DefaultTimeout > c.MaxTimeout {
+		c.DefaultTimeout = c.MaxTimeout
+	}
+	if c.OutputBudget <= 0 {
+		c.OutputBudget = 32 << 10
+	}
+	if c.LogLimit <= 0 {
+		c.LogLimit = 64 << 20
+	}
+	if c.MaxCodeBytes <= 0 {
+		c.MaxCodeBytes = 1 << 20
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server is a PRIMS MCP server.
+type Server struct {
+	cfg    Config
+	runner *sandbox.Runner
+	sdk    *sdk.Server
+	log    *slog.Logger
+
+	// base is cancelled by Close: every run in flight is killed.
+	base     context.Context
+	shutdown context.CancelFunc
+	runs     sync.WaitGroup
+
+	mu   sync.Mutex
+	sess *session // the one session of a stdio server
+}
+
+// session is one client's workspace and what the server remembers for it.
+type session struct {
+	ws   *workspace.Workspace
+	runs atomic.Int64
+}
+
+// New returns a Server whose runs are started by runner.
+func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Python == "" {
+		return nil, errors.New("mcp: no Python interpreter configured")
+	}
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel}
+	s.sdk = sdk.NewServer(&sdk.Implementation{
+		Name:    "prims",
+		Title:   "PRIMS: Python sandbox",
+		Version: cfg.Version,
+	}, &sdk.ServerOptions{
+		Instructions: instructions,
+		Logger:       cfg.Logger,
+	})
+	s.addTools()
+	s.addPrompts()
+	return s, nil
+}
+
+// SDK returns the underlying go-sdk server, for transports such as the
+// streamable HTTP handler.
+func (s *Server) SDK() *sdk.Server { return s.sdk }
+
+// Serve runs the server on one transport (stdio, or a pipe in tests) until
+// the client disconnects or ctx ends. All calls share one workspace.
+func (s *Server) Serve(ctx context.Context, t sdk.Transport) error {
+	return s.sdk.Run(ctx, t)
+}
+
+// Close kills any run still in flight, waits for it to end, and deletes the
+// workspace unless it was named in Config.Workspace.
+func (s *Server) Close() error {
+	s.shutdown()
+	s.runs.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return nil
+	}
+	err := s.sess.ws.Close()
+	s.sess = nil
+	return err
+}
+
+// session returns the workspace of the calling client, creating it on first
+// use so that a server that is never called costs no directory.
+func (s *Server) session(_ *sdk.ServerSession) (*session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.base.Err() != nil {
+		return nil, errors.New("the server is shutting down")
+	}
+	if s.sess == nil {
+		ws, err := workspace.New(s.cfg.Workspace)
+		if err != nil {
+			s.log.Error("create workspace", "err", err)
+			return nil, fmt.Errorf("the server could not create its workspace: %w", err)
+		}
+		s.log.Info("workspace ready", "dir", ws.Dir(), "kept", ws.Kept())
+		s.sess = &session{ws: ws}
+	}
+	return s.sess, nil
+}
+
+// Workspace returns the directory of the stdio session's workspace, or ""
+// when it has not been created yet.
+func (s *Server) Workspace() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return ""
+	}
+	return s.sess.ws.Dir()
+}
+
+// track registers a run so Close can wait for it, and derives a context
+// that Close cancels.
+func (s *Server) track(ctx context.Context) (context.Context, func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.base.Err() != nil {
+		return nil, nil, errors.New("the server is shutting down")
+	}
+	s.runs.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.base, cancel)
+	return ctx, func() { stop(); cancel(); s.runs.Done() }, nil
+}
+
+const instructions = `PRIMS runs Python code in a throw-away sandboxed workspace on the user's machine.
+Use run_code to execute a complete Python program; print what you want to see and write files meant for the user to output/.
+Inputs you mount with mount_file (or run_code's files) appear read-only under mounts/.
+Every run is a fresh process in the same workspace: files persist between calls, variables do not.
+Use list_dir and preview_file to inspect files, and persist_artifact to upload a file from output/ to a presigned URL.`

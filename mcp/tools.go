@@ -1,0 +1,219 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/workspace"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func (s *Server) addTools() {
+	sdk.AddTool(s.sdk, &sdk.Tool{
+		Name:  "run_code",
+		Title: "Run Python code",
+		Description: `Run a complete Python 3 program in a fresh process inside the session's sandboxed workspace and return its exit code, stdout, stderr and the files it wrote under output/.
+The working directory is the workspace root; files persist between calls, Python variables do not. Print what you want to see. Save results for the user (plots, CSV, reports) under output/.
+Optional "files" downloads URLs into mounts/ (read-only) before the run. Output longer than the inline budget is cut in the middle; the complete streams are kept in logs/ for preview_file.`,
+		Annotations: &sdk.ToolAnnotations{
+			Title:           "Run Python code",
+			DestructiveHint: ptr(false),
+			OpenWorldHint:   ptr(true),
+		},
+	}, s.runCode)
+
+	sdk.AddTool(s.sdk, &sdk.Tool{
+		Name:  "mount_file",
+		Title: "Download a file into mounts/",
+		Description: `Download a file from an http(s) URL into the workspace under mounts/ so that code can read it.
+mount_path is relative to mounts/ ("data/sales.csv" becomes mounts/data/sales.csv). Mounted files are read-only to the code. Downloads have a size cap and a time limit.`,
+		Annotations: &sdk.ToolAnnotations{
+			Title:           "Download a file into mounts/",
+			DestructiveHint: ptr(false),
+			IdempotentHint:  true,
+			OpenWorldHint:   ptr(true),
+		},
+	}, s.mountFile)
+
+	sdk.AddTool(s.sdk, &sdk.Tool{
+		Name:  "list_dir",
+		Title: "List a workspace directory",
+		Description: `List the files and directories at a path in the workspace (default: the workspace root), with type, size and modification time.
+Typical places: output/ (files the code wrote), mounts/ (inputs), logs/ (complete stdout and stderr of each run).`,
+		Annotations: &sdk.ToolAnnotations{Title: "List a workspace directory", ReadOnlyHint: true, OpenWorldHint: ptr(false)},
+	}, s.listDir)
+
+	sdk.AddTool(s.sdk, &sdk.Tool{
+		Name:  "preview_file",
+		Title: "Read part of a workspace file",
+		Description: `Read a text file in the workspace, up to 8 KB per call. For longer files call again with offset set to the returned next_offset until eof is true.
+Binary files are described (type and size) rather than dumped.`,
+		Annotations: &sdk.ToolAnnotations{Title: "Read part of a workspace file", ReadOnlyHint: true, OpenWorldHint: ptr(false)},
+	}, s.previewFile)
+
+	sdk.AddTool(s.sdk, &sdk.Tool{
+		Name:  "persist_artifact",
+		Title: "Upload an output file",
+		Description: `Upload a file from output/ to a presigned URL with an HTTP PUT (for example an S3 or GCS presigned upload URL), so that it outlives the session.
+Only regular files under output/ can be uploaded; there is a size cap.`,
+		Annotations: &sdk.ToolAnnotations{
+			Title:           "Upload an output file",
+			DestructiveHint: ptr(false),
+			IdempotentHint:  true,
+			OpenWorldHint:   ptr(true),
+		},
+	}, s.persistArtifact)
+}
+
+// MountInput asks for one URL to be downloaded into mounts/.
+type MountInput struct {
+	URL       string `json:"url" jsonschema:"http or https URL to download"`
+	MountPath string `json:"mount_path" jsonschema:"where to put it, relative to mounts/, for example data/input.csv"`
+}
+
+// MountOutput describes a mounted file.
+type MountOutput struct {
+	Path string `json:"path" jsonschema:"the file's path relative to the workspace root"`
+	Size int64  `json:"size"`
+	MIME string `json:"mime"`
+}
+
+func (s *Server) mountFile(ctx context.Context, req *sdk.CallToolRequest, in MountInput) (*sdk.CallToolResult, MountOutput, error) {
+	sess, err := s.session(req.Session)
+	if err != nil {
+		return nil, MountOutput{}, err
+	}
+	e, err := sess.ws.Fetch(ctx, in.URL, in.MountPath, s.cfg.Transfer)
+	if err != nil {
+		return nil, MountOutput{}, s.toolError("mount_file", err)
+	}
+	out := MountOutput{Path: e.Path, Size: e.Size, MIME: e.MIME}
+	return textResult(fmt.Sprintf("Mounted %s (%s, %s). Code can open it as %q.", e.Path, humanBytes(e.Size), e.MIME, e.Path)), out, nil
+}
+
+// ListInput names a directory.
+type ListInput struct {
+	Path string `json:"path,omitempty" jsonschema:"directory relative to the workspace root; empty for the root"`
+}
+
+// ListOutput is a directory listing.
+type ListOutput struct {
+	Path      string            `json:"path"`
+	Entries   []workspace.Entry `json:"entries"`
+	Truncated bool              `json:"truncated" jsonschema:"true when the directory has more entries than were listed"`
+}
+
+func (s *Server) listDir(ctx context.Context, req *sdk.CallToolRequest, in ListInput) (*sdk.CallToolResult, ListOutput, error) {
+	sess, err := s.session(req.Session)
+	if err != nil {
+		return nil, ListOutput{}, err
+	}
+	entries, truncated, err := sess.ws.List(in.Path)
+	if err != nil {
+		return nil, ListOutput{}, s.toolError("list_dir", err)
+	}
+	shown := in.Path
+	if shown == "" {
+		shown = "."
+	}
+	out := ListOutput{Path: shown, Entries: entries, Truncated: truncated}
+	if out.Entries == nil {
+		out.Entries = []workspace.Entry{}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d entries\n", shown, len(entries))
+	for _, e := range entries {
+		switch e.Type {
+		case "dir":
+			fmt.Fprintf(&b, "  %s/\n", e.Name)
+		case "file":
+			fmt.Fprintf(&b, "  %s  %s  %s\n", e.Name, humanBytes(e.Size), e.Modified.Format("2006-01-02T15:04:05Z07:00"))
+		default:
+			fmt.Fprintf(&b, "  %s  (%s)\n", e.Name, e.Type)
+		}
+	}
+	if truncated {
+		fmt.Fprintf(&b, "  ... listing cut at %d entries\n", workspace.MaxListEntries)
+	}
+	return textResult(b.String()), out, nil
+}
+
+// PreviewInput names a file and a page of it.
+type PreviewInput struct {
+	Path     string `json:"path" jsonschema:"file path relative to the workspace root, for example output/result.csv"`
+	Offset   int64  `json:"offset,omitempty" jsonschema:"byte offset to start at (from next_offset of the previous page)"`
+	MaxBytes int64  `json:"max_bytes,omitempty" jsonschema:"bytes to return, at most 8192 (the default)"`
+}
+
+func (s *Server) previewFile(ctx context.Context, req *sdk.CallToolRequest, in PreviewInput) (*sdk.CallToolResult, *workspace.Preview, error) {
+	sess, err := s.session(req.Session)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := sess.ws.Preview(in.Path, in.Offset, in.MaxBytes)
+	if err != nil {
+		return nil, nil, s.toolError("preview_file", err)
+	}
+	if p.Binary {
+		return textResult(fmt.Sprintf("%s is a binary file (%s, %s); it is not shown as text.", p.Path, p.MIME, humanBytes(p.Size))), p, nil
+	}
+	text := p.Text
+	if !p.EOF {
+		text += fmt.Sprintf("\n[... bytes %d-%d of %d shown; call preview_file with offset=%d for more]", p.Offset, p.NextOffset, p.Size, p.NextOffset)
+	}
+	return textResult(text), p, nil
+}
+
+// PersistInput names an output file and where to upload it.
+type PersistInput struct {
+	Path         string `json:"path" jsonschema:"file under output/, for example output/report.pdf"`
+	PresignedURL string `json:"presigned_url" jsonschema:"http(s) URL that accepts an HTTP PUT of the file"`
+}
+
+func (s *Server) persistArtifact(ctx context.Context, req *sdk.CallToolRequest, in PersistInput) (*sdk.CallToolResult, *workspace.UploadResult, error) {
+	sess, err := s.session(req.Session)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := sess.ws.Upload(ctx, in.Path, in.PresignedURL, s.cfg.Transfer)
+	if err != nil {
+		return nil, nil, s.toolError("persist_artifact", err)
+	}
+	return textResult(fmt.Sprintf("Uploaded %s (%s, %s): the server answered %s.", r.Path, humanBytes(r.Size), r.MIME, r.StatusText)), &r, nil
+}
+
+// toolError turns an error into what the model sees. Errors the client can
+// act on pass through; anything else is logged and replaced by a message
+// without host details.
+func (s *Server) toolError(tool string, err error) error {
+	var we *workspace.Error
+	if errors.As(err, &we) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return errors.New("the call was cancelled")
+	}
+	s.log.Error("tool failed", "tool", tool, "err", err)
+	return fmt.Errorf("%s failed inside the server; the workspace is unchanged. Try again, or report this if it persists", tool)
+}
+
+func textResult(text string) *sdk.CallToolResult {
+	return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: text}}}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}

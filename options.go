@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/prims-mcp/prims/sandbox"
+)
+
+// runOptions are the flags shared by every command that runs code.
+type runOptions struct {
+	python     string
+	timeout    time.Duration
+	maxTimeout time.Duration
+	logLevel   string
+}
+
+func (o *runOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.python, "python", "", "Python interpreter to run code with (default: the real executable behind python3 on PATH)")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "wall-clock limit of a run that asks for none")
+	fs.DurationVar(&o.maxTimeout, "max-timeout", 10*time.Minute, "largest wall-clock limit a run may ask for")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+}
+
+func (o *runOptions) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
+	return sandbox.New(sandbox.Config{DefaultTimeout: o.timeout, Logger: log})
+}
+
+// interpreter resolves the Python to run: --python, else the real
+// executable behind python3 on PATH (which may be a pyenv shim script).
+func (o *runOptions) interpreter(ctx context.Context) (string, error) {
+	name := o.python
+	if name == "" {
+		name = "python3"
+	}
+	exe, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("find Python %q: %w (install Python 3 or pass --python PATH)", name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, exe, "-c", "import json, sys; print(json.dumps(sys.executable))").Output()
+	if err != nil {
+		return "", fmt.Errorf("run %s: %w", exe, err)
+	}
+	var real string
+	if err := json.Unmarshal([]byte(strings.TrimSpace(string(out))), &real); err != nil || real == "" {
+		return "", fmt.Errorf("%s did not report its executable", exe)
+	}
+	return real, nil
+}

@@ -1,0 +1,12 @@
+//go:build unix
+
+package workspace
+
+import "syscall"
+
+// oNoFollow and oNonBlock keep a final-component symlink or a FIFO planted by
+// the code from redirecting or blocking the server.
+const (
+	oNoFollow = syscall.O_NOFOLLOW
+	oNonBlock = syscall.O_NONBLOCK
+)

@@ -1,0 +1,238 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Transfer limits for Fetch and Upload.
+type Limits struct {
+	MaxDownload int64         // bytes one mounted file may have
+	MaxUpload   int64         // bytes one persisted artifact may have
+	Timeout     time.Duration // for one whole transfer
+}
+
+// DefaultLimits are the limits used when a field is zero.
+var DefaultLimits = Limits{MaxDownload: 512 << 20, MaxUpload: 100 << 20, Timeout: 5 * time.Minute}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxDownload <= 0 {
+		l.MaxDownload = DefaultLimits.MaxDownload
+	}
+	if l.MaxUpload <= 0 {
+		l.MaxUpload = DefaultLimits.MaxUpload
+	}
+	if l.Timeout <= 0 {
+		l.Timeout = DefaultLimits.Timeout
+	}
+	return l
+}
+
+var httpClient = &http.Client{
+	CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("too many redirects")
+		}
+		if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirect to a %s: URL", req.URL.Scheme)
+		}
+		return nil
+	},
+}
+
+func checkURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.Host == "" {
+		return nil, errorf(err, "%q is not a valid URL: give an http:// or https:// URL", raw)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, errorf(nil, "URL scheme %q is not allowed: only http and https URLs can be fetched or uploaded to", u.Scheme)
+	}
+	return u, nil
+}
+
+// MountPath resolves a mount_path: relative to mounts/, with an optional
+// leading "mounts/" accepted, so "data.csv" and "mounts/data.csv" mean the
+// same file.
+func (w *Workspace) MountPath(name string) (string, error) {
+	clean, err := cleanLocal(name)
+	if err != nil {
+		return "", err
+	}
+	if !inDir(clean, MountsDir) {
+		clean = filepath.Join(MountsDir, clean)
+	}
+	if clean == MountsDir {
+		return "", errorf(nil, "mount_path must name a file, such as %q", "data/input.csv")
+	}
+	return w.Resolve(clean)
+}
+
+// Fetch downloads url into the file at mountPath under mounts/, streaming it
+// to disk. It fails without leaving a partial file when the body is larger
+// than the limit, the server answers with an error, or the transfer times
+// out. The finished file is read-only.
+func (w *Workspace) Fetch(ctx context.Context, rawURL, mountPath string, lim Limits) (Entry, error) {
+	lim = lim.withDefaults()
+	u, err := checkURL(rawURL)
+	if err != nil {
+		return Entry{}, err
+	}
+	local, err := w.MountPath(mountPath)
+	if err != nil {
+		return Entry{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, lim.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return Entry{}, errorf(err, "%q is not a valid URL", rawURL)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return Entry{}, errorf(err, "download %s failed: %s", redact(u), netErrText(ctx, err, lim.Timeout))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return Entry{}, errorf(nil, "download %s failed: the server answered %s", redact(u), resp.Status)
+	}
+	if resp.ContentLength > lim.MaxDownload {
+		return Entry{}, errorf(nil, "download %s refused: it is %d bytes, over the %d-byte limit for mounted files", redact(u), resp.ContentLength, lim.MaxDownload)
+	}
+
+	dir := filepath.Dir(local)
+	if err := w.root.MkdirAll(dir, 0o700); err != nil {
+		return Entry{}, errorf(err, "cannot create %q: %s", filepath.ToSlash(dir), errText(err))
+	}
+	// Recheck after MkdirAll: a directory the code made may have been a link.
+	if _, err := w.Resolve(local); err != nil {
+		return Entry{}, err
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".part-%d", time.Now().UnixNano()))
+	f, err := w.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
+	if err != nil {
+		return Entry{}, errorf(err, "cannot write %q: %s", filepath.ToSlash(local), errText(err))
+	}
+	defer w.root.Remove(tmp) // no-op once renamed
+	n, err := io.Copy(f, io.LimitReader(resp.Body, lim.MaxDownload+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Entry{}, errorf(err, "download %s failed after %d bytes: %s", redact(u), n, netErrText(ctx, err, lim.Timeout))
+	}
+	if n > lim.MaxDownload {
+		return Entry{}, errorf(nil, "download %s stopped: it is larger than the %d-byte limit for mounted files", redact(u), lim.MaxDownload)
+	}
+	if err := w.root.Chmod(tmp, 0o444); err != nil {
+		return Entry{}, fmt.Errorf("protect mounted file: %w", err)
+	}
+	if fi, err := w.root.Lstat(local); err == nil && fi.IsDir() {
+		return Entry{}, errorf(nil, "mount_path %q is an existing directory", filepath.ToSlash(local))
+	}
+	if err := w.root.Rename(tmp, local); err != nil {
+		return Entry{}, errorf(err, "cannot write %q: %s", filepath.ToSlash(local), errText(err))
+	}
+	fi, err := w.root.Lstat(local)
+	if err != nil {
+		return Entry{}, errorf(err, "%q: %s", filepath.ToSlash(local), errText(err))
+	}
+	return entryOf(local, fi), nil
+}
+
+// UploadResult reports a finished Upload.
+type UploadResult struct {
+	Entry
+	Status     int    `json:"status"`
+	StatusText string `json:"status_text"`
+}
+
+// Upload sends the file at name, which must lie under output/, with an HTTP
+// PUT to a presigned URL, streamed with Content-Length and Content-Type.
+func (w *Workspace) Upload(ctx context.Context, name, rawURL string, lim Limits) (UploadResult, error) {
+	lim = lim.withDefaults()
+	local, err := w.Resolve(name)
+	if err != nil {
+		return UploadResult{}, err
+	}
+	if !inDir(local, OutputDir) || local == OutputDir {
+		return UploadResult{}, errorf(nil, "%q is not under output/: only files the code wrote to output/ can be persisted", filepath.ToSlash(local))
+	}
+	u, err := checkURL(rawURL)
+	if err != nil {
+		return UploadResult{}, err
+	}
+	f, e, err := w.openLocal(local)
+	if err != nil {
+		return UploadResult{}, err
+	}
+	defer f.Close()
+	if e.Size > lim.MaxUpload {
+		return UploadResult{}, errorf(nil, "%q is %d bytes, over the %d-byte limit for persisted artifacts", e.Path, e.Size, lim.MaxUpload)
+	}
+	ctx, cancel := context.WithTimeout(ctx, lim.Timeout)
+	defer cancel()
+	// Send exactly the size we checked, even if the code is still writing.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), io.LimitReader(f, e.Size))
+	if err != nil {
+		return UploadResult{}, errorf(err, "%q is not a valid URL", rawURL)
+	}
+	req.ContentLength = e.Size
+	req.Header.Set("Content-Type", e.MIME)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return UploadResult{}, errorf(err, "upload to %s failed: %s", redact(u), netErrText(ctx, err, lim.Timeout))
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	r := UploadResult{Entry: e, Status: resp.StatusCode, StatusText: resp.Status}
+	if resp.StatusCode/100 != 2 {
+		msg := strings.ToValidUTF8(strings.TrimSpace(string(body)), "?")
+		if msg != "" {
+			msg = ": " + msg
+		}
+		return r, errorf(nil, "upload to %s failed: the server answered %s%s", redact(u), resp.Status, msg)
+	}
+	return r, nil
+}
+
+// redact drops the query of a presigned URL (it holds the signature) and any
+// user info before a URL appears in a message.
+func redact(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	c.Fragment = ""
+	return c.String()
+}
+
+func netErrText(ctx context.Context, err error, timeout time.Duration) string {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Sprintf("it did not finish within %s", timeout)
+	}
+	if errors.Is(err, context.Canceled) {
+		return "it was cancelled"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Sprintf("host %q was not found", dnsErr.Name)
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return fmt.Sprintf("could not connect (%v)", opErr.Err)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
