@@ -51,11 +51,11 @@ var httpClient = &http.Client{
 
 func checkURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
-	if err != nil || u.Host == "" {
-		return nil, errorf(err, "%q is not a valid URL: give an http:// or https:// URL", raw)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
+	if err == nil && u.Scheme != "" && u.Scheme != "http" && u.Scheme != "https" {
 		return nil, errorf(nil, "URL scheme %q is not allowed: only http and https URLs can be fetched or uploaded to", u.Scheme)
+	}
+	if err != nil || u.Host == "" || u.Scheme == "" {
+		return nil, errorf(err, "%q is not a valid URL: give an http:// or https:// URL", raw)
 	}
 	return u, nil
 }
