@@ -32,7 +32,15 @@ def _prims_main():
         # Drop the bootstrap's own frame so the traceback starts at the
         # model's code.
         tb = e.__traceback__.tb_next
-        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        e = e.with_traceback(tb)
+        if sys.excepthook is sys.__excepthook__:
+            # The C hook reads source lines from disk; the program has no
+            # file, only its linecache entry, which traceback uses.
+            import traceback
+
+            traceback.print_exception(type(e), e, tb)
+        else:
+            sys.excepthook(type(e), e, tb)
         sys.exit(1)
 
 
