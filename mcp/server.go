@@ -120,6 +120,10 @@ func (s *Server) SDK() *sdk.Server { return s.sdk }
 // Serve runs the server on one transport (stdio, or a pipe in tests) until
 // the client disconnects or ctx ends. All calls share one workspace.
 func (s *Server) Serve(ctx context.Context, t sdk.Transport) error {
+	// The SDK waits for in-flight calls before it returns, so the runs must
+	// die first when the server is told to stop.
+	stop := context.AfterFunc(ctx, s.shutdown)
+	defer stop()
 	return s.sdk.Run(ctx, t)
 }
 

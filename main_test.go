@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// TestMain lets the test binary stand in for the prims binary: tests start
+// it as a child with PRIMS_TEST_AS_PRIMS=1 and real pipes, so no build step
+// and no shell are needed.
+func TestMain(m *testing.M) {
+	if os.Getenv("PRIMS_TEST_AS_PRIMS") == "1" {
+		os.Exit(run(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+func testPython(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/python3.11", "/usr/bin/python3"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skip("no system Python 3 on this machine")
+	return ""
+}
+
+// primsCmd returns a command that runs this test binary as prims.
+func primsCmd(t testing.TB, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "PRIMS_TEST_AS_PRIMS=1")
+	return cmd
+}
+
+func TestRunCommand(t *testing.T) {
+	py := testPython(t)
+	tests := []struct {
+		name     string
+		args     []string
+		stdin    string
+		wantCode int
+		stdout   string
+		stderr   string
+	}{
+		{name: "code", args: []string{"run", "--python", py, "-c", "print(6*7)"}, stdout: "42\n"},
+		{name: "exit status", args: []string{"run", "--python", py, "-c", "import sys; sys.exit(5)"}, wantCode: 5},
+		{name: "stdin program", args: []string{"run", "--python", py, "-"}, stdin: "print('from stdin')", stdout: "from stdin\n"},
+		{name: "timeout", args: []string{"run", "--python", py, "--timeout", "500ms", "-c", "import time; time.sleep(30)"}, wantCode: 124, stderr: "timed out"},
+		{name: "traceback", args: []string{"run", "--python", py, "-c", "1/0"}, wantCode: 1, stderr: "ZeroDivisionError"},
+		{name: "nothing to run", args: []string{"run"}, wantCode: 1, stderr: "nothing to run"},
+		{name: "both", args: []string{"run", "-c", "1", "x.py"}, wantCode: 1, stderr: "not both"},
+		{name: "bad python", args: []string{"run", "--python", "/nonexistent/python", "-c", "1"}, wantCode: 1, stderr: "find Python"},
+		{name: "version", args: []string{"version"}, stdout: "prims "},
+		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 1, stderr: "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := primsCmd(t, tt.args...)
+			cmd.Stdin = strings.NewReader(tt.stdin)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.wantCode || !strings.Contains(stdout.String(), tt.stdout) || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d, %q, %q", code, stdout.String(), stderr.String(), tt.wantCode, tt.stdout, tt.stderr)
+			}
+		})
+	}
+}
+
+// TestStdioSDKClient drives the real server process over its stdin and
+// stdout with the SDK's client, on both protocol generations.
+func TestStdioSDKClient(t *testing.T) {
+	py := testPython(t)
+	for _, version := range []string{"2026-07-28", "2025-11-25"} {
+		t.Run(version, func(t *testing.T) {
+			ctx := context.Background()
+			cmd := primsCmd(t, "stdio", "--python", py)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			var progress []string
+			client := sdk.NewClient(&sdk.Implementation{Name: "test"}, &sdk.ClientOptions{
+				ProgressNotificationHandler: func(_ context.Context, r *sdk.ProgressNotificationClientRequest) {
+					progress = append(progress, r.Params.Message)
+				},
+			})
+			cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, &sdk.ClientSessionOptions{ProtocolVersion: version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			params := &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": "import os\nprint('pid', os.getpid())\nopen('output/x.txt','w').write('x')"}}
+			params.SetProgressToken(1)
+			res, err := cs.CallTool(ctx, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, _ := json.Marshal(res.StructuredContent)
+			var out struct {
+				ExitCode  int    `json:"exit_code"`
+				Stdout    string `json:"stdout"`
+				Artifacts []struct {
+					Path string `json:"path"`
+				} `json:"artifacts"`
+			}
+			json.Unmarshal(sc, &out)
+			if out.ExitCode != 0 || !strings.HasPrefix(out.Stdout, "pid ") || len(out.Artifacts) != 1 {
+				t.Errorf("result: %s", sc)
+			}
+			if err := cs.Close(); err != nil {
+				t.Logf("close: %v", err)
+			}
+			if strings.Contains(stderr.String(), "panic") {
+				t.Errorf("server stderr:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// rawClient speaks newline-delimited JSON-RPC as a non-Go client does.
+type rawClient struct {
+	t     *testing.T
+	in    io.WriteCloser
+	out   *bufio.Scanner
+	lines []map[string]any // everything read so far
+}
+
+func (c *rawClient) send(msg string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.in, msg+"\n"); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// until reads messages until one has the given id, returning it and the
+// messages that came before it.
+func (c *rawClient) until(id float64) (map[string]any, []map[string]any) {
+	c.t.Helper()
+	var before []map[string]any
+	for c.out.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(c.out.Bytes(), &m); err != nil {
+			c.t.Fatalf("server wrote a non-JSON line to stdout: %q", c.out.Text())
+		}
+		c.lines = append(c.lines, m)
+		if got, ok := m["id"].(float64); ok && got == id {
+			return m, before
+		}
+		before = append(before, m)
+	}
+	c.t.Fatalf("stdout ended before response %v: %v", id, c.out.Err())
+	return nil, nil
+}
+
+func startRaw(t *testing.T, args ...string) (*rawClient, *exec.Cmd, *strings.Builder) {
+	cmd := primsCmd(t, args...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	return &rawClient{t: t, in: in, out: sc}, cmd, stderr
+}
+
+// TestStdioRawJSONRPC is a 2025-11-25 client written by hand: initialize,
+// list tools, call run_code with a progress token, and end with stdin EOF.
+func TestStdioRawJSONRPC(t *testing.T) {
+	py := testPython(t)
+	ws := filepath.Join(t.TempDir(), "kept")
+	c, cmd, stderr := startRaw(t, "stdio", "--python", py, "--workspace", ws)
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
+	init, _ := c.until(1)
+	if v := init["result"].(map[string]any)["protocolVersion"]; v != "2025-11-25" {
+		t.Fatalf("negotiated %v", v)
+	}
+	c.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	tools, _ := c.until(2)
+	if n := len(tools["result"].(map[string]any)["tools"].([]any)); n < 5 {
+		t.Errorf("%d tools", n)
+	}
+	c.send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"import time\nprint('tick', flush=True)\ntime.sleep(0.5)\nprint('\\u00e9t\\u00e9')"},"_meta":{"progressToken":"p1"}}}`)
+	resp, before := c.until(3)
+	var sawProgress bool
+	for _, m := range before {
+		if m["method"] == "notifications/progress" && strings.Contains(fmt.Sprint(m["params"]), "tick") {
+			sawProgress = true
+		}
+	}
+	if !sawProgress {
+		t.Errorf("no progress notification with the output before the result; got %v", before)
+	}
+	sc := resp["result"].(map[string]any)["structuredContent"].(map[string]any)
+	if sc["stdout"] != "tick\nété\n" || sc["exit_code"] != 0.0 {
+		t.Errorf("structured result: %v", sc)
+	}
+	// Wrong-typed arguments: an error result, and the server keeps serving.
+	c.send(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"run_code","arguments":{"code":["not","a","string"]}}}`)
+	bad, _ := c.until(4)
+	if r, ok := bad["result"].(map[string]any); !ok || r["isError"] != true {
+		if bad["error"] == nil {
+			t.Errorf("wrong-typed code accepted: %v", bad)
+		}
+	}
+	c.send(`{"jsonrpc":"2.0","id":5,"method":"no/such/method"}`)
+	if unknown, _ := c.until(5); unknown["error"] == nil {
+		t.Errorf("unknown method: %v", unknown)
+	}
+	c.send(`{"jsonrpc":"2.0","id":6,"method":"ping"}`)
+	c.until(6)
+
+	// stdin EOF ends the server cleanly; a named workspace is kept.
+	c.in.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("server exit: %v\n%s", err, stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit on stdin EOF")
+	}
+	if _, err := os.Stat(filepath.Join(ws, "logs", "0001-stdout.txt")); err != nil {
+		t.Errorf("named workspace not kept: %v", err)
+	}
+}
+
+// TestStdioSignalsRemoveWorkspace sends SIGTERM or SIGINT to a server with a
+// run in flight, or closes its stdin: the run's process tree dies and the
+// workspace is removed.
+func TestStdioSignalsRemoveWorkspace(t *testing.T) {
+	py := testPython(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, 0} {
+		name := sig.String()
+		if sig == 0 {
+			name = "stdin EOF"
+		}
+		t.Run(name, func(t *testing.T) {
+			c, cmd, stderr := startRaw(t, "stdio", "--python", py, "--log-level", "debug")
+			c.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
+			c.until(1)
+			c.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+			c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"import os, time\nprint(os.getpid(), os.getcwd(), flush=True)\ntime.sleep(300)"},"_meta":{"progressToken":"p"}}}`)
+			var pid int
+			var ws string
+			for pid == 0 && c.out.Scan() {
+				var m struct {
+					Method string `json:"method"`
+					Params struct {
+						Message string `json:"message"`
+					} `json:"params"`
+				}
+				json.Unmarshal(c.out.Bytes(), &m)
+				if m.Method == "notifications/progress" && strings.HasPrefix(m.Params.Message, "stdout: ") {
+					fmt.Sscan(strings.TrimPrefix(m.Params.Message, "stdout: "), &pid, &ws)
+				}
+			}
+			if pid == 0 || ws == "" {
+				t.Fatalf("never saw the run start; stderr:\n%s", stderr)
+			}
+			if sig == 0 {
+				c.in.Close()
+			} else {
+				cmd.Process.Signal(sig)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("server did not exit on " + name)
+			}
+			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Errorf("python %d survived %s", pid, name)
+			}
+			if _, err := os.Stat(ws); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("workspace %s survived %s: %v\n%s", ws, name, err, stderr)
+			}
+		})
+	}
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "Z"
+}
