@@ -81,12 +81,25 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 		return err
 	}
 	defer ws.Close()
+	// Keep the program beside its run so tracebacks can show its lines.
+	f, name, err := ws.CreateLog("0001-code.py")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(code)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("save program: %w", err)
+	}
 	res, err := runner.Run(ctx, sandbox.Job{
-		Python: python,
-		Code:   code,
-		Dir:    ws.Dir(),
-		Stdout: os.Stdout,
-		Stderr: os.Stderr,
+		Python:   python,
+		Code:     code,
+		Filename: name,
+		Dir:      ws.Dir(),
+		Stdout:   os.Stdout,
+		Stderr:   os.Stderr,
 	})
 	if err != nil {
 		return err

@@ -87,6 +87,17 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	}
 
 	n := sess.runs.Add(1)
+	codeFile, codePath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-code.py", n))
+	if err != nil {
+		return nil, nil, s.toolError("run_code", err)
+	}
+	_, err = io.WriteString(codeFile, in.Code)
+	if cerr := codeFile.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, nil, s.toolError("run_code", err)
+	}
 	stdoutLog, stdoutPath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-stdout.txt", n))
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
@@ -104,6 +115,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	res, err := s.runner.Run(ctx, sandbox.Job{
 		Python:   s.cfg.Python,
 		Code:     in.Code,
+		Filename: codePath,
 		Dir:      sess.ws.Dir(),
 		ReadOnly: []string{sess.ws.Dir() + "/" + workspace.MountsDir},
 		Stdout:   io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout")),

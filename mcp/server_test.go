@@ -201,7 +201,7 @@ func TestRunCode(t *testing.T) {
 		}{
 			{name: "hello", code: "print('hello')", stdout: "hello\n"},
 			{name: "exit code", code: "import sys; print('bye'); sys.exit(3)", wantExit: 3, wantErr: true, stdout: "bye"},
-			{name: "traceback", code: "def f():\n    return 1/0\nf()\n", wantExit: 1, wantErr: true, stderr: "File \"<code>\", line 2, in f\n    return 1/0"},
+			{name: "traceback", code: "def f():\n    return 1/0\nf()\n", wantExit: 1, wantErr: true, stderr: "-code.py\", line 2, in f\n    return 1/0"},
 			{name: "syntax error", code: "x = (", wantExit: 1, wantErr: true, stderr: "SyntaxError"},
 			{name: "binary output", code: "import sys; sys.stdout.buffer.write(bytes(range(256))); sys.stdout.flush()", stdout: "\uFFFD"},
 			{name: "writes output", code: "open('output/a.txt','w').write('a'); open('scratch.txt','w').write('b')", artifacts: []string{"output/a.txt"}},

@@ -1,28 +1,26 @@
 # PRIMS bootstrap: reads the program from fd 3 and runs it as __main__.
 # Reading from a descriptor instead of argv lifts the argv size limit and lets
-# an interpreter be started before its code is known.
+# an interpreter be started before its code is known. The stream is the
+# program's file name (as tracebacks show it), a newline, then its source.
+# It imports nothing at start: every module it loaded would slow every run.
 import sys
 
 
 def _prims_main():
-    import builtins, linecache, os, types
+    import os
 
     with os.fdopen(3, "rb") as f:
-        src = f.read().decode("utf-8", "replace")
-    name = "<code>"
-    # Tracebacks and inspect find the source through linecache; mtime None
-    # keeps checkcache from evicting the entry.
-    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
-    main = types.ModuleType("__main__")
-    main.__builtins__ = builtins
+        data = f.read()
+    name, _, src = data.partition(b"\n")
+    name = name.decode("utf-8", "replace") or "<code>"
+    main = type(sys)("__main__")
+    main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
     sys.argv = [name]
     try:
         code = compile(src, name, "exec", dont_inherit=True)
-    except SyntaxError as e:
-        import traceback
-
-        traceback.print_exception(type(e), e, None)
+    except (SyntaxError, ValueError) as e:
+        sys.excepthook(type(e), e.with_traceback(None), None)
         sys.exit(1)
     try:
         exec(code, main.__dict__)
@@ -30,17 +28,9 @@ def _prims_main():
         raise
     except BaseException as e:
         # Drop the bootstrap's own frame so the traceback starts at the
-        # model's code.
+        # program's code.
         tb = e.__traceback__.tb_next
-        e = e.with_traceback(tb)
-        if sys.excepthook is sys.__excepthook__:
-            # The C hook reads source lines from disk; the program has no
-            # file, only its linecache entry, which traceback uses.
-            import traceback
-
-            traceback.print_exception(type(e), e, tb)
-        else:
-            sys.excepthook(type(e), e, tb)
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
         sys.exit(1)
 
 

@@ -82,7 +82,10 @@ func (r *Runner) Tier() Tier { return r.tier }
 type Job struct {
 	Python string // interpreter to execute (host path)
 	Code   string // the program's source
-	Dir    string // working directory (the workspace), read-write for the code
+	// Filename names the program in tracebacks, relative to Dir. When a
+	// file of that name holds the source, tracebacks show its lines.
+	Filename string
+	Dir      string // working directory (the workspace), read-write for the code
 	// ReadOnly lists host paths the code needs to read, such as the
 	// interpreter's prefix, an environment, and mounted inputs.
 	ReadOnly []string
@@ -137,7 +140,7 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 		return res, fmt.Errorf("stderr pipe: %w", err)
 	}
 
-	cmd := exec.Command(job.Python, "-u", "-s", "-c", bootstrap)
+	cmd := exec.Command(job.Python, "-s", "-c", bootstrap)
 	cmd.Dir = job.Dir
 	cmd.Env = childEnv(job)
 	cmd.Stdin = nil // /dev/null
@@ -165,7 +168,7 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	g.Go(func() error {
 		// A program that exits before reading its code closes the pipe;
 		// that is the program's business, not an error of ours.
-		_, _ = io.Copy(codeW, strings.NewReader(job.Code))
+		_, _ = io.Copy(codeW, strings.NewReader(strings.ReplaceAll(job.Filename, "\n", " ")+"\n"+job.Code))
 		codeW.Close()
 		return nil
 	})
