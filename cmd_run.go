@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -52,7 +53,7 @@ func programText(code string, args []string) (string, error) {
 	case len(args) == 0:
 		return "", errors.New("nothing to run: give a FILE or -c CODE")
 	case args[0] == "-":
-		b, err := readAll(os.Stdin)
+		b, err := io.ReadAll(os.Stdin)
 		return string(b), err
 	}
 	b, err := os.ReadFile(args[0])
@@ -64,15 +65,7 @@ func programText(code string, args []string) (string, error) {
 
 func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 	ctx := cmd.Context()
-	log, err := opts.logger()
-	if err != nil {
-		return err
-	}
-	python, err := opts.interpreter(ctx)
-	if err != nil {
-		return err
-	}
-	runner, err := opts.runner(log)
+	d, err := opts.deps(ctx)
 	if err != nil {
 		return err
 	}
@@ -93,8 +86,8 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 	if err != nil {
 		return fmt.Errorf("save program: %w", err)
 	}
-	res, err := runner.Run(ctx, sandbox.Job{
-		Python:   python,
+	res, err := d.runner.Run(ctx, sandbox.Job{
+		Python:   d.python,
 		Code:     code,
 		Filename: name,
 		Dir:      ws.Dir(),

@@ -34,34 +34,26 @@ Logs go to stderr.`,
 
 func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 	ctx := cmd.Context()
-	log, err := opts.logger()
-	if err != nil {
-		return err
-	}
-	python, err := opts.interpreter(ctx)
-	if err != nil {
-		return err
-	}
-	runner, err := opts.runner(log)
+	d, err := opts.deps(ctx)
 	if err != nil {
 		return err
 	}
 	srv, err := mcp.New(mcp.Config{
-		Python:         python,
+		Python:         d.python,
 		Workspace:      opts.workspace,
 		DefaultTimeout: opts.timeout,
 		MaxTimeout:     opts.maxTimeout,
 		OutputBudget:   opts.outputBudget,
 		Version:        version(),
-		Logger:         log,
-	}, runner)
+		Logger:         d.log,
+	}, d.runner)
 	if err != nil {
 		return err
 	}
-	log.Info("serving MCP on stdio", "python", python, "isolation", runner.Tier())
+	d.log.Info("serving MCP on stdio", "python", d.python, "isolation", d.runner.Tier())
 	serr := srv.Serve(ctx, &sdk.StdioTransport{})
 	if cerr := srv.Close(); cerr != nil {
-		log.Error("close", "err", cerr)
+		d.log.Error("close", "err", cerr)
 	}
 	if ctx.Err() != nil {
 		return nil // interrupted: a normal way to stop

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"runtime/debug"
 
@@ -33,5 +32,3 @@ func newVersionCmd() *cobra.Command {
 		},
 	}
 }
-
-func readAll(r io.Reader) ([]byte, error) { return io.ReadAll(r) }

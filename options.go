@@ -38,6 +38,29 @@ func (o *runOptions) logger() (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
 }
 
+// deps is what every code-running command builds from its flags.
+type deps struct {
+	log    *slog.Logger
+	python string
+	runner *sandbox.Runner
+}
+
+func (o *runOptions) deps(ctx context.Context) (deps, error) {
+	log, err := o.logger()
+	if err != nil {
+		return deps{}, err
+	}
+	python, err := o.interpreter(ctx)
+	if err != nil {
+		return deps{}, err
+	}
+	runner, err := o.runner(log)
+	if err != nil {
+		return deps{}, err
+	}
+	return deps{log: log, python: python, runner: runner}, nil
+}
+
 func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 	return sandbox.New(sandbox.Config{DefaultTimeout: o.timeout, Logger: log})
 }

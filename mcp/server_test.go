@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
@@ -174,17 +175,7 @@ func TestToolsAndPrompt(t *testing.T) {
 	})
 }
 
-var sortStrings = cmp.Transformer("sort", func(in []string) []string {
-	out := append([]string(nil), in...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-})
+var sortStrings = cmpopts.SortSlices(func(a, b string) bool { return a < b })
 
 func TestRunCode(t *testing.T) {
 	forEachProtocol(t, func(t *testing.T, v string) {

@@ -177,12 +177,11 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- cmd.Wait() }()
-	var waitErr error
 	select {
-	case waitErr = <-waitDone:
+	case <-waitDone:
 	case <-runCtx.Done():
 		killTree(pid)
-		waitErr = <-waitDone
+		<-waitDone
 		if errors.Is(context.Cause(runCtx), errTimeout) {
 			res.TimedOut = true
 		} else {
@@ -209,7 +208,7 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	outR.Close()
 	errR.Close()
 
-	res.ExitCode, res.Signal = exitStatus(cmd.ProcessState, waitErr)
+	res.ExitCode, res.Signal = exitStatus(cmd.ProcessState)
 	return res, nil
 }
 
@@ -236,7 +235,7 @@ func pump(r io.Reader, w io.Writer) error {
 	}
 }
 
-func exitStatus(ps *os.ProcessState, waitErr error) (int, string) {
+func exitStatus(ps *os.ProcessState) (int, string) {
 	if ps == nil {
 		return -1, ""
 	}

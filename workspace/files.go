@@ -193,7 +193,7 @@ func (w *Workspace) Preview(name string, offset, max int64) (*Preview, error) {
 	buf = buf[:n]
 	// Step forward over continuation bytes at the start (the offset may land
 	// mid-rune) and cut the end on a rune boundary.
-	for len(buf) > 0 && offset > 0 && !utf8.RuneStart(buf[0]) && int64(len(buf)) > 0 {
+	for len(buf) > 0 && offset > 0 && !utf8.RuneStart(buf[0]) {
 		buf = buf[1:]
 		p.Offset++
 	}
