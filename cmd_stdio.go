@@ -1,9 +1,9 @@
 package main
 
 import (
-	"github.com/spf13/cobra"
+	"os"
 
-	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
 
 	"github.com/prims-mcp/prims/mcp"
 )
@@ -51,7 +51,7 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 		return err
 	}
 	d.log.Info("serving MCP on stdio", "python", d.python, "isolation", d.runner.Tier())
-	serr := srv.Serve(ctx, &sdk.StdioTransport{})
+	serr := srv.Serve(ctx, mcp.NewStdioTransport(os.Stdin, os.Stdout))
 	if cerr := srv.Close(); cerr != nil {
 		d.log.Error("close", "err", cerr)
 	}

@@ -197,67 +197,107 @@ func startRaw(t *testing.T, args ...string) (*rawClient, *exec.Cmd, *strings.Bui
 	return &rawClient{t: t, in: in, out: sc}, cmd, stderr
 }
 
-// TestStdioRawJSONRPC is a 2025-11-25 client written by hand: initialize,
-// list tools, call run_code with a progress token, and end with stdin EOF.
+// TestStdioRawJSONRPC is a client written by hand, as a non-Go agent would
+// speak: the 2025-11-25 initialize handshake, or 2026-07-28's server/discover
+// with the protocol version in every request's _meta. It lists tools, calls
+// run_code with a progress token, sends bad input, and ends with stdin EOF.
 func TestStdioRawJSONRPC(t *testing.T) {
 	py := testPython(t)
-	ws := filepath.Join(t.TempDir(), "kept")
-	c, cmd, stderr := startRaw(t, "stdio", "--python", py, "--workspace", ws)
-	c.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
-	init, _ := c.until(1)
-	if v := init["result"].(map[string]any)["protocolVersion"]; v != "2025-11-25" {
-		t.Fatalf("negotiated %v", v)
+	tests := []struct {
+		version   string
+		handshake []string // requests before tools/list; the last one has id 1
+		meta      string   // _meta members every request carries
+	}{
+		{
+			version: "2025-11-25",
+			handshake: []string{
+				`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`,
+			},
+		},
+		{
+			version: "2026-07-28",
+			handshake: []string{
+				`{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`,
+			},
+			meta: `"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{},`,
+		},
 	}
-	c.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
-	tools, _ := c.until(2)
-	if n := len(tools["result"].(map[string]any)["tools"].([]any)); n < 5 {
-		t.Errorf("%d tools", n)
-	}
-	c.send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"import time\nprint('tick', flush=True)\ntime.sleep(0.5)\nprint('\\u00e9t\\u00e9')"},"_meta":{"progressToken":"p1"}}}`)
-	resp, before := c.until(3)
-	var sawProgress bool
-	for _, m := range before {
-		if m["method"] == "notifications/progress" && strings.Contains(fmt.Sprint(m["params"]), "tick") {
-			sawProgress = true
-		}
-	}
-	if !sawProgress {
-		t.Errorf("no progress notification with the output before the result; got %v", before)
-	}
-	sc := resp["result"].(map[string]any)["structuredContent"].(map[string]any)
-	if sc["stdout"] != "tick\nété\n" || sc["exit_code"] != 0.0 {
-		t.Errorf("structured result: %v", sc)
-	}
-	// Wrong-typed arguments: an error result, and the server keeps serving.
-	c.send(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"run_code","arguments":{"code":["not","a","string"]}}}`)
-	bad, _ := c.until(4)
-	if r, ok := bad["result"].(map[string]any); !ok || r["isError"] != true {
-		if bad["error"] == nil {
-			t.Errorf("wrong-typed code accepted: %v", bad)
-		}
-	}
-	c.send(`{"jsonrpc":"2.0","id":5,"method":"no/such/method"}`)
-	if unknown, _ := c.until(5); unknown["error"] == nil {
-		t.Errorf("unknown method: %v", unknown)
-	}
-	c.send(`{"jsonrpc":"2.0","id":6,"method":"ping"}`)
-	c.until(6)
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			ws := filepath.Join(t.TempDir(), "kept")
+			c, cmd, stderr := startRaw(t, "stdio", "--python", py, "--workspace", ws)
+			for _, line := range tt.handshake {
+				c.send(line)
+			}
+			hello, _ := c.until(1)
+			if hello["error"] != nil {
+				t.Fatalf("handshake: %v", hello["error"])
+			}
+			if tt.version == "2025-11-25" {
+				if v := hello["result"].(map[string]any)["protocolVersion"]; v != tt.version {
+					t.Fatalf("negotiated %v", v)
+				}
+				c.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+			}
+			meta := func(extra string) string { return `"_meta":{` + tt.meta + extra + `}` }
+			c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{` + meta(`"x":0`) + `}}`)
+			tools, _ := c.until(2)
+			if r, ok := tools["result"].(map[string]any); !ok || len(r["tools"].([]any)) < 5 {
+				t.Fatalf("tools/list: %v", tools)
+			}
+			c.send(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"import time\nprint('tick', flush=True)\ntime.sleep(0.5)\nprint('\\u00e9t\\u00e9')"},` + meta(`"progressToken":"p1"`) + `}}`)
+			resp, before := c.until(3)
+			var sawProgress bool
+			for _, m := range before {
+				if m["method"] == "notifications/progress" && strings.Contains(fmt.Sprint(m["params"]), "tick") {
+					sawProgress = true
+				}
+			}
+			if !sawProgress {
+				t.Errorf("no progress notification with the output before the result; got %v", before)
+			}
+			sc := resp["result"].(map[string]any)["structuredContent"].(map[string]any)
+			if sc["stdout"] != "tick\nété\n" || sc["exit_code"] != 0.0 {
+				t.Errorf("structured result: %v", sc)
+			}
+			// Wrong-typed arguments: an error, and the server keeps serving.
+			c.send(`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"run_code","arguments":{"code":["not","a","string"]},` + meta(`"x":0`) + `}}`)
+			bad, _ := c.until(4)
+			if r, ok := bad["result"].(map[string]any); (!ok || r["isError"] != true) && bad["error"] == nil {
+				t.Errorf("wrong-typed code accepted: %v", bad)
+			}
+			c.send(`{"jsonrpc":"2.0","id":5,"method":"no/such/method","params":{` + meta(`"x":0`) + `}}`)
+			if unknown, _ := c.until(5); unknown["error"] == nil {
+				t.Errorf("unknown method: %v", unknown)
+			}
+			// A line that is not JSON gets a parse error, and the session
+			// goes on.
+			c.send(`this is not JSON`)
+			c.send(`{"jsonrpc":"2.0","id":6,"method":"tools/list","params":{` + meta(`"x":0`) + `}}`)
+			again, before := c.until(6)
+			if again["error"] != nil {
+				t.Errorf("tools/list after garbage: %v", again)
+			}
+			if len(before) != 1 || fmt.Sprint(before[0]["error"]) != "map[code:-32700 message:Parse error: the line is not valid JSON]" {
+				t.Errorf("want one parse error before the response, got %v", before)
+			}
 
-	// stdin EOF ends the server cleanly; a named workspace is kept.
-	c.in.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("server exit: %v\n%s", err, stderr)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not exit on stdin EOF")
-	}
-	if _, err := os.Stat(filepath.Join(ws, "logs", "0001-stdout.txt")); err != nil {
-		t.Errorf("named workspace not kept: %v", err)
+			// stdin EOF ends the server cleanly; a named workspace is kept.
+			c.in.Close()
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("server exit: %v\n%s", err, stderr)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("server did not exit on stdin EOF")
+			}
+			if _, err := os.Stat(filepath.Join(ws, "logs", "0001-stdout.txt")); err != nil {
+				t.Errorf("named workspace not kept: %v", err)
+			}
+		})
 	}
 }
 
