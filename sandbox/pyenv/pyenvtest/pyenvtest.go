@@ -26,6 +26,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -71,6 +72,23 @@ type Index struct {
 
 	mu        sync.Mutex
 	downloads map[string]int
+	hang      chan struct{} // non-nil while downloads hang
+	done      chan struct{} // closed when the test ends
+}
+
+// HangDownloads makes file downloads stall after their headers (until turned
+// off, the client goes away or the test ends) while index pages keep
+// answering, so pip can be caught mid-install.
+func (ix *Index) HangDownloads(on bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	switch {
+	case on && ix.hang == nil:
+		ix.hang = make(chan struct{})
+	case !on && ix.hang != nil:
+		close(ix.hang)
+		ix.hang = nil
+	}
 }
 
 // Downloads reports how many times the file with this name was fetched.
@@ -106,7 +124,7 @@ func NewIndex(t testing.TB, pkgs ...Package) *Index {
 		projects[n] = append(projects[n], file{name, data})
 		byName[name] = data
 	}
-	ix := &Index{downloads: map[string]int{}}
+	ix := &Index{downloads: map[string]int{}, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /simple/{$}", func(w http.ResponseWriter, r *http.Request) {
 		names := make([]string, 0, len(projects))
@@ -149,12 +167,28 @@ func NewIndex(t testing.TB, pkgs ...Package) *Index {
 		}
 		ix.mu.Lock()
 		ix.downloads[name]++
+		hang := ix.hang
 		ix.mu.Unlock()
 		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		if hang != nil {
+			// Send the headers first: pip reports "Downloading" once it has
+			// them, then waits for a body that does not come.
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+				return
+			case <-ix.done:
+				return
+			}
+		}
 		w.Write(data)
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(ix.done) }) // runs first: unblock handlers for Close
 	ix.URL = srv.URL + "/simple/"
 	return ix
 }
