@@ -411,6 +411,7 @@ func TestEvictionHonorsPins(t *testing.T) {
 	}
 	b.Release()
 	acquire(t, c, interp, "other") // its build runs eviction
+	c.builds.Wait()                // which finishes after Acquire returns
 	if exists(b) {
 		t.Error("released environment b survived eviction under a 1-byte cap")
 	}
