@@ -265,7 +265,8 @@ func (c *Cache) newEnv(key string, reqs []string, hit bool) *Env {
 // one build, and later callers reuse it. reqs are validated with
 // ValidateRequirements. progress, when not nil, receives short lines
 // ("resolving foo", "downloading foo-1.0 (2 kB)", "installing foo") from
-// another goroutine while pip works. The caller must Release the Env.
+// the build's goroutine while pip works; it must return quickly. The caller
+// must Release the Env.
 //
 // Failures a model can act on are *RequirementError (joined) and
 // *InstallError; a cancelled ctx gives ctx.Err().
@@ -285,17 +286,23 @@ func (c *Cache) Acquire(ctx context.Context, interp Interpreter, reqs []string, 
 		c.touch(key)
 		return c.newEnv(key, norm, true), nil
 	}
+	var sub int
 	f := c.flights[key]
 	if f == nil {
 		bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{key: key, cancel: cancel, done: make(chan struct{}), subs: map[int]func(string){}}
+		f = &flight{key: key, cancel: cancel, done: make(chan struct{}), subs: map[int]func(string){}, waiters: 1}
 		c.flights[key] = f
+		sub = f.subscribe(progress) // before the build can say anything
 		c.builds.Add(1)
 		go c.fly(bctx, f, interp, norm)
+		c.mu.Unlock()
+	} else {
+		f.waiters++
+		c.mu.Unlock()
+		// Outside c.mu: a progress callback may hold f.pmu and want c.mu.
+		// A joiner hears the build from where it is.
+		sub = f.subscribe(progress)
 	}
-	f.waiters++
-	c.mu.Unlock()
-	sub := f.subscribe(progress)
 	defer f.unsubscribe(sub)
 
 	select {
