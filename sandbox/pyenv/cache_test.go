@@ -1,0 +1,558 @@
+package pyenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+)
+
+// testPythons are tried in order; the Debian build starts fastest.
+var testPythons = []string{"/usr/bin/python3.11", "/root/.pyenv/versions/3.11.7/bin/python3"}
+
+var (
+	interpOnce sync.Once
+	interpAll  []Interpreter
+)
+
+// testInterp returns an interpreter with a usable pip, or skips.
+func testInterp(t testing.TB) Interpreter {
+	t.Helper()
+	interpOnce.Do(func() {
+		interpAll, _ = Discover(context.Background(), DiscoverOptions{Explicit: testPythons})
+	})
+	if len(interpAll) == 0 {
+		t.Skip("no Python interpreter with a usable pip on this host")
+	}
+	return interpAll[0]
+}
+
+func newTestCache(t testing.TB, index string, mod func(*Options)) *Cache {
+	t.Helper()
+	opts := Options{Dir: t.TempDir(), IndexURL: index, InstallTimeout: time.Minute}
+	if mod != nil {
+		mod(&opts)
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(c.builds.Wait)
+	return c
+}
+
+func basicIndex(t testing.TB) *pyenvtest.Index {
+	return pyenvtest.NewIndex(t,
+		pyenvtest.Package{Name: "Base-Pkg", Version: "1.0"},
+		pyenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base-pkg>=1"}},
+		pyenvtest.Package{Name: "two", Version: "1.0"},
+		pyenvtest.Package{Name: "two", Version: "2.0"},
+		pyenvtest.Package{Name: "broken", Version: "1.0", Broken: true},
+		pyenvtest.Package{Name: "other", Version: "0.1"},
+	)
+}
+
+// pyRun runs code with an environment's interpreter the way a sandboxed run
+// would: no bytecode writes, nothing from our environment.
+func pyRun(t testing.TB, python, code string) string {
+	t.Helper()
+	cmd := exec.Command(python, "-c", code)
+	cmd.Env = []string{"PYTHONDONTWRITEBYTECODE=1", "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s -c %q: %v\n%s", python, code, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func acquire(t testing.TB, c *Cache, interp Interpreter, reqs ...string) *Env {
+	t.Helper()
+	env, err := c.Acquire(context.Background(), interp, reqs, nil)
+	if err != nil {
+		t.Fatalf("Acquire(%q): %v", reqs, err)
+	}
+	t.Cleanup(env.Release)
+	return env
+}
+
+// assertNoLeftovers checks that no environment was published and no build
+// directory survived.
+func assertNoLeftovers(t *testing.T, c *Cache) {
+	t.Helper()
+	c.builds.Wait()
+	for _, d := range []string{c.envsDir, c.tmpDir} {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 0 {
+			t.Errorf("%s holds %d entries after a failed build, want none (first: %s)", d, len(entries), entries[0].Name())
+		}
+	}
+}
+
+func TestAcquireWithDependency(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	idx := basicIndex(t)
+	c := newTestCache(t, idx.URL, nil)
+
+	var mu sync.Mutex
+	var lines []string
+	env, err := c.Acquire(context.Background(), interp, []string{"App"}, func(s string) {
+		mu.Lock()
+		lines = append(lines, s)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	defer env.Release()
+	if env.Hit {
+		t.Error("first Acquire reports a cache hit")
+	}
+	if env.Python != filepath.Join(env.Dir, "bin", "python") || filepath.Dir(env.Dir) != c.envsDir {
+		t.Errorf("Env = %+v, want it under %s", env, c.envsDir)
+	}
+	got := pyRun(t, env.Python, "import sys, app, base_pkg; print(sys.prefix, app.__version__, base_pkg.__version__)")
+	if want := env.Dir + " 2.0 1.0"; got != want {
+		t.Errorf("in the env: %q, want %q (sys.prefix must be the published directory)", got, want)
+	}
+	// Bytecode was compiled at build time, so read-only runs import fast.
+	if pyc, _ := filepath.Glob(filepath.Join(env.Dir, "lib", "python*", "site-packages", "app", "__pycache__", "*.pyc")); len(pyc) == 0 {
+		t.Error("no compiled bytecode for app in the environment")
+	}
+	mu.Lock()
+	wantLines := []string{"creating environment", "resolving app", "downloading app-2.0 (", "resolving base-pkg>=1",
+		"downloading base_pkg-1.0 (", "installing base-pkg, app", "installed app-2.0 base-pkg-1.0"}
+	if len(lines) != len(wantLines) {
+		t.Errorf("progress = %q, want %d lines like %q", lines, len(wantLines), wantLines)
+	} else {
+		for i := range lines {
+			if !strings.HasPrefix(lines[i], wantLines[i]) {
+				t.Errorf("progress[%d] = %q, want prefix %q", i, lines[i], wantLines[i])
+			}
+		}
+	}
+	mu.Unlock()
+
+	again := acquire(t, c, interp, "app")
+	if !again.Hit || again.Dir != env.Dir {
+		t.Errorf("second Acquire = %+v, want a hit on %s", again, env.Dir)
+	}
+	if n := c.stats.builds.Load(); n != 1 {
+		t.Errorf("%d builds, want 1", n)
+	}
+}
+
+func TestAcquireTwoVersions(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	c := newTestCache(t, basicIndex(t).URL, nil)
+	v1 := acquire(t, c, interp, "two==1.0")
+	v2 := acquire(t, c, interp, "two==2.0")
+	if v1.Key == v2.Key {
+		t.Fatalf("both versions share key %s", v1.Key)
+	}
+	for env, want := range map[*Env]string{v1: "1.0", v2: "2.0"} {
+		if got := pyRun(t, env.Python, "import two; print(two.__version__)"); got != want {
+			t.Errorf("%s: two.__version__ = %s, want %s", env.Key, got, want)
+		}
+	}
+}
+
+func TestAcquireErrors(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	idx := basicIndex(t)
+	tests := []struct {
+		name      string
+		index     string
+		reqs      []string
+		wantKind  string
+		wantInErr string // in Summary
+		wantLine  string // in some PipLine
+	}{
+		{"build fails", idx.URL, []string{"broken"}, "build_failed", "building broken from source failed", "RuntimeError: pyenvtest: deliberate build failure"},
+		{"unknown package", idx.URL, []string{"app", "nosuchpkg"}, "not_found", `no package named "nosuchpkg"`, "No matching distribution found for nosuchpkg"},
+		{"no matching version", idx.URL, []string{"two>=3"}, "no_matching_version", "available for Python", "(from versions: 1.0, 2.0)"},
+		{"conflict", idx.URL, []string{"two==1.0", "two==2.0"}, "no_matching_version", "conflict", "ResolutionImpossible"},
+		{"index answers 404", pyenvtest.NotFoundIndex(t), []string{"app"}, "not_found", `no package named "app"`, "No matching distribution found for app"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newTestCache(t, tt.index, nil)
+			env, err := c.Acquire(context.Background(), interp, tt.reqs, nil)
+			if err == nil {
+				env.Release()
+				t.Fatal("Acquire succeeded, want an InstallError")
+			}
+			var ie *InstallError
+			if !errors.As(err, &ie) {
+				t.Fatalf("error %T %v is not an *InstallError", err, err)
+			}
+			if ie.Kind != tt.wantKind || !strings.Contains(ie.Summary, tt.wantInErr) {
+				t.Errorf("InstallError = %s / %q, want %s / %q", ie.Kind, ie.Summary, tt.wantKind, tt.wantInErr)
+			}
+			if !strings.Contains(strings.Join(ie.PipLines, "\n"), tt.wantLine) {
+				t.Errorf("PipLines = %q, want a line with %q", ie.PipLines, tt.wantLine)
+			}
+			if ie.Hint == "" {
+				t.Error("no Hint")
+			}
+			all := err.Error() + "\n" + strings.Join(ie.PipLines, "\n")
+			for _, host := range []string{c.opts.Dir, interp.BasePrefix + "/", os.TempDir() + "/"} {
+				if strings.Contains(all, host) {
+					t.Errorf("error text shows host path %s:\n%s", host, all)
+				}
+			}
+			assertNoLeftovers(t, c)
+		})
+	}
+}
+
+func TestAcquireHangingIndex(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	hanging := pyenvtest.HangingIndex(t)
+
+	t.Run("InstallTimeout", func(t *testing.T) {
+		t.Parallel()
+		c := newTestCache(t, hanging, func(o *Options) { o.InstallTimeout = 2 * time.Second })
+		_, err := c.Acquire(context.Background(), interp, []string{"app"}, nil)
+		var ie *InstallError
+		if !errors.As(err, &ie) || ie.Kind != "timeout" {
+			t.Fatalf("Acquire error = %v, want an InstallError of kind timeout", err)
+		}
+		assertNoLeftovers(t, c)
+	})
+	t.Run("context", func(t *testing.T) {
+		t.Parallel()
+		c := newTestCache(t, hanging, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := c.Acquire(ctx, interp, []string{"app"}, nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Acquire error = %v, want context.DeadlineExceeded", err)
+		}
+		assertNoLeftovers(t, c)
+	})
+}
+
+func TestAcquireConcurrentOneBuild(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	c := newTestCache(t, basicIndex(t).URL, nil)
+	key := c.Key(interp, []string{"app"})
+
+	// The first caller's build waits, in its first progress line, until the
+	// second caller has joined it: the two calls overlap for certain.
+	joined := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		f := c.flights[key]
+		return f != nil && f.waiters == 2
+	}
+	started := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	envs := make([]*Env, 2)
+	errs := make([]error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		envs[0], errs[0] = c.Acquire(context.Background(), interp, []string{"app"}, func(string) {
+			once.Do(func() {
+				close(started)
+				for !joined() {
+					time.Sleep(time.Millisecond)
+				}
+			})
+		})
+	}()
+	<-started
+	go func() {
+		defer wg.Done()
+		envs[1], errs[1] = c.Acquire(context.Background(), interp, []string{"app"}, nil)
+	}()
+	wg.Wait()
+	for i := range envs {
+		if errs[i] != nil {
+			t.Fatalf("Acquire %d: %v", i, errs[i])
+		}
+		defer envs[i].Release()
+	}
+	if n := c.stats.builds.Load(); n != 1 {
+		t.Errorf("%d builds for two concurrent Acquires, want 1", n)
+	}
+	if envs[0].Dir != envs[1].Dir {
+		t.Errorf("different environments: %s, %s", envs[0].Dir, envs[1].Dir)
+	}
+	if got := pyRun(t, envs[1].Python, "import app; print(app.__version__)"); got != "2.0" {
+		t.Errorf("app.__version__ = %s", got)
+	}
+	// Both hold a pin: eviction must keep the environment until both release.
+	c.mu.Lock()
+	pins := c.pins[key].n
+	c.mu.Unlock()
+	if pins != 2 {
+		t.Errorf("%d pins, want 2", pins)
+	}
+}
+
+func TestAcquireCancelMidInstall(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	idx := basicIndex(t)
+	c := newTestCache(t, idx.URL, nil)
+	idx.HangDownloads(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := c.Acquire(ctx, interp, []string{"app"}, func(line string) {
+		if strings.HasPrefix(line, "downloading app") {
+			cancel() // pip is now stuck downloading
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire error = %v, want context.Canceled", err)
+	}
+	assertNoLeftovers(t, c)
+
+	idx.HangDownloads(false)
+	env := acquire(t, c, interp, "app")
+	if env.Hit {
+		t.Error("Acquire after a cancelled build reports a hit")
+	}
+	if got := pyRun(t, env.Python, "import app, base_pkg; print(app.__version__)"); got != "2.0" {
+		t.Errorf("app.__version__ = %s", got)
+	}
+}
+
+// TestAcquireCrashMidInstall kills a process mid-build, as a crash of the
+// server would, then checks that New cleans up and a fresh build succeeds.
+func TestAcquireCrashMidInstall(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	idx := basicIndex(t)
+	dir := t.TempDir()
+	idx.HangDownloads(true)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "PYENV_HELPER=acquire", "PYENV_HELPER_DIR="+dir,
+		"PYENV_HELPER_INDEX="+idx.URL, "PYENV_HELPER_PYTHON="+interp.Path)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "downloading app") {
+		t.Logf("helper: %s", sc.Text())
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	entries, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+	if len(entries) == 0 {
+		t.Fatal("the killed build left no build directory: the test did not kill it mid-build")
+	}
+
+	idx.HangDownloads(false)
+	c := newTestCache(t, idx.URL, func(o *Options) { o.Dir = dir })
+	if entries, _ := os.ReadDir(c.tmpDir); len(entries) != 0 {
+		t.Errorf("New left %d stale build directories", len(entries))
+	}
+	env := acquire(t, c, interp, "app")
+	if env.Hit {
+		t.Error("Acquire after a crash reports a hit")
+	}
+	if got := pyRun(t, env.Python, "import app, base_pkg; print(app.__version__)"); got != "2.0" {
+		t.Errorf("app.__version__ = %s", got)
+	}
+}
+
+// TestHelperProcess is the body of the process TestAcquireCrashMidInstall kills.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv("PYENV_HELPER") != "acquire" {
+		t.Skip("helper process for TestAcquireCrashMidInstall")
+	}
+	interps, _ := Discover(context.Background(), DiscoverOptions{Explicit: []string{os.Getenv("PYENV_HELPER_PYTHON")}})
+	c, err := New(Options{Dir: os.Getenv("PYENV_HELPER_DIR"), IndexURL: os.Getenv("PYENV_HELPER_INDEX")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Acquire(context.Background(), interps[0], []string{"app"}, func(line string) { fmt.Println(line) })
+	t.Fatal("Acquire returned; it should have been killed")
+}
+
+func TestEvictionHonorsPins(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	// A cap of one byte: every environment not in use is evicted.
+	c := newTestCache(t, basicIndex(t).URL, func(o *Options) { o.MaxBytes = 1 })
+	exists := func(e *Env) bool { _, err := os.Stat(e.Dir); return err == nil }
+
+	a := acquire(t, c, interp, "two==1.0") // held throughout
+	b := acquire(t, c, interp, "two==2.0")
+	if !exists(a) || !exists(b) {
+		t.Fatal("a pinned environment was evicted")
+	}
+	b.Release()
+	acquire(t, c, interp, "other") // its build runs eviction
+	c.builds.Wait()                // which finishes after Acquire returns
+	if exists(b) {
+		t.Error("released environment b survived eviction under a 1-byte cap")
+	}
+	if !exists(a) {
+		t.Fatal("pinned environment a was evicted")
+	}
+	if got := pyRun(t, a.Python, "import two; print(two.__version__)"); got != "1.0" {
+		t.Errorf("pinned env broken: %s", got)
+	}
+	b2 := acquire(t, c, interp, "two==2.0")
+	if b2.Hit {
+		t.Error("Acquire of an evicted set reports a hit")
+	}
+}
+
+func TestEvictionLRU(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	c := newTestCache(t, basicIndex(t).URL, func(o *Options) { o.MaxBytes = -1 })
+	var envs []*Env
+	for _, r := range []string{"two==1.0", "two==2.0", "other"} {
+		e := acquire(t, c, interp, r)
+		e.Release()
+		envs = append(envs, e)
+	}
+	// Use the oldest again: the second becomes least recently used.
+	acquire(t, c, interp, "two==1.0").Release()
+
+	var total int64
+	for _, e := range c.listEnvs() {
+		total += e.bytes
+	}
+	c.builds.Wait()             // the last build's own eviction pass is done
+	c.opts.MaxBytes = total - 1 // room for all but one
+	c.evict()
+	var kept []bool
+	for _, e := range envs {
+		_, err := os.Stat(e.Dir)
+		kept = append(kept, err == nil)
+	}
+	if diff := cmp.Diff([]bool{true, false, true}, kept); diff != "" {
+		t.Errorf("kept after eviction (-want +got):\n%s", diff)
+	}
+}
+
+func TestTwoInterpreters(t *testing.T) {
+	t.Parallel()
+	paths := []string{"/usr/bin/python3.11", "/root/.pyenv/versions/3.12.1/bin/python3"}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs both %s; %s is missing", strings.Join(paths, " and "), p)
+		}
+	}
+	interps, skipped := Discover(context.Background(), DiscoverOptions{Explicit: paths, OnlyExplicit: true})
+	if len(interps) != 2 {
+		t.Fatalf("Discover = %+v, skipped %+v; want both", interps, skipped)
+	}
+	c := newTestCache(t, basicIndex(t).URL, nil)
+	var wg sync.WaitGroup
+	envs := make([]*Env, 2)
+	for i, in := range interps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			envs[i] = acquire(t, c, in, "app")
+		}()
+	}
+	wg.Wait()
+	if envs[0] == nil || envs[1] == nil {
+		t.FailNow()
+	}
+	if envs[0].Key == envs[1].Key {
+		t.Fatal("two interpreters share one key")
+	}
+	for i, e := range envs {
+		got := pyRun(t, e.Python, "import sys, app; print('%d.%d.%d' % sys.version_info[:3], app.__version__)")
+		if want := interps[i].Version + " 2.0"; got != want {
+			t.Errorf("env for %s: %q, want %q", interps[i].Path, got, want)
+		}
+	}
+}
+
+func TestAcquireNoPip(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	interp.Pip = ""
+	c := newTestCache(t, "http://127.0.0.1:1/simple/", nil)
+	_, err := c.Acquire(context.Background(), interp, []string{"app"}, nil)
+	var ie *InstallError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Summary, "no pip") {
+		t.Fatalf("Acquire = %v, want an InstallError about pip", err)
+	}
+}
+
+func TestAcquireInvalidRequirements(t *testing.T) {
+	t.Parallel()
+	c := newTestCache(t, "http://127.0.0.1:1/simple/", nil)
+	_, err := c.Acquire(context.Background(), Interpreter{Path: "/nonexistent"}, []string{"--index-url=http://evil"}, nil)
+	var re *RequirementError
+	if !errors.As(err, &re) {
+		t.Fatalf("Acquire = %v, want a *RequirementError", err)
+	}
+}
+
+func TestKey(t *testing.T) {
+	in := Interpreter{Path: "/usr/bin/python3.11", Version: "3.11.2"}
+	a, _ := New(Options{Dir: t.TempDir(), IndexURL: "http://a/simple/"})
+	b, _ := New(Options{Dir: t.TempDir(), IndexURL: "http://b/simple/"})
+	base := a.Key(in, []string{"numpy"})
+	other := in
+	other.Version = "3.11.3"
+	for name, k := range map[string]string{
+		"index":       b.Key(in, []string{"numpy"}),
+		"version":     a.Key(other, []string{"numpy"}),
+		"requirement": a.Key(in, []string{"numpy", "pandas"}),
+	} {
+		if k == base {
+			t.Errorf("changing the %s keeps key %s", name, k)
+		}
+	}
+	if again := a.Key(in, []string{"numpy"}); again != base {
+		t.Errorf("key not stable: %s, %s", base, again)
+	}
+}
+
+func TestNewTakesIndexFromEnvironment(t *testing.T) {
+	t.Setenv("PIP_INDEX_URL", "http://idx/simple/")
+	t.Setenv("PIP_EXTRA_INDEX_URL", "http://x1/ http://x2/")
+	t.Setenv("PIP_FIND_LINKS", "/w")
+	t.Setenv("PIP_NO_INDEX", "true")
+	c, err := New(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"--no-index", "--find-links", "/w"}
+	if diff := cmp.Diff(want, c.indexArgs()); diff != "" {
+		t.Errorf("index args (-want +got):\n%s", diff)
+	}
+	c, _ = New(Options{Dir: t.TempDir(), IndexURL: "http://mine/simple/"})
+	want = []string{"--index-url", "http://mine/simple/"}
+	if diff := cmp.Diff(want, c.indexArgs()); diff != "" {
+		t.Errorf("explicit index args (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,130 @@
+package pyenv
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDiscover(t *testing.T) {
+	start := time.Now()
+	interps, skipped := Discover(context.Background(), DiscoverOptions{Explicit: []string{"/nonexistent/python3"}})
+	t.Logf("Discover took %v", time.Since(start))
+	for _, in := range interps {
+		t.Logf("found %+v", in)
+	}
+	for _, s := range skipped {
+		t.Logf("skipped %+v", s)
+	}
+	if len(interps) == 0 {
+		t.Skip("no Python interpreter on this host")
+	}
+	seen := map[string]bool{}
+	for _, in := range interps {
+		if seen[in.Path] {
+			t.Errorf("%s listed twice", in.Path)
+		}
+		seen[in.Path] = true
+		if real, err := filepath.EvalSymlinks(in.Path); err != nil || real != in.Path {
+			t.Errorf("Path %s is not a resolved executable (%s, %v)", in.Path, real, err)
+		}
+		if strings.Contains(in.Path, "/shims/") {
+			t.Errorf("Path %s is a pyenv shim", in.Path)
+		}
+		if in.Pip == "" || versionLess(in.PipVersion, "22.3") {
+			t.Errorf("%s: pip %q %q cannot install with --python", in.Path, in.Pip, in.PipVersion)
+		}
+		if versionLess(in.Version, "3.7") {
+			t.Errorf("%s: Python %s should have been skipped", in.Path, in.Version)
+		}
+	}
+	if len(skipped) == 0 || skipped[0].Path != "/nonexistent/python3" || skipped[0].Reason != "not found" {
+		t.Errorf("skipped[0] = %+v, want the missing explicit path", skipped)
+	}
+	// On the project machines pyenv has 2.7 and 3.6 (too old) and 3.7
+	// (whose own pip 22.0 lacks --python, so it borrows one).
+	for _, v := range []string{"2.7.18", "3.6.15"} {
+		p := filepath.Join(pyenvRoot(), "versions", v)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		found := false
+		for _, s := range skipped {
+			found = found || strings.HasPrefix(s.Path, p)
+		}
+		if !found {
+			t.Errorf("Python %s at %s not reported as skipped", v, p)
+		}
+	}
+	for _, in := range interps {
+		if strings.HasPrefix(in.Version, "3.7.") && in.Pip == in.Path {
+			t.Errorf("Python 3.7 uses its own pip %s, which has no --python", in.PipVersion)
+		}
+	}
+}
+
+func pyenvRoot() string {
+	if r := os.Getenv("PYENV_ROOT"); r != "" {
+		return r
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".pyenv")
+}
+
+func TestDiscoverExplicitFirst(t *testing.T) {
+	const py = "/usr/bin/python3.11"
+	if _, err := os.Stat(py); err != nil {
+		t.Skipf("%s not installed", py)
+	}
+	interps, _ := Discover(context.Background(), DiscoverOptions{Explicit: []string{py}})
+	if len(interps) == 0 || interps[0].Path != py || interps[0].Source != "flag" {
+		t.Fatalf("interps[0] = %+v, want %s from flag", interps, py)
+	}
+	got, err := Select(interps, "")
+	if err != nil || got.Path != py {
+		t.Errorf("Select default = %+v, %v; want %s", got, err, py)
+	}
+}
+
+func TestSelect(t *testing.T) {
+	interps := []Interpreter{
+		{Path: "/a/python3.11", Version: "3.11.7", Source: "pyenv"},
+		{Path: "/b/python3.12", Version: "3.12.1", Source: "pyenv"},
+		{Path: "/c/python3.11", Version: "3.11.2", Source: "system"},
+		{Path: "/d/python3.9", Version: "3.9.18", Source: "PATH"},
+	}
+	tests := []struct {
+		version string
+		want    string
+		wantErr string
+	}{
+		{"", "/d/python3.9", ""},
+		{"3.11", "/a/python3.11", ""},
+		{"3.11.2", "/c/python3.11", ""},
+		{"3", "/a/python3.11", ""},
+		{"3.1", "", "no Python 3.1 on this server; available: 3.12.1, 3.11.7, 3.11.2, 3.9.18"},
+		{"latest", "", `python "latest" is not a version`},
+	}
+	for _, tt := range tests {
+		got, err := Select(interps, tt.version)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Select(%q) error = %v, want %q", tt.version, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.Path != tt.want {
+			t.Errorf("Select(%q) = %s, %v; want %s", tt.version, got.Path, err, tt.want)
+		}
+	}
+	// Without flag or PATH entries, the newest wins.
+	got, _ := Select(interps[:3], "")
+	if diff := cmp.Diff("/b/python3.12", got.Path); diff != "" {
+		t.Errorf("Select default (-want +got):\n%s", diff)
+	}
+}
