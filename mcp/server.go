@@ -36,6 +36,8 @@ type Config struct {
 	MaxCodeBytes   int           // largest program accepted (1 MiB)
 	Heartbeat      time.Duration // progress sent at least this often during a silent run (15s)
 	Transfer       workspace.Limits
+	ImageBudget    int64 // bytes of images returned inline per run result (1 MiB); larger ones become resource links
+	SampleFixes    bool  // ask the client's model (sampling) for a fix suggestion when a run fails
 	Version        string
 	Logger         *slog.Logger
 }
@@ -62,6 +64,9 @@ func (c *Config) setDefaults() {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
+	if c.ImageBudget <= 0 {
+		c.ImageBudget = 1 << 20
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -84,12 +89,15 @@ type Server struct {
 
 	mu   sync.Mutex
 	sess *session // the one session of a stdio server
+
+	fixes fixStore // run results waiting for the client's sampling answer
 }
 
 // session is one client's workspace and what the server remembers for it.
 type session struct {
 	ws   *workspace.Workspace
 	runs atomic.Int64
+	subs subscriptions // workspace resources the client subscribed to
 }
 
 // New returns a Server whose runs are started by runner.
@@ -105,11 +113,14 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 		Title:   "PRIMS: Python sandbox",
 		Version: cfg.Version,
 	}, &sdk.ServerOptions{
-		Instructions: instructions,
-		Logger:       cfg.Logger,
+		Instructions:       instructions,
+		Logger:             cfg.Logger,
+		SubscribeHandler:   s.subscribe,
+		UnsubscribeHandler: s.unsubscribe,
 	})
 	s.addTools()
 	s.addPrompts()
+	s.addResources()
 	return s, nil
 }
 
