@@ -1,8 +1,11 @@
 package mcp
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,7 +24,7 @@ var (
 // hint suggests the next step after a run that did not succeed: which limit
 // ended it, which package to declare, or which line of the code failed. It
 // returns "" for a successful or cancelled run.
-func (s *Server) hint(o *RunOutput, timeout time.Duration, code string) string {
+func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, code string) string {
 	switch {
 	case o.Cancelled:
 		return ""
@@ -38,7 +41,18 @@ func (s *Server) hint(o *RunOutput, timeout time.Duration, code string) string {
 	if o.ExitCode == 0 {
 		return ""
 	}
-	return exceptionHint(o.Stderr, code)
+	// Python stops at the first missing module; the program's other
+	// imports say what else it will need.
+	needs := func() []string {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		reqs, err := inferRequirements(ctx, s.cfg.Python, code)
+		if err != nil {
+			s.log.Debug("infer requirements for a hint", "err", err)
+		}
+		return reqs
+	}
+	return exceptionHint(o.Stderr, code, needs)
 }
 
 // signalHint names the limit behind a signal the sandbox's limits send.
@@ -58,8 +72,9 @@ func signalHint(sig string) string {
 	return fmt.Sprintf("the process was ended by a signal (%s).", sig)
 }
 
-// exceptionHint reads the end of a Python traceback.
-func exceptionHint(stderr, code string) string {
+// exceptionHint reads the end of a Python traceback. needs, if not nil,
+// lists the distributions the code's imports need.
+func exceptionHint(stderr, code string, needs func() []string) string {
 	ms := exceptionLine.FindAllStringSubmatch(stderr, -1)
 	if ms == nil {
 		return ""
@@ -84,10 +99,20 @@ func exceptionHint(stderr, code string) string {
 		if m := moduleNotFound.FindStringSubmatch(msg); m != nil {
 			mod := strings.SplitN(m[1], ".", 2)[0]
 			dist := distributionFor(mod)
-			h := fmt.Sprintf("module %q is not installed. Add %q to run_code's requirements (for example requirements: [%q]) and run again.", mod, dist, dist)
-			if dist == mod {
-				h += " If the pip package has a different name, declare that name instead."
+			reqs := []string{dist}
+			if needs != nil {
+				if all := needs(); slices.Contains(all, dist) {
+					reqs = all
+				}
 			}
+			quoted, _ := json.Marshal(reqs)
+			h := fmt.Sprintf("module %q is not installed. Add %q to run_code's requirements and run again", mod, dist)
+			if len(reqs) > 1 {
+				h += fmt.Sprintf("; this program's imports need requirements: %s", quoted)
+			} else {
+				h += fmt.Sprintf(" (requirements: %s)", quoted)
+			}
+			h += "."
 			return h
 		}
 		if exc == "ImportError" {

@@ -23,8 +23,10 @@ func TestRunHints(t *testing.T) {
 	}{
 		{"missing module", map[string]any{"code": "import os\nfrom sklearn.linear_model import LinearRegression\n"},
 			[]string{`module "sklearn" is not installed`, `Add "scikit-learn" to run_code's requirements`}},
+		{"several missing modules", map[string]any{"code": "import cv2\nimport numpy as np\nimport json\n"},
+			[]string{`Add "opencv-python"`, `this program's imports need requirements: ["numpy","opencv-python"]`}},
 		{"missing module, same pip name", map[string]any{"code": "import nosuchpkg_xyz\n"},
-			[]string{`Add "nosuchpkg_xyz"`, "different name"}},
+			[]string{`Add "nosuchpkg_xyz" to run_code's requirements and run again (requirements: ["nosuchpkg_xyz"]).`}},
 		{"syntax error", map[string]any{"code": "x = 1\nprint((x)\n"},
 			[]string{"SyntaxError at line 2 (`print((x)`)", "Nothing ran"}},
 		{"indentation", map[string]any{"code": "def f():\nreturn 1\n"},
@@ -76,7 +78,7 @@ func TestSignalAndLimitHints(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := s.hint(&tt.out, time.Minute, "x = [0] * 10**12\n")
+			got := s.hint(t.Context(), &tt.out, time.Minute, "x = [0] * 10**12\n")
 			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
 				t.Errorf("hint = %q, want it to contain %q", got, tt.want)
 			}
