@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// Patterns over the traceback that the bootstrap prints for the model's code
-// (its file name is "<code>").
+// Patterns over the traceback that the bootstrap prints for the model's code,
+// which it names after the run's copy in logs/ ("<code>" when there is none).
 var (
 	// The innermost frame in the model's own code: the last one printed.
-	codeFrame = regexp.MustCompile(`File "<code>", line (\d+)`)
+	codeFrame = regexp.MustCompile(`File "(?:<code>|logs/\d+-code\.py)", line (\d+)`)
 	// The exception line that ends a traceback.
 	exceptionLine  = regexp.MustCompile(`(?m)^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))(?::[ \t]*(.*))?$`)
 	moduleNotFound = regexp.MustCompile(`No module named '([^']+)'`)
