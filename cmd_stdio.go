@@ -10,6 +10,7 @@ import (
 
 type stdioOptions struct {
 	runOptions
+	contentOptions
 	workspace    string
 	outputBudget int
 }
@@ -26,7 +27,8 @@ Logs go to stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runStdio(cmd, opts) },
 	}
-	opts.addFlags(cmd.Flags())
+	opts.runOptions.addFlags(cmd.Flags())
+	opts.contentOptions.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&opts.workspace, "workspace", "", "keep the workspace in this directory instead of a temporary one (never deleted)")
 	cmd.Flags().IntVar(&opts.outputBudget, "output-budget", 32<<10, "bytes of each output stream returned inline (head and tail)")
 	return cmd
@@ -44,6 +46,8 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 		DefaultTimeout: opts.timeout,
 		MaxTimeout:     opts.maxTimeout,
 		OutputBudget:   opts.outputBudget,
+		ImageBudget:    opts.imageBudget,
+		SampleFixes:    opts.sampleFixes,
 		Version:        version(),
 		Logger:         d.log,
 	}, d.runner)

@@ -88,3 +88,15 @@ func (o *runOptions) interpreter(ctx context.Context) (string, error) {
 	}
 	return real, nil
 }
+
+// contentOptions are the flags that shape what a model receives from the
+// MCP server, shared by every command that serves MCP.
+type contentOptions struct {
+	imageBudget int64
+	sampleFixes bool
+}
+
+func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
+	fs.Int64Var(&o.imageBudget, "image-budget", 1<<20, "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
+	fs.BoolVar(&o.sampleFixes, "sample-fixes", false, "when a run fails, ask the client's model (MCP sampling) for a short fix suggestion and return it beside the error")
+}

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -12,10 +13,10 @@ func (s *Server) addPrompts() {
 	s.sdk.AddPrompt(&sdk.Prompt{
 		Name:        "python_programmer",
 		Title:       "Python programmer",
-		Description: "Solve a task by writing and running Python with PRIMS' tools.",
+		Description: "Solve a task by writing and running Python in PRIMS' sandbox, following its contract: print results, write files to output/, declare packages in requirements, read inputs from mounts/.",
 		Arguments: []*sdk.PromptArgument{
 			{Name: "task", Description: "what the program should do", Required: true},
-			{Name: "files", Description: "comma-separated workspace paths of mounted inputs, if any"},
+			{Name: "files", Description: "input files, comma-separated: paths under mounts/ (for example mounts/sales.csv) or http(s) URLs to mount first"},
 		},
 	}, s.pythonProgrammer)
 }
@@ -23,23 +24,48 @@ func (s *Server) addPrompts() {
 func (s *Server) pythonProgrammer(ctx context.Context, req *sdk.GetPromptRequest) (*sdk.GetPromptResult, error) {
 	task := strings.TrimSpace(req.Params.Arguments["task"])
 	if task == "" {
-		return nil, fmt.Errorf("the python_programmer prompt needs a task")
+		return nil, errors.New("the python_programmer prompt needs a task")
 	}
 	var b strings.Builder
-	b.WriteString("You are an expert Python programmer with a sandboxed Python 3 workspace, reached through PRIMS' tools.\n\n")
-	fmt.Fprintf(&b, "Task: %s\n\n", task)
-	if files := strings.TrimSpace(req.Params.Arguments["files"]); files != "" {
-		fmt.Fprintf(&b, "Input files (read-only, relative to the working directory): %s\n\n", files)
+	b.WriteString("You are an expert Python programmer. You have PRIMS: a sandboxed Python 3 workspace that you use through its tools. Solve the task by running code, not by guessing results.\n\n")
+	fmt.Fprintf(&b, "## Task\n%s\n\n", task)
+	if files := splitFiles(req.Params.Arguments["files"]); len(files) > 0 {
+		b.WriteString("## Input files\n")
+		for _, f := range files {
+			if strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") {
+				fmt.Fprintf(&b, "- %s: not mounted yet. Pass it in run_code's files ({\"url\": %q, \"mount_path\": \"<name>\"}) or call mount_file; it then appears under mounts/.\n", f, f)
+				continue
+			}
+			fmt.Fprintf(&b, "- %s (read-only; open it with this relative path)\n", f)
+		}
+		b.WriteString("Look at an input before you process it: preview_file shows the start of a text file.\n\n")
 	}
-	b.WriteString(`How to work:
-- Call run_code with a complete program. Each call is a fresh Python process: files in the workspace persist, variables do not.
-- print() what you need to see; stdout and stderr come back with the exit code.
-- Write files for the user (plots, tables, reports) under output/. Read inputs from mounts/; use mount_file to fetch a URL there.
-- If a run fails, read the traceback and the hint, fix the program and run it again.
-- Use list_dir and preview_file to look at files; persist_artifact uploads a file from output/ to a presigned URL.
+	b.WriteString(`## How PRIMS runs your code
+- run_code runs one complete program in a fresh Python process. Files in the workspace persist between calls; variables, imports and functions do not. Every program must import and define what it uses.
+- The working directory is the workspace root. Inputs are under mounts/ (read-only). Write every file meant for the user under output/ (plots, CSV, reports).
+- Only the standard library is guaranteed. List third-party packages in run_code's requirements using pip names (for example ["pandas", "matplotlib", "scikit-learn"]); they are installed before the run.
+- print() what you need to see: stdout and stderr come back with the exit code. Keep printed output short (summaries, head of tables); long output is cut in the middle and kept whole in logs/.
+- Images that the program writes under output/ (PNG, JPEG, GIF, WebP) come back to you as images, other files as links. With matplotlib, plt.savefig("output/name.png") or plt.show() both work; there is no display.
+- A run has a time limit (timeout_s). For long work, print progress and save intermediate results to output/.
+
+## How to work
+1. Write a complete program for the task and run it.
+2. If it fails, read the traceback and PRIMS' hint (a missing package names the requirement to add), fix the program and run it again.
+3. Check the output makes sense, then answer with the result and name the files in output/ that hold it.
 `)
 	return &sdk.GetPromptResult{
 		Description: "Solve a task with PRIMS",
 		Messages:    []*sdk.PromptMessage{{Role: "user", Content: &sdk.TextContent{Text: b.String()}}},
 	}, nil
+}
+
+// splitFiles splits the files argument on commas and newlines.
+func splitFiles(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' }) {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"time"
 
@@ -27,6 +26,8 @@ type Artifact struct {
 	Path string `json:"path"`
 	Size int64  `json:"size"`
 	MIME string `json:"mime"`
+	URI  string `json:"uri" jsonschema:"the file as an MCP resource, readable with resources/read"`
+	Note string `json:"note,omitempty" jsonschema:"how the file is returned: as an image in the result, or as a resource link and why"`
 }
 
 // RunOutput is run_code's structured result.
@@ -46,9 +47,15 @@ type RunOutput struct {
 	Artifacts   []Artifact `json:"artifacts"`
 	Isolation   string     `json:"isolation" jsonschema:"the sandbox tier that ran the code"`
 	Hint        string     `json:"hint,omitempty"`
+	// FixSuggestion comes from the client's own model (sampling), only with
+	// --sample-fixes and a client that supports sampling.
+	FixSuggestion string `json:"fix_suggestion,omitempty" jsonschema:"a fix suggested by the client's model for a failed run; not verified"`
 }
 
 func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunInput) (*sdk.CallToolResult, *RunOutput, error) {
+	if resuming(req) {
+		return s.resumeWithFix(req)
+	}
 	if strings.TrimSpace(in.Code) == "" {
 		return nil, nil, errors.New("code is empty: pass a complete Python program in \"code\"")
 	}
@@ -112,6 +119,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	outCap := sandbox.NewCapture(s.cfg.OutputBudget)
 	errCap := sandbox.NewCapture(s.cfg.OutputBudget)
 	before := sess.ws.Snapshot()
+	watched := sess.subs.stamps(sess.ws)
 	res, err := s.runner.Run(ctx, sandbox.Job{
 		Python:   s.cfg.Python,
 		Code:     in.Code,
@@ -144,11 +152,17 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		Isolation:   string(res.Tier),
 	}
 	for _, e := range sess.ws.Changes(before) {
-		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME})
+		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})
 	}
-	out.Hint = hint(out, timeout)
+	s.notifyUpdated(ctx, sess, watched)
+	files := s.fileContent(sess.ws, out.Artifacts)
+	out.Hint = s.hint(ctx, out, timeout, in.Code)
 	result := textResult(summary(out, timeout, notes))
+	result.Content = append(result.Content, files...)
 	result.IsError = out.ExitCode != 0 || out.TimedOut || out.Cancelled
+	if s.cfg.SampleFixes && out.ExitCode != 0 && !out.TimedOut && !out.Cancelled {
+		return s.withFix(ctx, req, sess, in.Code, result, out)
+	}
 	return result, out, nil
 }
 
@@ -191,29 +205,17 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 	if len(o.Artifacts) > 0 {
 		b.WriteString("\nFiles written to output/:\n")
 		for _, a := range o.Artifacts {
-			fmt.Fprintf(&b, "  %s (%s, %s)\n", a.Path, humanBytes(a.Size), a.MIME)
+			fmt.Fprintf(&b, "  %s (%s, %s)", a.Path, humanBytes(a.Size), a.MIME)
+			if a.Note != "" {
+				fmt.Fprintf(&b, ": %s", a.Note)
+			}
+			b.WriteString("\n")
 		}
 	}
 	if o.Hint != "" {
 		fmt.Fprintf(&b, "\nHint: %s\n", o.Hint)
 	}
 	return b.String()
-}
-
-var moduleNotFound = regexp.MustCompile(`ModuleNotFoundError: No module named '([^'.]+)`)
-
-// hint suggests the next step for the commonest failures.
-func hint(o *RunOutput, timeout time.Duration) string {
-	switch {
-	case o.TimedOut:
-		return fmt.Sprintf("the program ran longer than %s. Make it faster, print progress, or pass a larger timeout_s.", timeout)
-	case o.Cancelled:
-		return ""
-	}
-	if m := moduleNotFound.FindStringSubmatch(o.Stderr); m != nil {
-		return fmt.Sprintf("module %q is not installed in this interpreter; only the standard library and preinstalled packages are available.", m[1])
-	}
-	return ""
 }
 
 // limitWriter writes at most n bytes to w, then notes the cut once and

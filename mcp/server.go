@@ -36,6 +36,8 @@ type Config struct {
 	MaxCodeBytes   int           // largest program accepted (1 MiB)
 	Heartbeat      time.Duration // progress sent at least this often during a silent run (15s)
 	Transfer       workspace.Limits
+	ImageBudget    int64 // bytes of images returned inline per run result (1 MiB); larger ones become resource links
+	SampleFixes    bool  // ask the client's model (sampling) for a fix suggestion when a run fails
 	Version        string
 	Logger         *slog.Logger
 }
@@ -62,6 +64,9 @@ func (c *Config) setDefaults() {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
+	if c.ImageBudget <= 0 {
+		c.ImageBudget = 1 << 20
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -84,12 +89,15 @@ type Server struct {
 
 	mu   sync.Mutex
 	sess *session // the one session of a stdio server
+
+	fixes fixStore // run results waiting for the client's sampling answer
 }
 
 // session is one client's workspace and what the server remembers for it.
 type session struct {
 	ws   *workspace.Workspace
 	runs atomic.Int64
+	subs subscriptions // workspace resources the client subscribed to
 }
 
 // New returns a Server whose runs are started by runner.
@@ -105,11 +113,14 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 		Title:   "PRIMS: Python sandbox",
 		Version: cfg.Version,
 	}, &sdk.ServerOptions{
-		Instructions: instructions,
-		Logger:       cfg.Logger,
+		Instructions:       instructions,
+		Logger:             cfg.Logger,
+		SubscribeHandler:   s.subscribe,
+		UnsubscribeHandler: s.unsubscribe,
 	})
 	s.addTools()
 	s.addPrompts()
+	s.addResources()
 	return s, nil
 }
 
@@ -187,8 +198,11 @@ func (s *Server) track(ctx context.Context) (context.Context, func(), error) {
 	return ctx, func() { stop(); cancel(); s.runs.Done() }, nil
 }
 
-const instructions = `PRIMS runs Python code in a throw-away sandboxed workspace on the user's machine.
-Use run_code to execute a complete Python program; print what you want to see and write files meant for the user to output/.
-Inputs you mount with mount_file (or run_code's files) appear read-only under mounts/.
-Every run is a fresh process in the same workspace: files persist between calls, variables do not.
-Use list_dir and preview_file to inspect files, and persist_artifact to upload a file from output/ to a presigned URL.`
+const instructions = `PRIMS runs Python 3 code in a sandboxed, throw-away workspace on the user's machine. Use it whenever a task needs computation, data analysis, file conversion or a chart: run the code instead of guessing the result.
+
+- run_code runs one complete program in a fresh process. Workspace files persist between calls; variables, imports and functions do not, so each program imports and defines what it uses.
+- Declare third-party packages in run_code's requirements with their pip names (["pandas", "matplotlib"]); only the standard library is there otherwise. If a run fails with ModuleNotFoundError, the hint names the package to add.
+- print() the results you need to read, briefly. Write files for the user under output/: images there (PNG, JPEG, GIF, WebP) come back to you as images, other files as resource links (prims://workspace/<path>). matplotlib's plt.show() saves the figure to output/.
+- Inputs: pass URLs in run_code's files, or call mount_file; they appear read-only under mounts/. Open them with relative paths such as mounts/data.csv.
+- When a run fails, read the traceback and the hint, fix the code and run again.
+- list_dir and preview_file inspect the workspace; logs/ holds the complete output of every run; persist_artifact uploads a file from output/ to a presigned URL.`

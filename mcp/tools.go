@@ -17,9 +17,9 @@ func (s *Server) addTools() {
 	sdk.AddTool(s.sdk, &sdk.Tool{
 		Name:  "run_code",
 		Title: "Run Python code",
-		Description: `Run a complete Python 3 program in a fresh process inside the session's sandboxed workspace and return its exit code, stdout, stderr and the files it wrote under output/.
-The working directory is the workspace root; files persist between calls, Python variables do not. Print what you want to see. Save results for the user (plots, CSV, reports) under output/.
-Optional "files" downloads URLs into mounts/ (read-only) before the run. Output longer than the inline budget is cut in the middle; the complete streams are kept in logs/ for preview_file.`,
+		Description: `Run a complete Python 3 program in a fresh process inside the session's sandboxed workspace. Returns the exit code, stdout and stderr, and the files the program wrote under output/: images (PNG, JPEG, GIF, WebP) as image content, other files as resource links.
+The working directory is the workspace root. Files persist between calls; Python variables and imports do not, so every program must be complete. print() what you want to read. Save results for the user (plots, CSV, reports) under output/; plt.show() saves matplotlib figures there.
+Third-party packages must be declared in requirements (pip names). Optional "files" downloads URLs into mounts/ (read-only) before the run. Output longer than the inline budget is cut in the middle; the complete streams are kept in logs/. A failed run comes with a hint for the fix.`,
 		Annotations: &sdk.ToolAnnotations{
 			Title:           "Run Python code",
 			DestructiveHint: ptr(false),

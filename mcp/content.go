@@ -1,0 +1,92 @@
+package mcp
+
+import (
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"path"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/workspace"
+)
+
+// inlineImages are the image types returned as image content: the ones
+// that MCP clients and the models behind them can display.
+var inlineImages = map[string]bool{
+	"image/png":  true,
+	"image/jpeg": true,
+	"image/gif":  true,
+	"image/webp": true,
+}
+
+// maxLinks bounds the resource links in one result; the text summary and
+// list_dir cover the rest.
+const maxLinks = 50
+
+// fileContent returns what the model sees of the files a run wrote, newest
+// first: images as image content while they fit the per-result budget, every
+// other file (and every image over the budget) as a resource link. It sets
+// each artifact's Note to say which, and why.
+func (s *Server) fileContent(ws *workspace.Workspace, arts []Artifact) []sdk.Content {
+	var images, links []sdk.Content
+	budget := s.cfg.ImageBudget
+	for i := range arts {
+		a := &arts[i]
+		mt, _, _ := mime.ParseMediaType(a.MIME)
+		if inlineImages[mt] {
+			data, why := readImage(ws, a.Path, mt, budget, s.cfg.ImageBudget)
+			if why == "" {
+				budget -= int64(len(data))
+				images = append(images, &sdk.ImageContent{Data: data, MIMEType: mt})
+				a.Note = "shown below as an image"
+				continue
+			}
+			a.Note = why
+		}
+		if len(links) == maxLinks {
+			if a.Note == "" {
+				a.Note = fmt.Sprintf("not linked (only the newest %d files are); read it as resource %s", maxLinks, a.URI)
+			}
+			continue
+		}
+		size := a.Size
+		links = append(links, &sdk.ResourceLink{URI: a.URI, Name: path.Base(a.Path), Title: a.Path, MIMEType: a.MIME, Size: &size})
+		if a.Note == "" {
+			a.Note = "linked as resource " + a.URI
+		} else {
+			a.Note += "; linked as resource " + a.URI
+		}
+	}
+	return append(images, links...)
+}
+
+// readImage reads an image file whole if it fits in the budget left and its
+// content really is the image type its name says. Otherwise it returns why
+// the image is not shown inline.
+func readImage(ws *workspace.Workspace, name, mediaType string, left, total int64) ([]byte, string) {
+	f, e, err := ws.Open(name)
+	if err != nil {
+		return nil, "not shown inline: it could not be opened"
+	}
+	defer f.Close()
+	switch {
+	case e.Size > total:
+		return nil, fmt.Sprintf("not shown inline: it is over the %s image budget of a result", humanBytes(total))
+	case e.Size > left:
+		return nil, fmt.Sprintf("not shown inline: newer images used the %s image budget of this result", humanBytes(total))
+	}
+	// The code may still be writing: read at most what is left and one byte.
+	data, err := io.ReadAll(io.LimitReader(f, left+1))
+	if err != nil {
+		return nil, "not shown inline: it could not be read"
+	}
+	if int64(len(data)) > left {
+		return nil, "not shown inline: it grew past the image budget while being read"
+	}
+	if got := http.DetectContentType(data); got != mediaType {
+		return nil, fmt.Sprintf("not shown inline: its content is %s, not %s", got, mediaType)
+	}
+	return data, ""
+}

@@ -1,0 +1,192 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Patterns over the traceback that the bootstrap prints for the model's code,
+// which it names after the run's copy in logs/ ("<code>" when there is none).
+var (
+	// The innermost frame in the model's own code: the last one printed.
+	codeFrame = regexp.MustCompile(`File "(?:<code>|logs/\d+-code\.py)", line (\d+)`)
+	// The exception line that ends a traceback.
+	exceptionLine  = regexp.MustCompile(`(?m)^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))(?::[ \t]*(.*))?$`)
+	moduleNotFound = regexp.MustCompile(`No module named '([^']+)'`)
+)
+
+// hint suggests the next step after a run that did not succeed: which limit
+// ended it, which package to declare, or which line of the code failed. It
+// returns "" for a successful or cancelled run.
+func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, code string) string {
+	switch {
+	case o.Cancelled:
+		return ""
+	case o.TimedOut:
+		h := fmt.Sprintf("the wall-clock limit of %s ended the run and the whole process tree was killed; output printed before that is above.", timeout)
+		if timeout < s.cfg.MaxTimeout {
+			return h + fmt.Sprintf(" Make the program faster, print progress as it goes, or pass a larger timeout_s (at most %g).", s.cfg.MaxTimeout.Seconds())
+		}
+		return h + " This is the server's maximum timeout: make the program faster, or split the work into several runs that save intermediate results under output/."
+	}
+	if h := signalHint(o.Signal); h != "" {
+		return h
+	}
+	if o.ExitCode == 0 {
+		return ""
+	}
+	// Python stops at the first missing module; the program's other
+	// imports say what else it will need.
+	needs := func() []string {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		reqs, err := inferRequirements(ctx, s.cfg.Python, code)
+		if err != nil {
+			s.log.Debug("infer requirements for a hint", "err", err)
+		}
+		return reqs
+	}
+	return exceptionHint(o.Stderr, code, needs)
+}
+
+// signalHint names the limit behind a signal the sandbox's limits send.
+func signalHint(sig string) string {
+	switch sig {
+	case "":
+		return ""
+	case "CPU time limit exceeded":
+		return "the CPU-time limit ended the run (SIGXCPU). Make the program do less work per run, or save partial results to output/ and continue in the next run."
+	case "file size limit exceeded":
+		return "the file-size limit ended the run (SIGXFSZ): the program wrote a file larger than the sandbox allows. Write less, or compress the output."
+	case "killed":
+		return "the process was killed (SIGKILL), most likely by the memory limit. Use less memory: process the data in chunks, or use smaller data types."
+	case "segmentation fault", "aborted", "bus error":
+		return fmt.Sprintf("the interpreter crashed (%s) inside native code, usually a C extension. Check the package versions and the data passed to it.", sig)
+	}
+	return fmt.Sprintf("the process was ended by a signal (%s).", sig)
+}
+
+// exceptionHint reads the end of a Python traceback. needs, if not nil,
+// lists the distributions the code's imports need.
+func exceptionHint(stderr, code string, needs func() []string) string {
+	ms := exceptionLine.FindAllStringSubmatch(stderr, -1)
+	if ms == nil {
+		return ""
+	}
+	exc, msg := ms[len(ms)-1][1], strings.TrimSpace(ms[len(ms)-1][2])
+	where := ""
+	if fs := codeFrame.FindAllStringSubmatch(stderr, -1); fs != nil {
+		n, _ := strconv.Atoi(fs[len(fs)-1][1])
+		where = fmt.Sprintf("line %d", n)
+		if line := codeLine(code, n); line != "" {
+			where += fmt.Sprintf(" (`%s`)", line)
+		}
+	}
+	at := func(what string) string {
+		if where == "" {
+			return what
+		}
+		return what + " at " + where
+	}
+	switch exc {
+	case "ModuleNotFoundError", "ImportError":
+		if m := moduleNotFound.FindStringSubmatch(msg); m != nil {
+			mod := strings.SplitN(m[1], ".", 2)[0]
+			dist := distributionFor(mod)
+			reqs := []string{dist}
+			if needs != nil {
+				if all := needs(); slices.Contains(all, dist) {
+					reqs = all
+				}
+			}
+			quoted, _ := json.Marshal(reqs)
+			h := fmt.Sprintf("module %q is not installed. Add %q to run_code's requirements and run again", mod, dist)
+			if len(reqs) > 1 {
+				h += fmt.Sprintf("; this program's imports need requirements: %s", quoted)
+			} else {
+				h += fmt.Sprintf(" (requirements: %s)", quoted)
+			}
+			h += "."
+			return h
+		}
+		if exc == "ImportError" {
+			return at("ImportError") + ": " + msg + ". The installed version of the package may not have this name: check the spelling, or pin a version in requirements (for example \"package==1.2\")."
+		}
+	case "SyntaxError", "IndentationError", "TabError":
+		return at(exc) + ": " + msg + ". Nothing ran: fix the code and run it again."
+	case "NameError", "UnboundLocalError":
+		return at(exc) + ": " + msg + ". Each run is a fresh Python process: variables, functions and imports from earlier runs do not exist. Define or import everything in this program, or save state to a file in an earlier run and load it here."
+	case "FileNotFoundError":
+		return at(exc) + ": " + msg + ". Paths are relative to the workspace root: inputs are under mounts/, files from earlier runs under output/. Call list_dir to see what exists."
+	case "PermissionError", "OSError":
+		if strings.Contains(msg, "Read-only file system") || strings.Contains(msg, "mounts/") {
+			return at(exc) + ": " + msg + ". mounts/ is read-only: write results under output/."
+		}
+		if strings.Contains(msg, "No space left") || strings.Contains(msg, "Disk quota") {
+			return at(exc) + ": " + msg + ". The workspace ran out of space: delete files you no longer need or write less."
+		}
+	case "MemoryError":
+		return at("MemoryError") + ": the program hit the memory limit. Process the data in chunks, or use smaller data types."
+	case "RecursionError":
+		return at("RecursionError") + ": " + msg + ". Rewrite the recursion as a loop, or check its base case."
+	case "KeyboardInterrupt", "SystemExit":
+		return ""
+	}
+	if where == "" {
+		return ""
+	}
+	if msg != "" {
+		return at(exc) + ": " + msg + "."
+	}
+	return at(exc) + "."
+}
+
+// codeLine returns line n (1-based) of code, trimmed and shortened for a
+// one-line hint.
+func codeLine(code string, n int) string {
+	lines := strings.Split(code, "\n")
+	if n < 1 || n > len(lines) {
+		return ""
+	}
+	l := strings.TrimSpace(lines[n-1])
+	if r := []rune(l); len(r) > 120 {
+		l = string(r[:117]) + "..."
+	}
+	return strings.ReplaceAll(l, "`", "'")
+}
+
+// distributionFor names the pip distribution that provides an import name,
+// for the common cases where the two differ; otherwise it returns the
+// module name itself.
+func distributionFor(module string) string {
+	if d, ok := knownDistributions[module]; ok {
+		return d
+	}
+	return module
+}
+
+var knownDistributions = map[string]string{
+	"cv2":         "opencv-python",
+	"sklearn":     "scikit-learn",
+	"skimage":     "scikit-image",
+	"PIL":         "pillow",
+	"yaml":        "pyyaml",
+	"bs4":         "beautifulsoup4",
+	"dateutil":    "python-dateutil",
+	"docx":        "python-docx",
+	"pptx":        "python-pptx",
+	"dotenv":      "python-dotenv",
+	"Crypto":      "pycryptodome",
+	"jwt":         "pyjwt",
+	"serial":      "pyserial",
+	"fitz":        "pymupdf",
+	"attr":        "attrs",
+	"OpenSSL":     "pyopenssl",
+	"Levenshtein": "levenshtein",
+}

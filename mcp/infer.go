@@ -1,0 +1,140 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prims-mcp/prims/workspace"
+)
+
+// autoRequirement in run_code's requirements asks PRIMS to infer packages
+// from the code's imports.
+const autoRequirement = "auto"
+
+// importScan lists the top-level modules a program imports absolutely,
+// minus the standard library. It only parses the code (ast), never runs
+// it, and is written for every Python from 2.7 on. Code that does not parse
+// yields no modules: the run itself will report the syntax error.
+const importScan = `
+import ast, json, os, sys
+src = getattr(sys.stdin, "buffer", sys.stdin).read().decode("utf-8", "replace")
+names = set()
+try:
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                names.add(a.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+except Exception:
+    names = set()
+std = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
+std.add("__future__")
+# Run with -S: sys.path is the standard library only, so what is found on it
+# is stdlib. Needed before 3.10, where stdlib_module_names does not exist.
+sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]
+def in_stdlib(n):
+    if n in std:
+        return True
+    if getattr(sys, "stdlib_module_names", None):
+        return False
+    try:
+        import importlib.util
+        return importlib.util.find_spec(n) is not None
+    except ImportError:
+        import imp
+        try:
+            imp.find_module(n)
+            return True
+        except ImportError:
+            return False
+    except Exception:
+        return False
+sys.stdout.write(json.dumps(sorted(n for n in names if not in_stdlib(n))))
+`
+
+// inferRequirements returns the pip distributions a program needs, from its
+// imports: top-level modules outside python's standard library, mapped to
+// their distribution names (cv2 becomes opencv-python), sorted. The given
+// interpreter parses the code, so its grammar and its standard library are
+// the ones the run will use.
+func inferRequirements(ctx context.Context, python, code string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-E", "-s", "-S", "-c", importScan)
+	cmd.Dir = "/"
+	cmd.Env = []string{"LANG=C.UTF-8", "PYTHONIOENCODING=utf-8"}
+	cmd.Stdin = strings.NewReader(code)
+	cmd.WaitDelay = time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("scan imports with %s: %w: %s", python, err, strings.TrimSpace(tail(stderr.String(), 400)))
+	}
+	var modules []string
+	if err := json.Unmarshal(stdout.Bytes(), &modules); err != nil {
+		return nil, fmt.Errorf("scan imports with %s: unexpected output %q", python, tail(stdout.String(), 200))
+	}
+	var dists []string
+	for _, m := range modules {
+		if d := distributionFor(m); !slices.Contains(dists, d) {
+			dists = append(dists, d)
+		}
+	}
+	slices.Sort(dists)
+	return dists, nil
+}
+
+// expandRequirements replaces "auto" in a run's requirements with the
+// inferred ones, leaving out modules that the workspace itself provides (a
+// helper.py or package written by an earlier run) and anything declared
+// explicitly. Requirements without "auto" come back unchanged.
+func expandRequirements(ctx context.Context, python, code string, reqs []string, ws *workspace.Workspace) ([]string, error) {
+	i := slices.Index(reqs, autoRequirement)
+	if i < 0 {
+		return reqs, nil
+	}
+	inferred, err := inferRequirements(ctx, python, code)
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Concat(reqs[:i:i], reqs[i+1:])
+	declared := map[string]bool{}
+	for _, r := range out {
+		declared[requirementName(r)] = true
+	}
+	for _, d := range inferred {
+		if declared[requirementName(d)] || (ws != nil && localModule(ws, d)) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// requirementName is the normalized project name of a requirement
+// ("Pillow>=10" is "pillow"), per PEP 503.
+func requirementName(req string) string {
+	end := strings.IndexAny(req, "<>=!~;[@ ")
+	if end >= 0 {
+		req = req[:end]
+	}
+	return strings.ToLower(strings.NewReplacer("_", "-", ".", "-").Replace(strings.TrimSpace(req)))
+}
+
+// localModule reports whether the workspace root holds module m as a file
+// or a package, where the code's imports find it first.
+func localModule(ws *workspace.Workspace, m string) bool {
+	for _, p := range []string{m + ".py", m} {
+		if _, err := ws.Root().Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
