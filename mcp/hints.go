@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 )
 
 // Patterns over the traceback that the bootstrap prints for the model's code,
@@ -98,7 +100,7 @@ func exceptionHint(stderr, code string, needs func() []string) string {
 	case "ModuleNotFoundError", "ImportError":
 		if m := moduleNotFound.FindStringSubmatch(msg); m != nil {
 			mod := strings.SplitN(m[1], ".", 2)[0]
-			dist := distributionFor(mod)
+			dist := pyenv.DistributionFor(mod)
 			reqs := []string{dist}
 			if needs != nil {
 				if all := needs(); slices.Contains(all, dist) {
@@ -159,34 +161,4 @@ func codeLine(code string, n int) string {
 		l = string(r[:117]) + "..."
 	}
 	return strings.ReplaceAll(l, "`", "'")
-}
-
-// distributionFor names the pip distribution that provides an import name,
-// for the common cases where the two differ; otherwise it returns the
-// module name itself.
-func distributionFor(module string) string {
-	if d, ok := knownDistributions[module]; ok {
-		return d
-	}
-	return module
-}
-
-var knownDistributions = map[string]string{
-	"cv2":         "opencv-python",
-	"sklearn":     "scikit-learn",
-	"skimage":     "scikit-image",
-	"PIL":         "pillow",
-	"yaml":        "pyyaml",
-	"bs4":         "beautifulsoup4",
-	"dateutil":    "python-dateutil",
-	"docx":        "python-docx",
-	"pptx":        "python-pptx",
-	"dotenv":      "python-dotenv",
-	"Crypto":      "pycryptodome",
-	"jwt":         "pyjwt",
-	"serial":      "pyserial",
-	"fitz":        "pymupdf",
-	"attr":        "attrs",
-	"OpenSSL":     "pyopenssl",
-	"Levenshtein": "levenshtein",
 }

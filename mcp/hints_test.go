@@ -9,6 +9,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -88,8 +89,8 @@ func TestSignalAndLimitHints(t *testing.T) {
 
 func TestDistributionFor(t *testing.T) {
 	for mod, want := range map[string]string{"cv2": "opencv-python", "sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "bs4": "beautifulsoup4", "numpy": "numpy"} {
-		if got := distributionFor(mod); got != want {
-			t.Errorf("distributionFor(%q) = %q, want %q", mod, got, want)
+		if got := pyenv.DistributionFor(mod); got != want {
+			t.Errorf("DistributionFor(%q) = %q, want %q", mod, got, want)
 		}
 	}
 }

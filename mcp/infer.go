@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -83,7 +84,7 @@ func inferRequirements(ctx context.Context, python, code string) ([]string, erro
 	}
 	var dists []string
 	for _, m := range modules {
-		if d := distributionFor(m); !slices.Contains(dists, d) {
+		if d := pyenv.DistributionFor(m); !slices.Contains(dists, d) {
 			dists = append(dists, d)
 		}
 	}
@@ -125,7 +126,7 @@ func requirementName(req string) string {
 	if end >= 0 {
 		req = req[:end]
 	}
-	return strings.ToLower(strings.NewReplacer("_", "-", ".", "-").Replace(strings.TrimSpace(req)))
+	return pyenv.NormalizeName(strings.TrimSpace(req))
 }
 
 // localModule reports whether the workspace root holds module m as a file

@@ -19,6 +19,10 @@ type RunInput struct {
 	Code     string       `json:"code" jsonschema:"a complete Python 3 program"`
 	Files    []MountInput `json:"files,omitempty" jsonschema:"files to download into mounts/ before the run"`
 	TimeoutS float64      `json:"timeout_s,omitempty" jsonschema:"wall-clock limit in seconds (server default if omitted)"`
+	// Requirements are installed once per machine into a cached
+	// environment; later calls in the session keep them.
+	Requirements []string `json:"requirements,omitempty" jsonschema:"pip requirements (PEP 508, e.g. pandas or numpy>=2) the code needs; [\"auto\"] infers them from the imports. Installed once and cached; packages from earlier calls stay available"`
+	Python       string   `json:"python,omitempty" jsonschema:"Python version to use, e.g. 3.12 (default: the server's interpreter)"`
 }
 
 // Artifact is a file under output/ that a run created or changed.
@@ -46,7 +50,11 @@ type RunOutput struct {
 	Truncated   bool       `json:"truncated" jsonschema:"true when stdout or stderr was cut to fit; see the logs"`
 	Artifacts   []Artifact `json:"artifacts"`
 	Isolation   string     `json:"isolation" jsonschema:"the sandbox tier that ran the code"`
-	Hint        string     `json:"hint,omitempty"`
+	Python      string     `json:"python" jsonschema:"the Python version that ran the code"`
+	// Requirements is the whole set installed in the run's environment.
+	Requirements []string `json:"requirements" jsonschema:"the requirements installed in the run's environment (this call's and earlier calls')"`
+	EnvCached    bool     `json:"env_cached" jsonschema:"true when the environment came from the cache without an install"`
+	Hint         string   `json:"hint,omitempty"`
 	// FixSuggestion comes from the client's own model (sampling), only with
 	// --sample-fixes and a client that supports sampling.
 	FixSuggestion string `json:"fix_suggestion,omitempty" jsonschema:"a fix suggested by the client's model for a failed run; not verified"`
@@ -93,6 +101,12 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		}
 	}
 
+	env, err := s.prepareEnvironment(ctx, sess, in, prog.status)
+	if err != nil {
+		return nil, nil, s.toolError("run_code", err)
+	}
+	defer env.release()
+
 	n := sess.runs.Add(1)
 	codeFile, codePath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-code.py", n))
 	if err != nil {
@@ -121,11 +135,11 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	before := sess.ws.Snapshot()
 	watched := sess.subs.stamps(sess.ws)
 	res, err := s.runner.Run(ctx, sandbox.Job{
-		Python:   s.cfg.Python,
+		Python:   env.executable(),
 		Code:     in.Code,
 		Filename: codePath,
 		Dir:      sess.ws.Dir(),
-		ReadOnly: []string{sess.ws.Dir() + "/" + workspace.MountsDir},
+		ReadOnly: append(env.readOnly(), sess.ws.Dir()+"/"+workspace.MountsDir),
 		Stdout:   io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout")),
 		Stderr:   io.MultiWriter(errCap, &limitWriter{w: stderrLog, n: s.cfg.LogLimit}, prog.stream("stderr")),
 		Timeout:  timeout,
@@ -136,20 +150,23 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	prog.stop()
 
 	out := &RunOutput{
-		ExitCode:    res.ExitCode,
-		Signal:      res.Signal,
-		Stdout:      outCap.String(),
-		Stderr:      errCap.String(),
-		StdoutBytes: outCap.Total(),
-		StderrBytes: errCap.Total(),
-		StdoutLog:   stdoutPath,
-		StderrLog:   stderrPath,
-		TimedOut:    res.TimedOut,
-		Cancelled:   res.Cancelled,
-		DurationMS:  res.Duration.Milliseconds(),
-		Truncated:   outCap.Truncated() || errCap.Truncated(),
-		Artifacts:   []Artifact{},
-		Isolation:   string(res.Tier),
+		ExitCode:     res.ExitCode,
+		Signal:       res.Signal,
+		Stdout:       outCap.String(),
+		Stderr:       errCap.String(),
+		StdoutBytes:  outCap.Total(),
+		StderrBytes:  errCap.Total(),
+		StdoutLog:    stdoutPath,
+		StderrLog:    stderrPath,
+		TimedOut:     res.TimedOut,
+		Cancelled:    res.Cancelled,
+		DurationMS:   res.Duration.Milliseconds(),
+		Truncated:    outCap.Truncated() || errCap.Truncated(),
+		Artifacts:    []Artifact{},
+		Isolation:    string(res.Tier),
+		Python:       env.python.Version,
+		Requirements: append([]string{}, env.reqs...),
+		EnvCached:    env.cacheHit,
 	}
 	for _, e := range sess.ws.Changes(before) {
 		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})

@@ -22,24 +22,33 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
 
 // Config configures a Server. Zero fields take the defaults shown.
 type Config struct {
-	Python         string        // interpreter for runs (required)
-	Workspace      string        // keep the workspace in this directory; "" = temporary, deleted on Close
-	DefaultTimeout time.Duration // per run when the call sets none (60s)
-	MaxTimeout     time.Duration // largest timeout_s a call may ask for (600s)
-	OutputBudget   int           // bytes of each stream returned inline, head and tail (32 KiB)
-	LogLimit       int64         // bytes of each stream kept in logs/ (64 MiB)
-	MaxCodeBytes   int           // largest program accepted (1 MiB)
-	Heartbeat      time.Duration // progress sent at least this often during a silent run (15s)
-	Transfer       workspace.Limits
-	ImageBudget    int64 // bytes of images returned inline per run result (1 MiB); larger ones become resource links
-	SampleFixes    bool  // ask the client's model (sampling) for a fix suggestion when a run fails
-	Version        string
-	Logger         *slog.Logger
+	Python string // default interpreter for runs (required)
+	// Discover says where to look for the other interpreters a run may ask
+	// for by version (run_code's "python").
+	Discover pyenv.DiscoverOptions
+	// Envs builds and caches the environments that requirements need; nil
+	// refuses requirements.
+	Envs *pyenv.Cache
+	// AllowDirectRequirements lets requirements be local paths or URLs.
+	AllowDirectRequirements bool
+	Workspace               string        // keep the workspace in this directory; "" = temporary, deleted on Close
+	DefaultTimeout          time.Duration // per run when the call sets none (60s)
+	MaxTimeout              time.Duration // largest timeout_s a call may ask for (600s)
+	OutputBudget            int           // bytes of each stream returned inline, head and tail (32 KiB)
+	LogLimit                int64         // bytes of each stream kept in logs/ (64 MiB)
+	MaxCodeBytes            int           // largest program accepted (1 MiB)
+	Heartbeat               time.Duration // progress sent at least this often during a silent run (15s)
+	Transfer                workspace.Limits
+	ImageBudget             int64 // bytes of images returned inline per run result (1 MiB); larger ones become resource links
+	SampleFixes             bool  // ask the client's model (sampling) for a fix suggestion when a run fails
+	Version                 string
+	Logger                  *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -77,10 +86,11 @@ func (c *Config) setDefaults() {
 
 // Server is a PRIMS MCP server.
 type Server struct {
-	cfg    Config
-	runner *sandbox.Runner
-	sdk    *sdk.Server
-	log    *slog.Logger
+	cfg     Config
+	runner  *sandbox.Runner
+	pythons *pythons
+	sdk     *sdk.Server
+	log     *slog.Logger
 
 	// base is cancelled by Close: every run in flight is killed.
 	base     context.Context
@@ -98,6 +108,9 @@ type session struct {
 	ws   *workspace.Workspace
 	runs atomic.Int64
 	subs subscriptions // workspace resources the client subscribed to
+
+	mu   sync.Mutex
+	reqs map[string][]string // interpreter path -> requirements installed so far
 }
 
 // New returns a Server whose runs are started by runner.
@@ -108,6 +121,7 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel}
+	s.pythons = newPythons(cfg.Python, cfg.Discover)
 	s.sdk = sdk.NewServer(&sdk.Implementation{
 		Name:    "prims",
 		Title:   "PRIMS: Python sandbox",

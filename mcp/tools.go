@@ -8,6 +8,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -197,6 +198,15 @@ func (s *Server) toolError(tool string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) {
 		return errors.New("the call was cancelled")
+	}
+	if errors.Is(err, errInstall) {
+		// pyenv's errors are written for the model and name no host
+		// paths; pip's own lines add what the summary leaves out.
+		var ie *pyenv.InstallError
+		if errors.As(err, &ie) && len(ie.PipLines) > 0 {
+			return fmt.Errorf("%w\npip said:\n  %s", err, strings.Join(ie.PipLines, "\n  "))
+		}
+		return err
 	}
 	s.log.Error("tool failed", "tool", tool, "err", err)
 	return fmt.Errorf("%s failed inside the server; the workspace is unchanged. Try again, or report this if it persists", tool)
