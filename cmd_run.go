@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -16,6 +18,7 @@ type runCmdOptions struct {
 	runOptions
 	code      string
 	workspace string
+	with      []string
 }
 
 func newRunCmd() *cobra.Command {
@@ -27,7 +30,8 @@ func newRunCmd() *cobra.Command {
 fresh workspace, streaming its output to this terminal. prims exits with the
 program's exit status. A FILE of "-" reads the program from stdin.`,
 		Example: `  prims run -c 'print(1 + 1)'
-  prims run script.py`,
+  prims run script.py
+  prims run --with requests --with 'numpy>=2' script.py`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			code, err := programText(opts.code, args)
@@ -40,6 +44,7 @@ program's exit status. A FILE of "-" reads the program from stdin.`,
 	opts.addFlags(cmd.Flags())
 	cmd.Flags().StringVarP(&opts.code, "code", "c", "", "program text to run")
 	cmd.Flags().StringVar(&opts.workspace, "workspace", "", "run in this directory (kept) instead of a temporary workspace")
+	cmd.Flags().StringArrayVar(&opts.with, "with", nil, "a requirement to install into the run's cached environment (repeatable)")
 	return cmd
 }
 
@@ -86,11 +91,17 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 	if err != nil {
 		return fmt.Errorf("save program: %w", err)
 	}
+	python, readOnly, release, err := runEnvironment(ctx, d, opts)
+	if err != nil {
+		return err
+	}
+	defer release()
 	res, err := d.runner.Run(ctx, sandbox.Job{
-		Python:   d.python,
+		Python:   python,
 		Code:     code,
 		Filename: name,
 		Dir:      ws.Dir(),
+		ReadOnly: readOnly,
 		Stdout:   os.Stdout,
 		Stderr:   os.Stderr,
 	})
@@ -109,4 +120,30 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 		return exitError{res.ExitCode}
 	}
 	return nil
+}
+
+// runEnvironment picks the interpreter for prims run: the default one, or a
+// cached environment with the --with requirements installed.
+func runEnvironment(ctx context.Context, d deps, opts *runCmdOptions) (python string, readOnly []string, release func(), err error) {
+	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: []string{d.python}, OnlyExplicit: true})
+	if len(found) == 0 {
+		reason := "it did not answer"
+		if len(skipped) > 0 {
+			reason = skipped[0].Reason
+		}
+		return "", nil, nil, fmt.Errorf("python %s is unusable: %s", d.python, reason)
+	}
+	interp := found[0]
+	if len(opts.with) == 0 {
+		return interp.Path, []string{interp.BasePrefix}, func() {}, nil
+	}
+	reqs, err := pyenv.ValidateRequirements(opts.with, opts.allowDirect)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	env, err := d.envs.Acquire(ctx, interp, reqs, func(line string) { fmt.Fprintln(os.Stderr, "prims:", line) })
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return env.Python, []string{interp.BasePrefix, env.Dir}, env.Release, nil
 }

@@ -41,15 +41,18 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 		return err
 	}
 	srv, err := mcp.New(mcp.Config{
-		Python:         d.python,
-		Workspace:      opts.workspace,
-		DefaultTimeout: opts.timeout,
-		MaxTimeout:     opts.maxTimeout,
-		OutputBudget:   opts.outputBudget,
-		ImageBudget:    opts.imageBudget,
-		SampleFixes:    opts.sampleFixes,
-		Version:        version(),
-		Logger:         d.log,
+		Python:                  d.python,
+		Discover:                d.discover,
+		Envs:                    d.envs,
+		AllowDirectRequirements: opts.allowDirect,
+		Workspace:               opts.workspace,
+		DefaultTimeout:          opts.timeout,
+		MaxTimeout:              opts.maxTimeout,
+		OutputBudget:            opts.outputBudget,
+		ImageBudget:             opts.imageBudget,
+		SampleFixes:             opts.sampleFixes,
+		Version:                 version(),
+		Logger:                  d.log,
 	}, d.runner)
 	if err != nil {
 		return err

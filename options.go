@@ -13,21 +13,65 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/pyenv"
 )
 
 // runOptions are the flags shared by every command that runs code.
 type runOptions struct {
-	python     string
+	pythons    []string
 	timeout    time.Duration
 	maxTimeout time.Duration
 	logLevel   string
+	envOptions
+}
+
+// envOptions configure the cache of environments that requirements are
+// installed into.
+type envOptions struct {
+	cacheDir       string
+	cacheMax       int64
+	indexURL       string
+	extraIndexURLs []string
+	findLinks      []string
+	offline        bool
+	allowDirect    bool
+	onlyBinary     bool
+	installTimeout time.Duration
 }
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.python, "python", "", "Python interpreter to run code with (default: the real executable behind python3 on PATH)")
+	fs.StringArrayVar(&o.pythons, "python", nil, "Python interpreter to run code with (default: the real executable behind python3 on PATH); repeat to offer more versions")
 	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "wall-clock limit of a run that asks for none")
 	fs.DurationVar(&o.maxTimeout, "max-timeout", 10*time.Minute, "largest wall-clock limit a run may ask for")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	o.envOptions.addFlags(fs)
+}
+
+func (o *envOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.cacheDir, "cache-dir", "", "where environments and pip's cache live (default: $XDG_CACHE_HOME/prims)")
+	fs.Int64Var(&o.cacheMax, "cache-max-bytes", 5<<30, "size cap of the environment cache; least recently used environments are evicted (negative: no cap)")
+	fs.StringVar(&o.indexURL, "index-url", "", "package index for requirements (default: $PIP_INDEX_URL, else pip's)")
+	fs.StringArrayVar(&o.extraIndexURLs, "extra-index-url", nil, "additional package index (repeatable; default: $PIP_EXTRA_INDEX_URL)")
+	fs.StringArrayVar(&o.findLinks, "find-links", nil, "directory or page of wheels to install from (repeatable; default: $PIP_FIND_LINKS)")
+	fs.BoolVar(&o.offline, "offline", false, "install only from --find-links and pip's cache, never from an index")
+	fs.BoolVar(&o.allowDirect, "allow-direct-requirements", false, "allow requirements that are local paths or URLs")
+	fs.BoolVar(&o.onlyBinary, "only-binary", false, "install wheels only: never build a source distribution (which runs the package's code outside the sandbox)")
+	fs.DurationVar(&o.installTimeout, "install-timeout", 5*time.Minute, "limit for one environment install")
+}
+
+func (o *envOptions) cache(log *slog.Logger) (*pyenv.Cache, error) {
+	return pyenv.New(pyenv.Options{
+		Dir:            o.cacheDir,
+		MaxBytes:       o.cacheMax,
+		IndexURL:       o.indexURL,
+		ExtraIndexURLs: o.extraIndexURLs,
+		FindLinks:      o.findLinks,
+		Offline:        o.offline,
+		AllowDirect:    o.allowDirect,
+		OnlyBinary:     o.onlyBinary,
+		InstallTimeout: o.installTimeout,
+		Logger:         log,
+	})
 }
 
 func (o *runOptions) logger() (*slog.Logger, error) {
@@ -40,9 +84,11 @@ func (o *runOptions) logger() (*slog.Logger, error) {
 
 // deps is what every code-running command builds from its flags.
 type deps struct {
-	log    *slog.Logger
-	python string
-	runner *sandbox.Runner
+	log      *slog.Logger
+	python   string // the default interpreter's real executable
+	discover pyenv.DiscoverOptions
+	envs     *pyenv.Cache
+	runner   *sandbox.Runner
 }
 
 func (o *runOptions) deps(ctx context.Context) (deps, error) {
@@ -54,11 +100,21 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	if err != nil {
 		return deps{}, err
 	}
+	envs, err := o.cache(log)
+	if err != nil {
+		return deps{}, err
+	}
 	runner, err := o.runner(log)
 	if err != nil {
 		return deps{}, err
 	}
-	return deps{log: log, python: python, runner: runner}, nil
+	return deps{
+		log:      log,
+		python:   python,
+		discover: pyenv.DiscoverOptions{Explicit: o.pythons},
+		envs:     envs,
+		runner:   runner,
+	}, nil
 }
 
 func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
@@ -68,9 +124,9 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 // interpreter resolves the Python to run: --python, else the real
 // executable behind python3 on PATH (which may be a pyenv shim script).
 func (o *runOptions) interpreter(ctx context.Context) (string, error) {
-	name := o.python
-	if name == "" {
-		name = "python3"
+	name := "python3"
+	if len(o.pythons) > 0 {
+		name = o.pythons[0]
 	}
 	exe, err := exec.LookPath(name)
 	if err != nil {

@@ -1,0 +1,137 @@
+package mcp
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+)
+
+// startWithIndex starts a server whose requirements install with real pip
+// from a local PEP 503 index of wheels the test built.
+func startWithIndex(t *testing.T, version string, cfg Config, pkgs ...pyenvtest.Package) *testEnv {
+	t.Helper()
+	ix := pyenvtest.NewIndex(t, pkgs...)
+	envs, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Envs = envs
+	return start(t, version, cfg)
+}
+
+func TestRequirementsInstallOnceAndStay(t *testing.T) {
+	forEachProtocol(t, func(t *testing.T, v string) {
+		env := startWithIndex(t, v, Config{},
+			pyenvtest.Package{Name: "greeting", Version: "1.0", Requires: []string{"shout"}, Files: map[string]string{"greeting/__init__.py": "from shout import up\ndef hello(): return up('hello')\n"}},
+			pyenvtest.Package{Name: "shout", Version: "2.0", Files: map[string]string{"shout/__init__.py": "def up(s): return s.upper()\n"}},
+			pyenvtest.Package{Name: "other", Version: "0.1"},
+		)
+		ctx := context.Background()
+
+		var out RunOutput
+		res := env.call(t, ctx, "run_code", map[string]any{"code": "import greeting\nprint(greeting.hello())", "requirements": []string{"Greeting"}}, &out)
+		if res.IsError || out.Stdout != "HELLO\n" || out.EnvCached {
+			t.Fatalf("first call: %+v\n%s", out, text(res))
+		}
+		if len(out.Requirements) != 1 || out.Requirements[0] != "greeting" || out.Python == "" {
+			t.Errorf("requirements %v python %q", out.Requirements, out.Python)
+		}
+		var installing bool
+		for _, e := range env.events() {
+			if strings.Contains(e.msg, "greeting") && e.beforeResult {
+				installing = true
+			}
+		}
+		if !installing {
+			t.Errorf("no install progress reached the client: %v", env.events())
+		}
+
+		// A later call without requirements still has the package.
+		res = env.call(t, ctx, "run_code", map[string]any{"code": "import greeting\nprint(greeting.hello())"}, &out)
+		if res.IsError || out.Stdout != "HELLO\n" || !out.EnvCached {
+			t.Errorf("second call: %+v\n%s", out, text(res))
+		}
+		// Adding a package keeps the earlier one.
+		res = env.call(t, ctx, "run_code", map[string]any{"code": "import greeting, other\nprint(other.__version__)", "requirements": []string{"other"}}, &out)
+		if res.IsError || out.Stdout != "0.1\n" || strings.Join(out.Requirements, ",") != "greeting,other" {
+			t.Errorf("third call: %+v\n%s", out, text(res))
+		}
+	})
+}
+
+func TestRequirementErrors(t *testing.T) {
+	env := startWithIndex(t, protocols[0], Config{},
+		pyenvtest.Package{Name: "good", Version: "1.0"},
+		pyenvtest.Package{Name: "broken", Version: "1.0", Broken: true},
+	)
+	ctx := context.Background()
+	tests := []struct {
+		reqs []string
+		want []string
+	}{
+		{[]string{"nosuchpackage"}, []string{"not_found", "nosuchpackage"}},
+		{[]string{"good==9.9"}, []string{"no_matching_version"}},
+		{[]string{"broken"}, []string{"build_failed", "pip said:"}},
+		{[]string{"-r requirements.txt"}, []string{"option"}},
+		{[]string{"./local/pkg"}, []string{"path"}},
+		{[]string{"pkg @ https://example.com/pkg.whl"}, []string{"URL"}},
+	}
+	for _, tt := range tests {
+		res := env.call(t, ctx, "run_code", map[string]any{"code": "open('ran.txt','w')", "requirements": tt.reqs}, nil)
+		if !res.IsError {
+			t.Errorf("%v: no error", tt.reqs)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(text(res), w) {
+				t.Errorf("%v: error lacks %q:\n%s", tt.reqs, w, text(res))
+			}
+		}
+		if strings.Contains(text(res), env.srv.Workspace()) || strings.Contains(text(res), os.TempDir()+"/") {
+			t.Errorf("%v: error reveals a host path:\n%s", tt.reqs, text(res))
+		}
+		if !strings.Contains(text(res), "not run") {
+			t.Errorf("%v: error does not say the code did not run:\n%s", tt.reqs, text(res))
+		}
+	}
+	if _, err := os.Stat(env.srv.Workspace() + "/ran.txt"); err == nil {
+		t.Error("the code ran although its requirements failed")
+	}
+	// A failed install does not poison the session.
+	var out RunOutput
+	res := env.call(t, ctx, "run_code", map[string]any{"code": "import good; print('ok')", "requirements": []string{"good"}}, &out)
+	if res.IsError || out.Stdout != "ok\n" {
+		t.Errorf("after failures: %s", text(res))
+	}
+}
+
+func TestMissingModuleHintNamesDistribution(t *testing.T) {
+	env := startWithIndex(t, protocols[0], Config{})
+	var out RunOutput
+	env.call(t, context.Background(), "run_code", map[string]any{"code": "import sklearn"}, &out)
+	if !strings.Contains(out.Hint, "scikit-learn") || !strings.Contains(out.Hint, "requirements") {
+		t.Errorf("hint = %q", out.Hint)
+	}
+}
+
+func TestPythonVersionSelection(t *testing.T) {
+	other := "/root/.pyenv/versions/3.12.1/bin/python3"
+	if _, err := os.Stat(other); err != nil {
+		t.Skipf("needs a second interpreter at %s", other)
+	}
+	env := start(t, protocols[0], Config{Discover: pyenv.DiscoverOptions{Explicit: []string{other}}})
+	ctx := context.Background()
+	var out RunOutput
+	env.call(t, ctx, "run_code", map[string]any{"code": "import sys; print(sys.version_info[:2])", "python": "3.12"}, &out)
+	if out.Stdout != "(3, 12)\n" || !strings.HasPrefix(out.Python, "3.12") {
+		t.Errorf("python 3.12: %+v", out)
+	}
+	res := env.call(t, ctx, "run_code", map[string]any{"code": "print(1)", "python": "2.1"}, nil)
+	if !res.IsError || !strings.Contains(text(res), "available") {
+		t.Errorf("python 2.1: %s", text(res))
+	}
+}
