@@ -13,7 +13,7 @@ import (
 
 // startWithIndex starts a server whose requirements install with real pip
 // from a local PEP 503 index of wheels the test built.
-func startWithIndex(t *testing.T, version string, cfg Config, pkgs ...pyenvtest.Package) *testEnv {
+func startWithIndex(t testing.TB, version string, cfg Config, pkgs ...pyenvtest.Package) *testEnv {
 	t.Helper()
 	ix := pyenvtest.NewIndex(t, pkgs...)
 	envs, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})

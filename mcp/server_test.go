@@ -65,7 +65,7 @@ func (e *testEnv) events() []progressEvent {
 }
 
 // start connects an SDK client to a fresh server over in-memory pipes.
-func start(t *testing.T, version string, cfg Config) *testEnv {
+func start(t testing.TB, version string, cfg Config) *testEnv {
 	t.Helper()
 	if cfg.Python == "" {
 		cfg.Python = testPython(t)
@@ -108,7 +108,7 @@ func start(t *testing.T, version string, cfg Config) *testEnv {
 }
 
 // call runs a tool and decodes its structured result into out (if non-nil).
-func (e *testEnv) call(t *testing.T, ctx context.Context, name string, args any, out any) *sdk.CallToolResult {
+func (e *testEnv) call(t testing.TB, ctx context.Context, name string, args any, out any) *sdk.CallToolResult {
 	t.Helper()
 	e.returned.Store(false)
 	params := &sdk.CallToolParams{Name: name, Arguments: args}
