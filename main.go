@@ -11,9 +11,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/prims-mcp/prims/sandbox"
 )
 
 func main() {
+	sandbox.MaybeInit() // the sandbox init is this binary re-executed; it never returns
 	os.Exit(run(os.Args[1:]))
 }
 
