@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+	"unsafe"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
@@ -110,10 +112,7 @@ func runInit() error {
 		// No namespace to hold the tree: become the program, so the
 		// server's process-group kill reaches everything it starts
 		// (setsid and setpgid are denied above).
-		if err := setRlimits(cfg.Limits, userTasks()); err != nil {
-			return err
-		}
-		err := unix.Exec(cfg.Python, cfg.Args, cfg.Env)
+		err := execWithLimits(cfg.Python, cfg.Args, cfg.Env, rlimits(cfg.Limits, userTasks()))
 		if cfg.DropTo != 0 && errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("the sandbox user (uid %d) cannot run %s: install Python outside root's home, or enable user namespaces for the full sandbox", cfg.DropTo, cfg.Python)
 		}
@@ -139,9 +138,12 @@ func reap(cfg *initConfig) error {
 	}
 	// Limits go on this process last, just before it forks the program:
 	// a Go runtime must not start under them (DESIGN.md pitfall 1), and
-	// all the init still does is wait.
-	if err := setRlimits(cfg.Limits, threadsOfSelf()); err != nil {
-		return err
+	// all the init still does is wait, with the report's buffer ready.
+	limits := rlimits(cfg.Limits, threadsOfSelf())
+	report := os.NewFile(fdReport, "report")
+	buf := make([]byte, 0, 128)
+	if e := setRlimits(limits); e != 0 {
+		return os.NewSyscallError("setrlimit", e)
 	}
 	pid, err := syscall.ForkExec(cfg.Python, cfg.Args, &syscall.ProcAttr{
 		Dir:   cfg.Dir,
@@ -167,10 +169,9 @@ func reap(cfg *initConfig) error {
 			return os.NewSyscallError("wait4", err)
 		}
 		if got == pid {
-			status := int(ws)
 			cpu := ru.Utime.Nano() + ru.Stime.Nano()
-			b, _ := json.Marshal(initReport{Status: &status, CPUNanos: cpu})
-			_, err := os.NewFile(fdReport, "report").Write(b)
+			buf = fmt.Appendf(buf, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
+			_, err := report.Write(buf)
 			return err
 		}
 	}
@@ -493,10 +494,17 @@ func restrictLandlock(cfg *initConfig) error {
 	return nil
 }
 
-// setRlimits applies the run's limits to this process, for the program to
-// inherit. tasks is how many tasks already count against RLIMIT_NPROC.
-func setRlimits(l Limits, tasks int) error {
-	cpu := uint64((l.CPUTime + 999_999_999) / 1_000_000_000)
+// rlimit is one resource limit to set.
+type rlimit struct {
+	res int
+	lim unix.Rlimit
+}
+
+// rlimits lists the run's limits, never above what this process was given.
+// tasks is how many tasks already count against RLIMIT_NPROC.
+func rlimits(l Limits, tasks int) []rlimit {
+	cpu := uint64((l.CPUTime + time.Second - 1) / time.Second)
+	var out []rlimit
 	for _, r := range []struct {
 		res int
 		val uint64
@@ -505,23 +513,79 @@ func setRlimits(l Limits, tasks int) error {
 		// Soft = hard: the kernel then kills with SIGKILL at the limit
 		// instead of sending a SIGXCPU that Python would ignore.
 		{unix.RLIMIT_CPU, cpu},
-		// RLIMIT_DATA, not RLIMIT_AS: address-space reservations (thread
-		// stacks, numpy, the Go runtime) are not memory in use.
-		{unix.RLIMIT_DATA, uint64(l.Memory)},
 		{unix.RLIMIT_FSIZE, uint64(l.MaxFileSize)},
 		{unix.RLIMIT_NOFILE, uint64(l.MaxOpenFiles)},
 		{unix.RLIMIT_NPROC, uint64(l.MaxProcs + tasks)},
+		// RLIMIT_DATA, not RLIMIT_AS: address-space reservations (thread
+		// stacks, numpy, the Go runtime) are not memory in use. Last,
+		// because it is the one that can break this process.
+		{unix.RLIMIT_DATA, uint64(l.Memory)},
 	} {
-		lim := unix.Rlimit{Cur: r.val, Max: r.val}
+		v := r.val
 		var cur unix.Rlimit
-		if err := unix.Getrlimit(r.res, &cur); err == nil && cur.Max < r.val {
-			lim = unix.Rlimit{Cur: cur.Max, Max: cur.Max} // never above what we were given
+		if err := unix.Getrlimit(r.res, &cur); err == nil && cur.Max < v {
+			v = cur.Max
 		}
-		if err := unix.Setrlimit(r.res, &lim); err != nil {
-			return os.NewSyscallError("setrlimit", err)
+		out = append(out, rlimit{r.res, unix.Rlimit{Cur: v, Max: v}})
+	}
+	return out
+}
+
+// setRlimits applies limits to this process with raw system calls: once
+// RLIMIT_DATA is set, a Go runtime that maps memory (the race detector's
+// always does) may fail, so nothing here may allocate.
+//
+//go:norace
+//go:nosplit
+func setRlimits(limits []rlimit) syscall.Errno {
+	for i := range limits {
+		_, _, e := unix.RawSyscall6(unix.SYS_PRLIMIT64, 0, uintptr(limits[i].res), uintptr(unsafe.Pointer(&limits[i].lim)), 0, 0, 0)
+		if e != 0 {
+			return e
 		}
 	}
-	return nil
+	return 0
+}
+
+// execWithLimits sets the limits and execs the program, allocating nothing
+// in between: the limits are the last thing before execve (DESIGN.md
+// pitfall 1).
+func execWithLimits(path string, args, env []string, limits []rlimit) error {
+	pathp, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	argvp, err := cStrings(args)
+	if err != nil {
+		return err
+	}
+	envp, err := cStrings(env)
+	if err != nil {
+		return err
+	}
+	return rawExec(pathp, argvp, envp, limits)
+}
+
+// cStrings is a NULL-terminated array of C strings.
+func cStrings(ss []string) ([]*byte, error) {
+	out := make([]*byte, len(ss)+1)
+	for i, s := range ss {
+		p, err := unix.BytePtrFromString(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+//go:norace
+func rawExec(path *byte, argv, envv []*byte, limits []rlimit) error {
+	if e := setRlimits(limits); e != 0 {
+		return e
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	return e
 }
 
 // threadsOfSelf counts this process's threads, which RLIMIT_NPROC counts too.

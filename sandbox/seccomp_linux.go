@@ -30,6 +30,17 @@ var deniedSyscalls = append([]uintptr{
 	unix.SYS_PERSONALITY,
 }, archDeniedSyscalls...)
 
+// modeSyscall is a system call whose argument arg is a file mode.
+type modeSyscall struct {
+	nr  uintptr
+	arg int
+}
+
+var modeSyscalls = []modeSyscall{
+	{unix.SYS_FCHMOD, 1}, {unix.SYS_FCHMODAT, 2}, {unix.SYS_FCHMODAT2, 2},
+	{unix.SYS_OPENAT, 3}, {unix.SYS_MKDIRAT, 2}, {unix.SYS_MKNODAT, 2},
+}
+
 // nsCloneFlags are the clone(2) flags that create namespaces.
 const nsCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
 	unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
@@ -54,6 +65,7 @@ func seccompFilter(o filterOptions) []unix.SockFilter {
 		jeq     = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 		jge     = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
 		jset    = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+		ja      = unix.BPF_JMP | unix.BPF_JA
 		ret     = unix.BPF_RET | unix.BPF_K
 		allow   = unix.SECCOMP_RET_ALLOW
 		kill    = unix.SECCOMP_RET_KILL_PROCESS
@@ -80,6 +92,21 @@ func seccompFilter(o filterOptions) []unix.SockFilter {
 	for _, nr := range deny {
 		f = append(f, j(jeq, uint32(nr), 0, 1), s(ret, eperm))
 	}
+	// No setuid or setgid files: a file the run leaves behind must not
+	// carry privileges for whoever runs it on the host later.
+	for _, m := range append(modeSyscalls[:len(modeSyscalls):len(modeSyscalls)], archModeSyscalls...) {
+		f = append(f,
+			j(jeq, uint32(m.nr), 0, 5),
+			s(ld, offArg0+uint32(m.arg)*8),
+			j(jset, unix.S_ISUID|unix.S_ISGID, 2, 0),
+			s(ld, offNr),
+			s(ja, 1),
+			s(ret, eperm),
+		)
+	}
+	// openat2 passes its mode in memory: make it unavailable (libc and
+	// Python fall back to openat).
+	f = append(f, j(jeq, unix.SYS_OPENAT2, 0, 1), s(ret, enosys))
 	// clone3 passes its flags in memory, where a filter cannot look: make
 	// it unavailable so libc falls back to clone, whose flags we can check.
 	f = append(f, j(jeq, unix.SYS_CLONE3, 0, 1), s(ret, enosys))

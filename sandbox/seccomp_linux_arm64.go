@@ -9,3 +9,5 @@ const (
 )
 
 var archDeniedSyscalls []uintptr
+
+var archModeSyscalls []modeSyscall

@@ -12,3 +12,5 @@ const (
 )
 
 var archDeniedSyscalls []uintptr
+
+var archModeSyscalls []modeSyscall
