@@ -310,7 +310,7 @@ func newEscapeEnv(t *testing.T) *escapeEnv {
 
 // mkWorkspace makes a directory laid out like a PRIMS workspace, private to
 // this user, with one input under mounts/.
-func mkWorkspace(t *testing.T) string {
+func mkWorkspace(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "prims-ws-")
 	if err != nil {
