@@ -188,6 +188,9 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("isolation %q: want strict, auto or off", cfg.Isolation)
 	}
 	if cfg.Tier != "" {
+		if cfg.Isolation == IsolationStrict && cfg.Tier != TierNamespaces {
+			return nil, fmt.Errorf("%w: tier %s was asked for under strict isolation", ErrIsolation, cfg.Tier)
+		}
 		if !r.support.Can(cfg.Tier) {
 			return nil, fmt.Errorf("tier %s is not supported here: %s", cfg.Tier, r.support.Missing())
 		}
