@@ -342,26 +342,25 @@ func underSystemDir(p string) bool {
 
 // shareWorkspace gives the workspace to the sandbox's host uid, so that code
 // running as that uid can write it; the server, as root, keeps full access.
-// mounts/ stays the server's, readable by all: the code reads it but must
-// not change it, even in the landlock tier. logs/ stays private.
+// mounts/ and logs/ stay the server's, readable by all: the code reads its
+// inputs and its own source (tracebacks quote logs/NNNN-code.py) but cannot
+// change them, even in the landlock tier.
 func shareWorkspace(dir string) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
 		}
 		rel, _ := filepath.Rel(dir, p)
-		switch {
-		case rel == "logs":
-			return filepath.SkipDir
-		case rel == "mounts" || strings.HasPrefix(rel, "mounts/"):
+		top, _, _ := strings.Cut(rel, string(filepath.Separator))
+		if top == "mounts" || top == "logs" {
+			if d.Type()&fs.ModeSymlink != 0 {
+				return nil
+			}
 			mode := os.FileMode(0o644)
 			if d.IsDir() {
 				mode = 0o755
 			}
-			if d.Type()&fs.ModeSymlink == 0 {
-				return os.Chmod(p, mode)
-			}
-			return nil
+			return os.Chmod(p, mode)
 		}
 		return os.Lchown(p, sandboxID, sandboxID)
 	})
