@@ -11,9 +11,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/prims-mcp/prims/sandbox"
 )
 
 func main() {
+	sandbox.MaybeInit() // the sandbox init is this binary re-executed; it never returns
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -50,12 +53,13 @@ func newRootCmd() *cobra.Command {
 in a throw-away, sandboxed workspace on your machine.
 
   prims stdio    serve MCP over stdin/stdout (what desktop agents launch)
-  prims run      run a Python file or -c CODE through the same sandbox`,
+  prims run      run a Python file or -c CODE through the same sandbox
+  prims doctor   print what isolation this host gives runs`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(os.Stderr) // stdout belongs to JSON-RPC in prims stdio
 	root.SetErr(os.Stderr)
-	root.AddCommand(newStdioCmd(), newRunCmd(), newVersionCmd())
+	root.AddCommand(newStdioCmd(), newRunCmd(), newDoctorCmd(), newVersionCmd())
 	return root
 }

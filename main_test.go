@@ -16,12 +16,16 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
 
 // TestMain lets the test binary stand in for the prims binary: tests start
 // it as a child with PRIMS_TEST_AS_PRIMS=1 and real pipes, so no build step
 // and no shell are needed.
 func TestMain(m *testing.M) {
+	sandbox.MaybeInit()
 	if os.Getenv("PRIMS_TEST_AS_PRIMS") == "1" {
 		os.Exit(run(os.Args[1:]))
 	}
@@ -312,14 +316,14 @@ func TestStdioSignalsRemoveWorkspace(t *testing.T) {
 			name = "stdin EOF"
 		}
 		t.Run(name, func(t *testing.T) {
+			token := sandboxtest.Token(t)
 			c, cmd, stderr := startRaw(t, "stdio", "--python", py, "--log-level", "debug")
 			c.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
 			c.until(1)
 			c.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-			c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"import os, time\nprint(os.getpid(), os.getcwd(), flush=True)\ntime.sleep(300)"},"_meta":{"progressToken":"p"}}}`)
-			var pid int
+			c.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '` + token + `'])\nprint(os.getcwd(), flush=True)\ntime.sleep(300)"},"_meta":{"progressToken":"p"}}}`)
 			var ws string
-			for pid == 0 && c.out.Scan() {
+			for ws == "" && c.out.Scan() {
 				var m struct {
 					Method string `json:"method"`
 					Params struct {
@@ -328,10 +332,10 @@ func TestStdioSignalsRemoveWorkspace(t *testing.T) {
 				}
 				json.Unmarshal(c.out.Bytes(), &m)
 				if m.Method == "notifications/progress" && strings.HasPrefix(m.Params.Message, "stdout: ") {
-					fmt.Sscan(strings.TrimPrefix(m.Params.Message, "stdout: "), &pid, &ws)
+					ws = strings.TrimSpace(strings.TrimPrefix(m.Params.Message, "stdout: "))
 				}
 			}
-			if pid == 0 || ws == "" {
+			if ws == "" {
 				t.Fatalf("never saw the run start; stderr:\n%s", stderr)
 			}
 			if sig == 0 {
@@ -346,23 +350,10 @@ func TestStdioSignalsRemoveWorkspace(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("server did not exit on " + name)
 			}
-			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				t.Errorf("python %d survived %s", pid, name)
-			}
+			sandboxtest.WaitGone(t, token)
 			if _, err := os.Stat(ws); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("workspace %s survived %s: %v\n%s", ws, name, err, stderr)
 			}
 		})
 	}
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] == "Z"
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,10 @@ type runOptions struct {
 	maxTimeout time.Duration
 	logLevel   string
 	envOptions
+
+	isolation string
+	network   bool
+	limits    sandbox.Limits
 }
 
 // envOptions configure the cache of environments that requirements are
@@ -45,6 +50,15 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.maxTimeout, "max-timeout", 10*time.Minute, "largest wall-clock limit a run may ask for")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	o.envOptions.addFlags(fs)
+	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox policy: strict (full isolation or refuse to start), auto (the strongest the host supports) or off (development only: no isolation)")
+	fs.BoolVar(&o.network, "network", false, "let the code reach the network (off by default)")
+	d := sandbox.DefaultLimits
+	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a process of a run may use (e.g. 512MiB, 2GiB)")
+	fs.DurationVar(&o.limits.CPUTime, "cpu-time", d.CPUTime, "CPU time a process of a run may use")
+	fs.IntVar(&o.limits.MaxProcs, "max-procs", d.MaxProcs, "processes and threads a run may have at once")
+	fs.Var(newBytesValue(&o.limits.MaxFileSize, d.MaxFileSize), "max-file-size", "largest file a run may write")
+	fs.IntVar(&o.limits.MaxOpenFiles, "max-open-files", d.MaxOpenFiles, "open files per process of a run")
+	fs.Var(newBytesValue(&o.limits.WorkspaceQuota, d.WorkspaceQuota), "workspace-quota", "bytes the workspace may hold while code runs")
 }
 
 func (o *envOptions) addFlags(fs *pflag.FlagSet) {
@@ -72,6 +86,49 @@ func (o *envOptions) cache(log *slog.Logger) (*pyenv.Cache, error) {
 		InstallTimeout: o.installTimeout,
 		Logger:         log,
 	})
+}
+
+// bytesValue is a byte count flag that accepts 1024, 64KiB, 512MiB, 2GiB, 1GB.
+type bytesValue struct{ p *int64 }
+
+func newBytesValue(p *int64, def int64) *bytesValue {
+	*p = def
+	return &bytesValue{p}
+}
+
+func (b *bytesValue) Type() string   { return "bytes" }
+func (b *bytesValue) String() string { return humanSize(*b.p) }
+
+func (b *bytesValue) Set(s string) error {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if v, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(v), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a positive size such as 512MiB or 2GiB", s)
+	}
+	*b.p = n * mult
+	return nil
+}
+
+func humanSize(n int64) string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.m && n%u.m == 0 {
+			return fmt.Sprintf("%d%s", n/u.m, u.s)
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 func (o *runOptions) logger() (*slog.Logger, error) {
@@ -118,7 +175,13 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 }
 
 func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
-	return sandbox.New(sandbox.Config{DefaultTimeout: o.timeout, Logger: log})
+	return sandbox.New(sandbox.Config{
+		DefaultTimeout: o.timeout,
+		Logger:         log,
+		Isolation:      sandbox.Isolation(o.isolation),
+		Network:        o.network,
+		Limits:         o.limits,
+	})
 }
 
 // interpreter resolves the Python to run: --python, else the real

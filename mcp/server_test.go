@@ -12,11 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
 
 // Both protocol generations a client may speak today.
@@ -324,67 +323,25 @@ func TestTimeoutAboveMaximumIsLowered(t *testing.T) {
 	}
 }
 
-// pidsAlive returns which of pids still run (zombies count as gone).
-func pidsAlive(pids []int) []int {
-	var alive []int
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] == "Z" {
-			continue
-		}
-		if syscall.Kill(pid, 0) == nil {
-			alive = append(alive, pid)
-		}
-	}
-	return alive
-}
-
-// treeCode starts two grandchildren and a great-grandchild that sleep, writes
-// their pids to pids.txt, then says "ready" and sleeps.
-const treeCode = `
+// treeCode starts two children and a grandchild that sleep with token in
+// their argv, then says "ready" and sleeps.
+func treeCode(token string) string {
+	return fmt.Sprintf(`
 import subprocess, sys, time
-procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"]) for _ in range(2)]
-deep = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); open('deep.txt','w').write(str(p.pid)); time.sleep(300)"])
-while True:
-    try:
-        deep_pid = open('deep.txt').read()
-        if deep_pid: break
-    except FileNotFoundError: pass
-    time.sleep(0.01)
-open('pids.txt', 'w').write(' '.join(str(p.pid) for p in procs + [deep]) + ' ' + deep_pid)
+TOKEN = %q
+sleeper = [sys.executable, "-c", "import time; time.sleep(300)", TOKEN]
+procs = [subprocess.Popen(sleeper) for _ in range(2)]
+deep = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(300)"] + sleeper)
+time.sleep(0.5)
 print('ready', flush=True)
 time.sleep(300)
-`
-
-func readPids(t *testing.T, dir string) []int {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "pids.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		n, _ := strconv.Atoi(f)
-		pids = append(pids, n)
-	}
-	return pids
+`, token)
 }
 
-func waitGone(t *testing.T, pids []int) {
+// waitTree waits until the run's three sleepers are up, proving the probe.
+func waitTree(t *testing.T, token string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(pidsAlive(pids)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if alive := pidsAlive(pids); len(alive) > 0 {
-		for _, p := range alive {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-		t.Errorf("processes outlived the run: %v", alive)
-	}
+	waitFor(t, func() bool { return len(sandboxtest.Procs(token)) >= 3 })
 }
 
 func TestCancelKillsProcessTree(t *testing.T) {
@@ -393,10 +350,11 @@ func TestCancelKillsProcessTree(t *testing.T) {
 	}
 	forEachProtocol(t, func(t *testing.T, v string) {
 		env := start(t, v, Config{})
+		token := sandboxtest.Token(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			params := &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": treeCode}}
+			params := &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": treeCode(token)}}
 			params.SetProgressToken("cancel-me")
 			_, err := env.cs.CallTool(ctx, params)
 			done <- err
@@ -409,15 +367,12 @@ func TestCancelKillsProcessTree(t *testing.T) {
 			}
 			return false
 		})
-		pids := readPids(t, env.srv.Workspace())
-		if len(pidsAlive(pids)) != 4 {
-			t.Fatalf("the probe is broken: expected 4 live descendants, have %v of %v", pidsAlive(pids), pids)
-		}
+		waitTree(t, token)
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("CallTool after cancel: %v", err)
 		}
-		waitGone(t, pids)
+		sandboxtest.WaitGone(t, token)
 		// The server still serves.
 		var out RunOutput
 		env.call(t, context.Background(), "run_code", map[string]any{"code": "print('alive')"}, &out)
@@ -432,12 +387,13 @@ func TestTimeoutKillsProcessTree(t *testing.T) {
 		t.Skip("uses /proc")
 	}
 	env := start(t, protocols[0], Config{})
+	token := sandboxtest.Token(t)
 	var out RunOutput
-	env.call(t, context.Background(), "run_code", map[string]any{"code": treeCode, "timeout_s": 2}, &out)
+	env.call(t, context.Background(), "run_code", map[string]any{"code": treeCode(token), "timeout_s": 3}, &out)
 	if !out.TimedOut || !strings.Contains(out.Stdout, "ready") {
 		t.Fatalf("timed_out=%v stdout=%q stderr=%q", out.TimedOut, out.Stdout, out.Stderr)
 	}
-	waitGone(t, readPids(t, env.srv.Workspace()))
+	sandboxtest.WaitGone(t, token)
 }
 
 func TestCloseKillsRunsAndRemovesWorkspace(t *testing.T) {
@@ -445,8 +401,9 @@ func TestCloseKillsRunsAndRemovesWorkspace(t *testing.T) {
 		t.Skip("uses /proc")
 	}
 	env := start(t, protocols[0], Config{})
+	token := sandboxtest.Token(t)
 	go func() {
-		params := &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": treeCode}}
+		params := &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": treeCode(token)}}
 		params.SetProgressToken("close-me")
 		env.cs.CallTool(context.Background(), params)
 	}()
@@ -458,12 +415,12 @@ func TestCloseKillsRunsAndRemovesWorkspace(t *testing.T) {
 		}
 		return false
 	})
+	waitTree(t, token)
 	ws := env.srv.Workspace()
-	pids := readPids(t, ws)
 	if err := env.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, pids)
+	sandboxtest.WaitGone(t, token)
 	if _, err := os.Stat(ws); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("workspace survived Close: %v", err)
 	}

@@ -5,6 +5,7 @@ package sandbox
 import (
 	"os"
 	"os/exec"
+	"syscall"
 )
 
 func setProcessGroup(cmd *exec.Cmd) {}
@@ -16,3 +17,10 @@ func killTree(pid int) {
 		_ = p.Kill()
 	}
 }
+
+// rawWaitStatus is never called here: only the Linux sandbox init reports
+// raw wait statuses.
+func rawWaitStatus(int) *syscall.WaitStatus { return nil }
+
+// allocated is the disk space a file takes, as far as this OS tells.
+func allocated(fi os.FileInfo) int64 { return fi.Size() }

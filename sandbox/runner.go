@@ -26,8 +26,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -42,10 +42,92 @@ var bootstrap string
 type Tier string
 
 const (
+	// TierNamespaces runs the code as an unprivileged user in new user,
+	// mount, PID, network, IPC, UTS and cgroup namespaces, in a minimal
+	// read-only root that holds only system libraries, the interpreter, the
+	// job's read-only paths and the workspace, under no_new_privs, no
+	// capabilities, Landlock, a seccomp filter and resource limits. Nothing
+	// it starts survives the run.
+	TierNamespaces Tier = "namespaces"
+	// TierLandlock is the fallback where user namespaces are forbidden: the
+	// code sees the host's filesystem, but Landlock lets it read only system
+	// directories and the job's paths and write only the workspace; seccomp
+	// blocks the dangerous system calls (and sockets when the network is
+	// off), resource limits apply, and the process group is killed at the end.
+	TierLandlock Tier = "landlock"
 	// TierNone runs the child as a plain process in its own process group,
 	// with a scrubbed environment. It does not stop the code from reading
 	// or writing the user's files.
 	TierNone Tier = "none"
+)
+
+// Isolation is the operator's policy for choosing a Tier.
+type Isolation string
+
+const (
+	IsolationAuto   Isolation = "auto"   // the strongest tier the host supports
+	IsolationStrict Isolation = "strict" // TierNamespaces or refuse to start
+	IsolationOff    Isolation = "off"    // TierNone, for development only
+)
+
+// ErrIsolation is wrapped by New's error when IsolationStrict cannot be met.
+var ErrIsolation = errors.New("full isolation is not available on this host")
+
+// Limits bound what one run may use. Zero fields take DefaultLimits.
+type Limits struct {
+	Memory         int64         // bytes of data memory per process (cgroup for the whole run where delegated)
+	CPUTime        time.Duration // CPU seconds per process
+	MaxProcs       int           // processes and threads the run may have at once
+	MaxFileSize    int64         // bytes one file may grow to
+	MaxOpenFiles   int           // open descriptors per process
+	WorkspaceQuota int64         // bytes the whole workspace may hold while the code runs
+}
+
+// DefaultLimits are generous for data work and still keep one run from
+// taking the machine.
+var DefaultLimits = Limits{
+	Memory:         2 << 30,
+	CPUTime:        10 * time.Minute,
+	MaxProcs:       256,
+	MaxFileSize:    1 << 30,
+	MaxOpenFiles:   1024,
+	WorkspaceQuota: 2 << 30,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.Memory <= 0 {
+		l.Memory = d.Memory
+	}
+	if l.CPUTime <= 0 {
+		l.CPUTime = d.CPUTime
+	}
+	if l.MaxProcs <= 0 {
+		l.MaxProcs = d.MaxProcs
+	}
+	if l.MaxFileSize <= 0 {
+		l.MaxFileSize = d.MaxFileSize
+	}
+	if l.MaxOpenFiles <= 0 {
+		l.MaxOpenFiles = d.MaxOpenFiles
+	}
+	if l.WorkspaceQuota <= 0 {
+		l.WorkspaceQuota = d.WorkspaceQuota
+	}
+	// One file can never be larger than the whole workspace may be.
+	l.MaxFileSize = min(l.MaxFileSize, l.WorkspaceQuota)
+	return l
+}
+
+// Names of the limits, as Result.Limit reports them (they match the flags).
+const (
+	LimitWallTime       = "wall-time"
+	LimitCPUTime        = "cpu-time"
+	LimitMemory         = "memory"
+	LimitMaxProcs       = "max-procs"
+	LimitMaxFileSize    = "max-file-size"
+	LimitMaxOpenFiles   = "max-open-files"
+	LimitWorkspaceQuota = "workspace-quota"
 )
 
 // Config configures a Runner.
@@ -54,16 +136,30 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// Isolation chooses the tier; "" means IsolationAuto.
+	Isolation Isolation
+	// Network keeps the host's network reachable from the code. By default
+	// a run has no network at all.
+	Network bool
+	// Limits bound each run; zero fields take DefaultLimits.
+	Limits Limits
+	// Tier, when set, forces a tier instead of detecting one: tests use it
+	// to exercise the fallback on hosts that support more.
+	Tier Tier
 }
 
 // Runner starts jobs. It is safe for concurrent use.
 type Runner struct {
-	cfg  Config
-	tier Tier
-	log  *slog.Logger
+	cfg     Config
+	tier    Tier
+	limits  Limits
+	support Support
+	log     *slog.Logger
 }
 
-// New returns a Runner for this host.
+// New returns a Runner for this host. Host support is probed once per
+// process; New fails only when cfg.Isolation is strict and the host cannot
+// give full isolation.
 func New(cfg Config) (*Runner, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = 60 * time.Second
@@ -72,11 +168,42 @@ func New(cfg Config) (*Runner, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{cfg: cfg, tier: TierNone, log: log}, nil
+	if cfg.Isolation == "" {
+		cfg.Isolation = IsolationAuto
+	}
+	r := &Runner{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, support: Probe()}
+	switch cfg.Isolation {
+	case IsolationOff:
+		r.tier = TierNone
+		log.Warn("ISOLATION IS OFF: model-written code runs with this user's full access to files, network and processes; use only for development")
+	case IsolationAuto, IsolationStrict:
+		r.tier = r.support.Best
+		if cfg.Isolation == IsolationStrict && r.tier != TierNamespaces {
+			return nil, fmt.Errorf("%w (best available: %s): %s; run `prims doctor` for the fix", ErrIsolation, r.tier, r.support.Missing())
+		}
+		if r.tier != TierNamespaces {
+			log.Warn("sandbox runs with reduced isolation", "tier", r.tier, "missing", r.support.Missing())
+		}
+	default:
+		return nil, fmt.Errorf("isolation %q: want strict, auto or off", cfg.Isolation)
+	}
+	if cfg.Tier != "" {
+		if cfg.Isolation == IsolationStrict && cfg.Tier != TierNamespaces {
+			return nil, fmt.Errorf("%w: tier %s was asked for under strict isolation", ErrIsolation, cfg.Tier)
+		}
+		if !r.support.Can(cfg.Tier) {
+			return nil, fmt.Errorf("tier %s is not supported here: %s", cfg.Tier, r.support.Missing())
+		}
+		r.tier = cfg.Tier
+	}
+	return r, nil
 }
 
 // Tier reports the isolation tier the runner uses.
 func (r *Runner) Tier() Tier { return r.tier }
+
+// Limits reports the limits every run gets.
+func (r *Runner) Limits() Limits { return r.limits }
 
 // Job is one program to run.
 type Job struct {
@@ -87,7 +214,8 @@ type Job struct {
 	Filename string
 	Dir      string // working directory (the workspace), read-write for the code
 	// ReadOnly lists host paths the code needs to read, such as the
-	// interpreter's prefix, an environment, and mounted inputs.
+	// interpreter's prefix, an environment, and mounted inputs. In the
+	// sandbox they appear at the same paths, read-only, even inside Dir.
 	ReadOnly []string
 	Env      []string // extra KEY=VALUE pairs on top of the minimal environment
 	// Stdout and Stderr receive the streams as they are written. They are
@@ -104,6 +232,9 @@ type Result struct {
 	Cancelled bool          // the caller's context ended it
 	Duration  time.Duration // from start to exit
 	Tier      Tier
+	// Limit names the resource limit that ended or broke the run (one of
+	// the Limit* constants), or is empty. Output captured before is kept.
+	Limit string
 }
 
 // ErrStart is wrapped by Run's error when the interpreter could not be started.
@@ -120,6 +251,12 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	res := Result{Tier: r.tier}
 	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
 	defer cancel()
+
+	// The parent-death signal of the child follows the OS thread that
+	// started it (DESIGN.md pitfall 9): keep this goroutine on its thread
+	// until the child is gone.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 
 	codeR, codeW, err := os.Pipe()
 	if err != nil {
@@ -140,14 +277,17 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 		return res, fmt.Errorf("stderr pipe: %w", err)
 	}
 
-	cmd := exec.Command(job.Python, "-s", "-c", bootstrap)
-	cmd.Dir = job.Dir
-	cmd.Env = childEnv(job)
-	cmd.Stdin = nil // /dev/null
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-	cmd.ExtraFiles = []*os.File{codeR} // fd 3
-	setProcessGroup(cmd)
+	p, err := r.prepare(job, codeR, outW, errW)
+	if err != nil {
+		codeR.Close()
+		codeW.Close()
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return res, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	cmd := p.cmd
 
 	start := time.Now()
 	err = cmd.Start()
@@ -156,7 +296,9 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	codeR.Close()
 	outW.Close()
 	errW.Close()
+	p.afterStart()
 	if err != nil {
+		p.abort()
 		codeW.Close()
 		outR.Close()
 		errR.Close()
@@ -164,6 +306,7 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	}
 	pid := cmd.Process.Pid
 
+	tail := &tailBuffer{}
 	var g errgroup.Group
 	g.Go(func() error {
 		// A program that exits before reading its code closes the pipe;
@@ -173,21 +316,29 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 		return nil
 	})
 	g.Go(func() error { return pump(outR, job.Stdout) })
-	g.Go(func() error { return pump(errR, job.Stderr) })
+	g.Go(func() error { return pump(errR, io.MultiWriter(tail, orDiscard(job.Stderr))) })
 
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- cmd.Wait() }()
+	quotaHit := make(chan struct{})
+	stopQuota := watchQuota(job.Dir, r.limits.WorkspaceQuota, quotaHit)
 	select {
 	case <-waitDone:
+	case <-quotaHit:
+		killTree(pid)
+		<-waitDone
+		res.Limit = LimitWorkspaceQuota
 	case <-runCtx.Done():
 		killTree(pid)
 		<-waitDone
 		if errors.Is(context.Cause(runCtx), errTimeout) {
 			res.TimedOut = true
+			res.Limit = LimitWallTime
 		} else {
 			res.Cancelled = true
 		}
 	}
+	stopQuota()
 	res.Duration = time.Since(start)
 	// Whatever the program left running in its group dies with it.
 	killTree(pid)
@@ -208,8 +359,44 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	outR.Close()
 	errR.Close()
 
-	res.ExitCode, res.Signal = exitStatus(cmd.ProcessState)
+	st, err := p.finish(cmd.ProcessState)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	res.ExitCode, res.Signal = exitStatus(st.ws)
+	if res.Limit == "" {
+		res.Limit = r.limitHit(res, st, tail.String())
+	}
 	return res, nil
+}
+
+// childStatus is how the program itself ended, as the init or Wait saw it.
+type childStatus struct {
+	ws  *syscall.WaitStatus // nil when it never ran or the status is unknown
+	cpu time.Duration       // user + system CPU of the program and its children
+}
+
+// limitHit names the resource limit that most likely ended a run, from its
+// status, its CPU time and the last lines of its stderr.
+func (r *Runner) limitHit(res Result, st childStatus, stderrTail string) string {
+	if res.ExitCode == 0 || res.Cancelled {
+		return ""
+	}
+	if (res.Signal == "killed" || res.Signal == "CPU time limit exceeded") && st.cpu >= r.limits.CPUTime-time.Second {
+		return LimitCPUTime
+	}
+	switch {
+	case strings.Contains(stderrTail, "MemoryError"), strings.Contains(stderrTail, "Cannot allocate memory"):
+		return LimitMemory
+	case strings.Contains(stderrTail, "[Errno 27] File too large"):
+		return LimitMaxFileSize
+	case strings.Contains(stderrTail, "[Errno 24] Too many open files"):
+		return LimitMaxOpenFiles
+	case strings.Contains(stderrTail, "[Errno 11] Resource temporarily unavailable"),
+		strings.Contains(stderrTail, "can't start new thread"):
+		return LimitMaxProcs
+	}
+	return ""
 }
 
 var errTimeout = errors.New("wall-clock timeout")
@@ -235,15 +422,35 @@ func pump(r io.Reader, w io.Writer) error {
 	}
 }
 
-func exitStatus(ps *os.ProcessState) (int, string) {
-	if ps == nil {
+func exitStatus(ws *syscall.WaitStatus) (int, string) {
+	switch {
+	case ws == nil:
 		return -1, ""
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	case ws.Signaled():
 		return -int(ws.Signal()), ws.Signal().String()
 	}
-	return ps.ExitCode(), ""
+	return ws.ExitStatus(), ""
 }
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// tailBuffer keeps the last 4 KiB written to it, for limitHit.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 4<<10 {
+		t.b = append(t.b[:0], t.b[len(t.b)-4<<10:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
 
 // childEnv is the whole environment of the child: nothing of the server's
 // own environment (where API keys live) leaks through.

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/pyenv"
+)
+
+type doctorOptions struct {
+	runOptions
+}
+
+func newDoctorCmd() *cobra.Command {
+	opts := &doctorOptions{}
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Print what isolation this host gives runs, and how to get more",
+		Long: `Probe the host once, as prims stdio does at start, and print the sandbox
+tier runs would get, what each part of the sandbox needs, what is missing, and
+the fix. Exits 1 when --isolation=strict could not start here.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDoctor(cmd.Context(), os.Stdout, opts) },
+	}
+	opts.addFlags(cmd.Flags())
+	return cmd
+}
+
+func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
+	s := sandbox.Probe()
+	mark := func(err error) string {
+		if err == nil {
+			return "ok"
+		}
+		return "MISSING: " + err.Error()
+	}
+	fmt.Fprintf(w, "PRIMS sandbox on %s (running as %s)\n\n", s.OS, map[bool]string{true: "root: runs map to uid 65534", false: fmt.Sprintf("uid %d", os.Getuid())}[s.Root])
+	fmt.Fprintf(w, "  sandbox init (re-exec):  %s\n", mark(s.Init))
+	fmt.Fprintf(w, "  user namespaces:         %s\n", mark(s.UserNS))
+	if s.Landlock > 0 {
+		fmt.Fprintf(w, "  Landlock:                ok (ABI %d)\n", s.Landlock)
+	} else {
+		fmt.Fprintf(w, "  Landlock:                %s\n", mark(s.LandlockErr))
+	}
+	fmt.Fprintf(w, "  seccomp filters:         %s\n", mark(s.Seccomp))
+	fmt.Fprintf(w, "  memory limit:            %s\n", s.Memory)
+	fmt.Fprintf(w, "  process limit:           %s\n", s.Procs)
+	fmt.Fprintf(w, "  workspace quota:         polled while code runs; RLIMIT_FSIZE bounds single files\n\n")
+
+	tier := s.Best
+	if opts.isolation == string(sandbox.IsolationOff) {
+		tier = sandbox.TierNone
+	}
+	fmt.Fprintf(w, "Tier for --isolation=%s: %s\n", opts.isolation, tier)
+	switch tier {
+	case sandbox.TierNamespaces:
+		fmt.Fprintln(w, "  Full isolation: a private read-only root, no network (unless --network), no host")
+		fmt.Fprintln(w, "  processes, no capabilities, Landlock, seccomp, resource limits; nothing outlives a run.")
+	case sandbox.TierLandlock:
+		fmt.Fprintln(w, "  Reduced isolation: Landlock limits reads to system directories and the run's")
+		fmt.Fprintln(w, "  paths and writes to the workspace; seccomp blocks sockets (unless --network) and")
+		fmt.Fprintln(w, "  dangerous calls; host processes stay visible in /proc listings.")
+		fmt.Fprintln(w, "  Fix for full isolation: allow unprivileged user namespaces (see above).")
+	default:
+		fmt.Fprintln(w, "  NO ISOLATION: the code can read and write everything this user can, and reach")
+		fmt.Fprintln(w, "  the network. Runs still get timeouts, a scrubbed environment and process-group kill.")
+	}
+	fmt.Fprintf(w, "  Limits per run: memory %s, CPU %s, %d processes, files up to %s, %d open files, workspace %s\n",
+		humanSize(opts.limits.Memory), opts.limits.CPUTime, opts.limits.MaxProcs, humanSize(opts.limits.MaxFileSize), opts.limits.MaxOpenFiles, humanSize(opts.limits.WorkspaceQuota))
+
+	printPythons(ctx, w, opts)
+
+	if opts.isolation == string(sandbox.IsolationStrict) && tier != sandbox.TierNamespaces {
+		return fmt.Errorf("--isolation=strict cannot start here: %s", s.Missing())
+	}
+	return nil
+}
+
+// printPythons lists the interpreters runs may use, the default first, and
+// why any candidate was skipped, then where environments are cached.
+func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
+	fmt.Fprintln(w, "\nPython interpreters")
+	def, err := opts.interpreter(ctx)
+	if err != nil {
+		fmt.Fprintf(w, "  default: MISSING: %v\n", err)
+	}
+	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: append([]string{def}, opts.pythons...)})
+	real := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return p
+	}
+	for _, in := range found {
+		mark := " "
+		if real(in.Path) == real(def) {
+			mark = "*"
+		}
+		pip := "pip " + in.PipVersion
+		if in.Pip != in.Path {
+			pip += " (borrowed from " + in.Pip + ")"
+		}
+		fmt.Fprintf(w, "  %s %-8s %s  [%s; %s]\n", mark, in.Version, in.Path, in.Source, pip)
+	}
+	for _, sk := range skipped {
+		fmt.Fprintf(w, "    skipped %s: %s\n", sk.Path, sk.Reason)
+	}
+	fmt.Fprintln(w, "  (* runs use this one unless run_code asks for a version)")
+	dir := opts.cacheDir
+	if dir == "" {
+		dir, _ = pyenv.DefaultDir()
+	}
+	fmt.Fprintf(w, "  environments cached in %s, up to %s\n\n", dir, humanSize(opts.cacheMax))
+}

@@ -1,0 +1,530 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// probePrelude is prepended to every attack. An attack prints "ESCAPED"
+// when it worked; the controls run the same code unsandboxed and must
+// print it, so no row can pass because its probe is broken.
+const probePrelude = `
+import os, sys, socket, ctypes, errno, time
+E = os.environ
+CONTROL = E.get("T_CONTROL") == "1"
+libc = ctypes.CDLL(None, use_errno=True)
+def esc(msg): print("ESCAPED", msg, flush=True)
+def blocked(msg): print("blocked", msg, flush=True)
+`
+
+type attack struct {
+	name string
+	code string
+	// control: the attack works unsandboxed here, so its control must
+	// print ESCAPED (false when it would harm the host or needs root).
+	control func() bool
+	// check inspects the sandboxed result beyond "no ESCAPED".
+	check func(t *testing.T, env *escapeEnv, res Result, out string)
+}
+
+func always() bool { return true }
+func asRoot() bool { return os.Geteuid() == 0 }
+func tiocsti() bool {
+	b, _ := os.ReadFile("/proc/sys/dev/tty/legacy_tiocsti")
+	return asRoot() || string(b) == "1\n"
+}
+func never() bool { return false }
+func wantLimit(l string) func(*testing.T, *escapeEnv, Result, string) {
+	return func(t *testing.T, _ *escapeEnv, res Result, out string) {
+		if res.Limit != l {
+			t.Errorf("Limit = %q, want %q (exit %d %s)\n%s", res.Limit, l, res.ExitCode, res.Signal, out)
+		}
+	}
+}
+
+var attacks = []attack{
+	{name: "read /etc/shadow", control: asRoot, code: `
+try: open("/etc/shadow").read(1); esc("read shadow")
+except OSError as e: blocked(e)`},
+	{name: "list the home directory", control: always, code: `
+try: esc(os.listdir(E["T_HOME"]))
+except OSError as e: blocked(e)`},
+	{name: "read another workspace", control: always, code: `
+try: esc(open(E["T_OTHER_WS"] + "/output/secret.txt").read())
+except OSError as e: blocked(e)`},
+	{name: "read a file planted in /tmp", control: always, code: `
+try: esc(open(E["T_PLANTED"]).read())
+except OSError as e: blocked(e)`},
+	{name: "server environment", control: always, code: `
+if "PRIMS_TEST_SECRET" in E: esc("env")
+for pid in (E["T_SERVER_PID"], str(os.getppid())):
+    try:
+        if b"PATH=" in open("/proc/%s/environ" % pid, "rb").read(): esc("/proc/%s/environ" % pid)
+        else: blocked("no environment visible for %s" % pid)
+    except OSError as e: blocked(e)`},
+	{name: "write outside the workspace", control: always, code: `
+for d in (E["T_OUTDIR"], "/tmp", "/", "/usr", "/etc", os.path.dirname(os.getcwd())):
+    try:
+        with open(os.path.join(d, "prims-escape"), "w") as f: f.write("x")
+        if os.path.realpath(d) not in ("/tmp",) or CONTROL: esc("wrote in " + d)
+        else: os.unlink(os.path.join(d, "prims-escape"))
+    except OSError as e: blocked(e)`},
+	{name: "write into mounts/", control: always, code: `
+for op in (lambda: open("mounts/input.txt", "a").write("x"), lambda: open("mounts/new.txt", "w").write("x"), lambda: os.unlink("mounts/input.txt"), lambda: os.chmod("mounts/input.txt", 0o666)):
+    try: op(); esc("changed mounts/")
+    except OSError as e: blocked(e)`},
+	{name: "create a setuid file", control: always, code: `
+for p in ("output/suid", "suid2"):
+    try:
+        open(p, "w").close(); os.chmod(p, 0o4755)
+        if os.stat(p).st_mode & 0o4000: esc("setuid via chmod")
+    except OSError as e: blocked(e)
+try:
+    fd = os.open("output/suid3", os.O_CREAT | os.O_WRONLY, 0o6755); os.close(fd)
+    if os.stat("output/suid3").st_mode & 0o6000: esc("setuid via open")
+except OSError as e: blocked(e)`},
+	{name: "TCP connect to a host listener", control: always, code: `
+try: socket.create_connection(("127.0.0.1", int(E["T_TCP_PORT"])), timeout=2); esc("tcp")
+except OSError as e: blocked(e)`},
+	{name: "UDP exchange with a host listener", control: always, code: `
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b"ping", ("127.0.0.1", int(E["T_UDP_PORT"]))); s.recvfrom(16); esc("udp")
+except OSError as e: blocked(e)`},
+	{name: "abstract unix socket connect", control: always, code: `
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(2)
+    s.connect("\0" + E["T_ABSTRACT"]); esc("abstract")
+except OSError as e: blocked(e)`},
+	{name: "ptrace a process", control: always, code: `
+pid = os.fork()
+if pid == 0:
+    time.sleep(30); os._exit(0)
+PTRACE_ATTACH = 16
+r = libc.ptrace(PTRACE_ATTACH, pid, None, None)
+if r == 0: esc("ptrace attach")
+else: blocked(os.strerror(ctypes.get_errno()))
+os.kill(pid, 9)`},
+	{name: "mount", control: always, code: `
+if CONTROL: libc.unshare(0x10000000 | 0x00020000)  # a private namespace, so the control is harmless
+r = libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)
+if r == 0: esc("mount")
+else: blocked(os.strerror(ctypes.get_errno()))`},
+	{name: "unshare a user namespace", control: always, code: `
+r = libc.unshare(0x10000000)
+if r == 0: esc("unshare")
+else: blocked(os.strerror(ctypes.get_errno()))`},
+	{name: "keyctl", control: always, code: `
+SYS_keyctl = 250; KEYCTL_GET_KEYRING_ID = 0; KEY_SPEC_SESSION_KEYRING = -3
+r = libc.syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 1)
+if r >= 0: esc("keyctl %d" % r)
+else: blocked(os.strerror(ctypes.get_errno()))`},
+	{name: "i386 system call via int 0x80", control: always, code: `
+import mmap
+buf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+buf.write(bytes([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3]))  # mov eax, 20 (i386 getpid); int 0x80; ret
+addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+r = ctypes.CFUNCTYPE(ctypes.c_int)(addr)()
+if r > 0: esc("i386 getpid = %d" % r)
+else: blocked(r)`, check: func(t *testing.T, _ *escapeEnv, res Result, out string) {
+		if res.Signal != "bad system call" {
+			t.Errorf("want the program killed by SIGSYS, got exit %d signal %q", res.ExitCode, res.Signal)
+		}
+	}},
+	{name: "TIOCSTI", control: asRoot, code: `
+import pty, fcntl, termios
+try: m, s = os.openpty()
+except OSError as e: blocked(e); m = s = 0
+for req in (termios.TIOCSTI, termios.TIOCSTI | (1 << 32)):
+    r = libc.ioctl(s, ctypes.c_ulong(req), ctypes.c_char_p(b"x"))
+    if r == 0: esc("TIOCSTI %#x" % req)
+    elif ctypes.get_errno() != errno.EPERM and s: esc("not stopped by the filter: %s" % os.strerror(ctypes.get_errno()))
+    else: blocked(os.strerror(ctypes.get_errno()))
+if CONTROL and s == 0: esc("no pty")`},
+	{name: "signal the server and a host process", control: always, code: `
+for pid in (E["T_SERVER_PID"], E["T_VICTIM_PID"]):
+    try: os.kill(int(pid), 0); esc("may signal %s" % pid)
+    except OSError as e: blocked(e)
+try: os.kill(-1, 0); blocked("kill(-1) reaches only the sandbox") if not CONTROL else esc("kill -1")
+except OSError as e: blocked(e)`},
+	{name: "fork bomb", control: never, code: `
+n = 0
+try:
+    for _ in range(5000):
+        if os.fork() == 0:
+            time.sleep(60); os._exit(0)
+        n += 1
+    esc("forked %d" % n)
+except OSError as e: blocked("%d forks, then %s" % (n, e)); raise`, check: wantLimit(LimitMaxProcs)},
+	{name: "memory bomb", control: never, code: `
+x = bytearray(1 << 30)
+for i in range(0, len(x), 4096): x[i] = 1
+esc("1 GiB allocated")`, check: wantLimit(LimitMemory)},
+	{name: "CPU spin", control: never, code: `
+while True: pass`, check: func(t *testing.T, env *escapeEnv, res Result, out string) {
+		wantLimit(LimitCPUTime)(t, env, res, out)
+		if res.TimedOut {
+			t.Error("the wall-clock limit ended the spin, not the CPU limit")
+		}
+	}},
+	{name: "disk fill past the quota", control: never, code: `
+chunk = b"x" * (1 << 20)
+for i in range(10000):
+    with open("output/fill-%d" % i, "wb") as f:
+        for _ in range(4): f.write(chunk)
+esc("wrote 40 GB")`, check: func(t *testing.T, env *escapeEnv, res Result, out string) {
+		wantLimit(LimitWorkspaceQuota)(t, env, res, out)
+		if got := diskUsage(env.ws, 1<<40); got > testLimits.WorkspaceQuota+512<<20 {
+			t.Errorf("workspace grew to %d bytes, quota %d", got, testLimits.WorkspaceQuota)
+		}
+	}},
+	{name: "daemonize to outlive the run", control: always, code: `
+if os.fork() == 0:
+    os.setsid() if hasattr(os, "setsid") else None
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)", E["T_TOKEN"]])
+    os._exit(0)
+time.sleep(0.2)
+# The daemon is checked from outside after the run: see daemonSurvivors.
+print("parent done")`, check: func(t *testing.T, env *escapeEnv, res Result, out string) {
+		if pids := daemonSurvivors(env.token); len(pids) > 0 {
+			t.Errorf("processes outlived the run: %v", pids)
+			for _, p := range pids {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+	}},
+}
+
+// testLimits are small, so that the limit rows end fast.
+var testLimits = Limits{Memory: 256 << 20, CPUTime: time.Second, MaxProcs: 64, WorkspaceQuota: 48 << 20, MaxFileSize: 16 << 20}
+
+// escapeEnv is what the attacks aim at: secrets and listeners the test
+// plants on the host.
+type escapeEnv struct {
+	ws, otherWS, planted, outDir, token string
+	env                                 []string
+	victim                              *exec.Cmd
+	before                              map[string][32]byte
+}
+
+func newEscapeEnv(t *testing.T) *escapeEnv {
+	t.Helper()
+	t.Setenv("PRIMS_TEST_SECRET", "hunter2")
+	e := &escapeEnv{token: fmt.Sprintf("prims-daemon-token-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	e.otherWS = mkWorkspace(t)
+	os.WriteFile(filepath.Join(e.otherWS, "output", "secret.txt"), []byte("other session"), 0o600)
+	f, err := os.CreateTemp("", "prims-planted-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("planted secret")
+	f.Close()
+	os.Chmod(f.Name(), 0o644)
+	e.planted = f.Name()
+	t.Cleanup(func() { os.Remove(e.planted) })
+	e.outDir = t.TempDir()
+	os.Chmod(e.outDir, 0o777)
+
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tcp.Close() })
+	go func() {
+		for {
+			c, err := tcp.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, addr, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			udp.WriteTo(buf[:n], addr)
+		}
+	}()
+	abstract := fmt.Sprintf("prims-test-%d", os.Getpid())
+	ul, err := net.Listen("unix", "@"+abstract)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ul.Close() })
+	go func() {
+		for {
+			c, err := ul.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	e.victim = exec.Command("/bin/sleep", "600")
+	if err := e.victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.victim.Process.Kill(); e.victim.Wait() })
+	home, _ := os.UserHomeDir()
+	if home == "" {
+		home = "/root"
+	}
+	e.env = []string{
+		"T_HOME=" + home,
+		"T_OTHER_WS=" + e.otherWS,
+		"T_PLANTED=" + e.planted,
+		"T_OUTDIR=" + e.outDir,
+		"T_SERVER_PID=" + strconv.Itoa(os.Getpid()),
+		"T_VICTIM_PID=" + strconv.Itoa(e.victim.Process.Pid),
+		"T_TCP_PORT=" + strconv.Itoa(tcp.Addr().(*net.TCPAddr).Port),
+		"T_UDP_PORT=" + strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port),
+		"T_ABSTRACT=" + abstract,
+		"T_TOKEN=" + e.token,
+	}
+	e.before = fingerprint(t, e.otherWS, e.planted, e.outDir)
+	return e
+}
+
+// fingerprint hashes every file under the given paths.
+func fingerprint(t *testing.T, paths ...string) map[string][32]byte {
+	t.Helper()
+	m := map[string][32]byte{}
+	for _, root := range paths {
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() {
+				m[p] = sha256.Sum256([]byte("dir"))
+				return nil
+			}
+			b, _ := os.ReadFile(p)
+			m[p] = sha256.Sum256(b)
+			return nil
+		})
+	}
+	return m
+}
+
+// daemonSurvivors lists host processes whose command line carries token.
+func daemonSurvivors(token string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if bytes.Contains(b, []byte(token)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func runAttack(t *testing.T, r *Runner, env *escapeEnv, ws string, a attack, control bool) (Result, string) {
+	t.Helper()
+	var out lockedBuffer
+	jobEnv := env.env
+	if control {
+		jobEnv = append(jobEnv[:len(jobEnv):len(jobEnv)], "T_CONTROL=1")
+	}
+	res, err := r.Run(context.Background(), Job{
+		Python:   testPython(t),
+		Code:     probePrelude + a.code,
+		Dir:      ws,
+		ReadOnly: []string{filepath.Join(ws, "mounts")},
+		Env:      jobEnv,
+		Stdout:   &out,
+		Stderr:   &out,
+		Timeout:  30 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return res, out.String()
+}
+
+// TestEscape runs every attack in each sandbox tier this host supports and
+// asserts that it failed; its control shows the same probe succeeding
+// without a sandbox.
+func TestEscape(t *testing.T) {
+	testPython(t)
+	env := newEscapeEnv(t)
+	none, err := New(Config{Isolation: IsolationOff, Limits: testLimits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		t.Run(string(tier), func(t *testing.T) {
+			r, err := New(Config{Tier: tier, Limits: testLimits})
+			if err != nil {
+				t.Skipf("tier %s: %v", tier, err)
+			}
+			for _, a := range attacks {
+				t.Run(a.name, func(t *testing.T) {
+					if tier == TierLandlock && a.name == "write into mounts/" && !asRoot() {
+						t.Skip("known limit of the landlock tier under a non-root server: Landlock cannot carve a read-only mounts/ out of the writable workspace, and the code runs as the owner of mounts/")
+					}
+					ws := mkWorkspace(t)
+					env.ws = ws
+					res, out := runAttack(t, r, env, ws, a, false)
+					if res.Tier != tier {
+						t.Errorf("ran in tier %s, want %s", res.Tier, tier)
+					}
+					if strings.Contains(out, "ESCAPED") {
+						t.Errorf("attack worked:\n%s", out)
+					}
+					if a.check != nil {
+						a.check(t, env, res, out)
+					}
+					if daemonSurvivors(env.token) != nil {
+						t.Errorf("a process of the run is still alive")
+					}
+				})
+			}
+		})
+	}
+	t.Run("control", func(t *testing.T) {
+		for _, a := range attacks {
+			if a.control == nil || !a.control() {
+				continue
+			}
+			t.Run(a.name, func(t *testing.T) {
+				ws := mkWorkspace(t)
+				_, out := runAttack(t, none, env, ws, a, true)
+				if daemonSurvivors(env.token) != nil {
+					out += "ESCAPED: the daemon outlived the run"
+				}
+				if !strings.Contains(out, "ESCAPED") {
+					t.Errorf("the probe does not detect the attack even without a sandbox:\n%s", out)
+				}
+				for _, p := range daemonSurvivors(env.token) {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+				os.Remove(filepath.Join(env.outDir, "prims-escape"))
+				os.Remove("/prims-escape")
+				os.Remove("/usr/prims-escape")
+				os.Remove("/etc/prims-escape")
+				os.Remove(filepath.Join(filepath.Dir(ws), "prims-escape"))
+			})
+		}
+	})
+	if after := fingerprint(t, env.otherWS, env.planted, env.outDir); !sameFingerprint(env.before, after) {
+		t.Errorf("files outside the workspace changed")
+	}
+}
+
+func sameFingerprint(a, b map[string][32]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestEscapeUnprivileged runs TestEscape again as uid 65534, as a server
+// started by an ordinary user would be.
+func TestEscapeUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("already unprivileged: TestEscape covers this case")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	testPython(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test binary sits in root's private build directory: copy it
+	// where uid 65534 can run it.
+	dir, err := os.MkdirTemp("", "prims-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "sandbox.test")
+	src, err := os.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(dst, src)
+	src.Close()
+	dst.Close()
+	home := filepath.Join(dir, "home")
+	os.Mkdir(home, 0o700)
+	os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine example.com password hunter2"), 0o600)
+	os.Chown(home, 65534, 65534)
+	os.Chown(filepath.Join(home, ".netrc"), 65534, 65534)
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "-test.run=^TestEscape$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=/tmp"}
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	err = cmd.Run()
+	t.Logf("as uid 65534:\n%s", tailLines(out.String(), 60))
+	if err != nil {
+		t.Fatalf("TestEscape as uid 65534: %v", err)
+	}
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// lockedBuffer takes both streams of a run from their two pumps.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -1,0 +1,631 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	"golang.org/x/sys/unix"
+)
+
+// MaybeInit turns this process into the sandbox init when it was started as
+// one, and never returns in that case. Otherwise it returns at once. Call it
+// first thing in main, and in TestMain of every package whose tests run code
+// through a Runner.
+func MaybeInit() {
+	if os.Getenv(initEnv) == "" || len(os.Args) == 0 || os.Args[0] != initArg0 {
+		return
+	}
+	// Every per-thread attribute set below (capabilities, no_new_privs,
+	// Landlock, the parent-death signal) must be on the thread that forks
+	// or execs the program: stay on this one for good.
+	runtime.LockOSThread()
+	report := os.NewFile(fdReport, "report")
+	err := runInit()
+	if err != nil {
+		b, _ := json.Marshal(initReport{Err: err.Error()})
+		report.Write(b)
+		os.Exit(125)
+	}
+	os.Exit(0)
+}
+
+// runInit is the init step, in the order DESIGN.md requires: namespaces
+// are already in place (clone flags); build the root and mount /proc while
+// the old root is visible; then no_new_privs, capabilities, Landlock (after
+// all mounts), seccomp; resource limits last; then the program.
+func runInit() error {
+	var cfg initConfig
+	cfgFile := os.NewFile(fdConfig, "config")
+	if err := json.NewDecoder(io.LimitReader(cfgFile, 16<<20)).Decode(&cfg); err != nil {
+		return fmt.Errorf("read sandbox config: %w", err)
+	}
+	cfgFile.Close()
+	// The program must inherit only stdio and its code.
+	unix.CloseOnExec(fdReport)
+	for i := range cfg.Binds {
+		unix.CloseOnExec(fdTrees + i)
+	}
+
+	switch cfg.Mode {
+	case initProbe + "-" + initModeLL:
+		return probeOK()
+	case initProbe + "-" + initModeNS:
+		// A user namespace can exist and still be stripped of its
+		// capabilities (Ubuntu's AppArmor rule): try what a run needs.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return os.NewSyscallError("make mounts private", err)
+		}
+		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", 0, "size=4k"); err != nil {
+			return os.NewSyscallError("mount tmpfs", err)
+		}
+		return probeOK()
+	case initModeNS:
+		if err := buildRoot(&cfg); err != nil {
+			return err
+		}
+		_ = unix.Sethostname([]byte("prims"))
+		if !cfg.Network {
+			// An empty network namespace: loopback only, for programs
+			// that talk to themselves (multiprocessing managers).
+			_ = loopbackUp()
+		}
+		if err := dropCapabilities(); err != nil {
+			return err
+		}
+	case initModeLL:
+		if cfg.DropTo != 0 {
+			if err := dropUser(cfg.DropTo); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("unknown sandbox mode %q", cfg.Mode)
+	}
+	if err := os.Chdir(cfg.Dir); err != nil {
+		return fmt.Errorf("enter the workspace: %w", err)
+	}
+	if err := restrictLandlock(&cfg); err != nil {
+		return err
+	}
+	// Landlock set no_new_privs already, unless the kernel has no Landlock.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return os.NewSyscallError("no_new_privs", err)
+	}
+	if err := installSeccomp(seccompFilter(filterOptions{
+		denyInet:    cfg.Mode == initModeLL && !cfg.Network,
+		denySession: cfg.Mode == initModeLL,
+	})); err != nil {
+		return err
+	}
+	if cfg.Mode == initModeLL {
+		// No namespace to hold the tree: become the program, so the
+		// server's process-group kill reaches everything it starts
+		// (setsid and setpgid are denied above).
+		err := execWithLimits(cfg.Python, cfg.Args, cfg.Env, rlimits(cfg.Limits, userTasks()))
+		if cfg.DropTo != 0 && errors.Is(err, unix.EACCES) {
+			return fmt.Errorf("the sandbox user (uid %d) cannot run %s: install Python outside root's home, or enable user namespaces for the full sandbox", cfg.DropTo, cfg.Python)
+		}
+		return os.NewSyscallError("execve "+cfg.Python, err)
+	}
+	return reap(&cfg)
+}
+
+func probeOK() error {
+	_, err := os.NewFile(fdReport, "report").Write([]byte(`{"ok":true}`))
+	return err
+}
+
+// reap starts the program as PID 2 and stays PID 1 of the namespace: a
+// program as PID 1 would ignore signals it has no handler for (DESIGN.md
+// pitfall 2), and orphans must be reaped by someone. When the program
+// exits, the init reports its status and exits too, and the kernel kills
+// whatever is left in the namespace: nothing outlives the run.
+func reap(cfg *initConfig) error {
+	devnull, err := os.Open("/dev/null")
+	if err != nil {
+		return err
+	}
+	// Limits go on this process last, just before it forks the program:
+	// a Go runtime must not start under them (DESIGN.md pitfall 1), and
+	// all the init still does is wait, with the report's buffer ready.
+	limits := rlimits(cfg.Limits, threadsOfSelf())
+	report := os.NewFile(fdReport, "report")
+	buf := make([]byte, 0, 128)
+	if e := setRlimits(limits); e != 0 {
+		return os.NewSyscallError("setrlimit", e)
+	}
+	pid, err := syscall.ForkExec(cfg.Python, cfg.Args, &syscall.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   cfg.Env,
+		Files: []uintptr{devnull.Fd(), 1, 2, fdCode},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return fmt.Errorf("start %s: %w", filepath.Base(cfg.Python), err)
+	}
+	devnull.Close()
+	unix.Close(fdCode)
+	unix.Close(1)
+	unix.Close(2)
+	for {
+		var ws unix.WaitStatus
+		var ru unix.Rusage
+		got, err := unix.Wait4(-1, &ws, 0, &ru)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("wait4", err)
+		}
+		if got == pid {
+			cpu := ru.Utime.Nano() + ru.Stime.Nano()
+			buf = fmt.Appendf(buf, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
+			_, err := report.Write(buf)
+			return err
+		}
+	}
+}
+
+// buildRoot makes the minimal root in two pivot_root steps: first a scratch
+// tmpfs becomes "/" with the host's root under /oldroot, so every host path
+// stays reachable while the new root is assembled in /newroot; then /newroot
+// becomes "/" and the old root is detached.
+func buildRoot(cfg *initConfig) error {
+	// Nothing mounted here may propagate back to the host.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return os.NewSyscallError("make mounts private", err)
+	}
+	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=64k"); err != nil {
+		return os.NewSyscallError("mount scratch tmpfs", err)
+	}
+	for _, d := range []string{"/tmp/oldroot", "/tmp/newroot"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.PivotRoot("/tmp", "/tmp/oldroot"); err != nil {
+		return os.NewSyscallError("pivot_root to scratch", err)
+	}
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	const nr = "/newroot"
+	if err := unix.Mount("tmpfs", nr, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
+		return os.NewSyscallError("mount root tmpfs", err)
+	}
+
+	for _, d := range systemDirs {
+		if err := bindHost(d, nr+d, true, true); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(nr+"/etc", 0o755); err != nil {
+		return err
+	}
+	for _, e := range etcEntries {
+		if e == "resolv.conf" && !cfg.Network {
+			continue
+		}
+		if err := bindHost("/etc/"+e, nr+"/etc/"+e, true, true); err != nil {
+			return err
+		}
+	}
+	home := filepath.Join(cfg.Dir, ".home")
+	if err := os.WriteFile(nr+"/etc/passwd", []byte("sandbox:x:0:0:sandbox:"+home+":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(nr+"/etc/group", []byte("sandbox:x:0:\nnogroup:x:65534:\n"), 0o644); err != nil {
+		return err
+	}
+	if err := buildDev(nr + "/dev"); err != nil {
+		return err
+	}
+	// A fresh /proc for the new PID namespace, mounted while the old
+	// root's /proc is still visible (the kernel refuses otherwise);
+	// subset=pid leaves out /proc/sys and the other host-wide files.
+	if err := os.Mkdir(nr+"/proc", 0o555); err != nil {
+		return err
+	}
+	const procFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("proc", nr+"/proc", "proc", procFlags, "subset=pid"); err != nil {
+		if err := unix.Mount("proc", nr+"/proc", "proc", procFlags, ""); err != nil {
+			return os.NewSyscallError("mount /proc", err)
+		}
+	}
+	if err := mountTmpfs(nr+"/tmp", "mode=1777,size=64m"); err != nil {
+		return err
+	}
+	for i, b := range cfg.Binds {
+		dst := nr + b.Path
+		if b.Tree {
+			if err := attachTree(fdTrees+i, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := bindHost(b.Src, dst, !b.Write, false); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("", nr, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return os.NewSyscallError("make root read-only", err)
+	}
+
+	if err := os.Chdir(nr); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return os.NewSyscallError("pivot_root", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return os.NewSyscallError("detach old root", err)
+	}
+	return os.Chdir("/")
+}
+
+// bindHost binds the host path src (seen under /oldroot) at dst. A missing
+// src is skipped when optional; a symlink is copied as a symlink, so merged
+// /usr layouts and /etc/localtime keep working.
+func bindHost(src, dst string, readOnly, optional bool) error {
+	host := "/oldroot" + src
+	fi, err := os.Lstat(host)
+	if err != nil {
+		if optional {
+			return nil
+		}
+		return fmt.Errorf("sandbox path %s: %w", src, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		target, err := os.Readlink(host)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.Symlink(target, dst)
+	}
+	if err := mountpoint(dst, fi.IsDir()); err != nil {
+		return err
+	}
+	if err := unix.Mount(host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return os.NewSyscallError("bind "+src, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if readOnly {
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	if err := unix.MountSetattr(unix.AT_FDCWD, dst, unix.AT_RECURSIVE, &attr); err != nil {
+		return remountBind(dst, readOnly)
+	}
+	return nil
+}
+
+// remountBind is the pre-5.12 way to make a bind read-only: a remount that
+// keeps the flags the kernel locked on the source mount.
+func remountBind(dst string, readOnly bool) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dst, &st); err != nil {
+		return os.NewSyscallError("statfs "+dst, err)
+	}
+	flags := uintptr(unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV) |
+		uintptr(st.Flags)&(unix.MS_NOEXEC|unix.MS_NOATIME|unix.MS_NODIRATIME|unix.MS_RELATIME|unix.MS_RDONLY)
+	if readOnly {
+		flags |= unix.MS_RDONLY
+	}
+	return os.NewSyscallError("remount "+dst, unix.Mount("", dst, "", flags, ""))
+}
+
+// attachTree attaches a detached mount tree the server cloned for us.
+func attachTree(fd int, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return os.NewSyscallError("fstat tree", err)
+	}
+	if err := mountpoint(dst, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
+		return err
+	}
+	err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	unix.Close(fd)
+	return os.NewSyscallError("move_mount "+dst, err)
+}
+
+// mountpoint makes sure dst exists as a directory or a file to mount on.
+func mountpoint(dst string, dir bool) error {
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	if dir {
+		return os.MkdirAll(dst, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func mountTmpfs(dst, opts string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	return os.NewSyscallError("mount tmpfs "+dst, unix.Mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts))
+}
+
+// buildDev makes a /dev with only the harmless devices, a private /dev/shm
+// for multiprocessing, and the usual fd links; no tty, so TIOCSTI has no
+// terminal to type into.
+func buildDev(dev string) error {
+	if err := mountTmpfs(dev, "mode=0755,size=64k"); err != nil {
+		return err
+	}
+	for _, n := range []string{"null", "zero", "full", "random", "urandom"} {
+		if err := mountpoint(dev+"/"+n, false); err != nil {
+			return err
+		}
+		if err := unix.Mount("/oldroot/dev/"+n, dev+"/"+n, "", unix.MS_BIND, ""); err != nil {
+			return os.NewSyscallError("bind /dev/"+n, err)
+		}
+	}
+	for link, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, dev+"/"+link); err != nil {
+			return err
+		}
+	}
+	if err := mountTmpfs(dev+"/shm", "mode=1777,size=64m"); err != nil {
+		return err
+	}
+	return os.NewSyscallError("make /dev read-only", unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID, ""))
+}
+
+// loopbackUp brings up lo in the run's empty network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_UP | unix.IFF_RUNNING)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// dropCapabilities leaves the program no capabilities, even in its own
+// namespace, and none to regain: it execs as uid 0 of the namespace, which
+// would otherwise be granted the bounding set again.
+func dropCapabilities() error {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return os.NewSyscallError("no_new_privs", err)
+	}
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return os.NewSyscallError("drop bounding capability", err)
+		}
+	}
+	_ = unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+	const secbits = 1<<0 | 1<<1 | 1<<2 | 1<<3 // SECBIT_NOROOT(_LOCKED), SECBIT_NO_SETUID_FIXUP(_LOCKED)
+	if err := unix.Prctl(unix.PR_SET_SECUREBITS, secbits, 0, 0, 0); err != nil {
+		return os.NewSyscallError("securebits", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	return os.NewSyscallError("capset", unix.Capset(&hdr, &data[0]))
+}
+
+// dropUser switches a root server's landlock-tier run to an unprivileged
+// uid, which also clears every capability.
+func dropUser(id int) error {
+	if err := unix.Setgroups(nil); err != nil {
+		return os.NewSyscallError("setgroups", err)
+	}
+	if err := unix.Setresgid(id, id, id); err != nil {
+		return os.NewSyscallError("setresgid", err)
+	}
+	if err := unix.Setresuid(id, id, id); err != nil {
+		return os.NewSyscallError("setresuid", err)
+	}
+	// A credential change clears the parent-death signal: set it again.
+	return os.NewSyscallError("pdeathsig", unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0))
+}
+
+// restrictLandlock confines the filesystem (and, without network, TCP) to
+// what the run needs, on top of the mounts: in the namespaces tier it is a
+// second wall; in the landlock tier it is the wall. Best effort: the rules
+// shrink to what the kernel's ABI knows. It also scopes signals and
+// abstract Unix sockets to the sandbox (ABI 6).
+func restrictLandlock(cfg *initConfig) error {
+	c := landlock.V11.BestEffort()
+	if cfg.Network {
+		c.HandledAccessNet = 0
+	}
+	var ro, rw []string
+	if cfg.Mode == initModeNS {
+		ro = []string{"/"}
+		rw = []string{"/tmp", "/dev/shm"}
+	} else {
+		ro = append(ro, systemDirs...)
+		for _, e := range etcEntries {
+			ro = append(ro, "/etc/"+e)
+		}
+	}
+	var wsRules []landlock.Rule
+	for _, b := range cfg.Binds {
+		if b.Write {
+			rw = append(rw, b.Path)
+		} else {
+			ro = append(ro, b.Path)
+		}
+	}
+	var rodirs, rofiles []string
+	for _, p := range ro {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			rodirs = append(rodirs, p)
+		} else if err == nil {
+			rofiles = append(rofiles, p)
+		}
+	}
+	rules := append(wsRules,
+		landlock.RODirs(rodirs...).IgnoreIfMissing(),
+		landlock.ROFiles(rofiles...).IgnoreIfMissing(),
+		landlock.RWDirs(rw...).IgnoreIfMissing(),
+		landlock.RWFiles("/dev/null", "/dev/zero", "/dev/full").IgnoreIfMissing(),
+		landlock.ROFiles("/dev/random", "/dev/urandom").IgnoreIfMissing(),
+	)
+	if err := c.Restrict(rules...); err != nil {
+		return fmt.Errorf("landlock: %w", err)
+	}
+	return nil
+}
+
+// rlimit is one resource limit to set.
+type rlimit struct {
+	res int
+	lim unix.Rlimit
+}
+
+// rlimits lists the run's limits, never above what this process was given.
+// tasks is how many tasks already count against RLIMIT_NPROC.
+func rlimits(l Limits, tasks int) []rlimit {
+	cpu := uint64((l.CPUTime + time.Second - 1) / time.Second)
+	var out []rlimit
+	for _, r := range []struct {
+		res int
+		val uint64
+	}{
+		{unix.RLIMIT_CORE, 0},
+		// Soft = hard: the kernel then kills with SIGKILL at the limit
+		// instead of sending a SIGXCPU that Python would ignore.
+		{unix.RLIMIT_CPU, cpu},
+		{unix.RLIMIT_FSIZE, uint64(l.MaxFileSize)},
+		{unix.RLIMIT_NOFILE, uint64(l.MaxOpenFiles)},
+		{unix.RLIMIT_NPROC, uint64(l.MaxProcs + tasks)},
+		// RLIMIT_DATA, not RLIMIT_AS: address-space reservations (thread
+		// stacks, numpy, the Go runtime) are not memory in use. Last,
+		// because it is the one that can break this process.
+		{unix.RLIMIT_DATA, uint64(l.Memory)},
+	} {
+		v := r.val
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(r.res, &cur); err == nil && cur.Max < v {
+			v = cur.Max
+		}
+		out = append(out, rlimit{r.res, unix.Rlimit{Cur: v, Max: v}})
+	}
+	return out
+}
+
+// setRlimits applies limits to this process with raw system calls: once
+// RLIMIT_DATA is set, a Go runtime that maps memory (the race detector's
+// always does) may fail, so nothing here may allocate.
+//
+//go:norace
+//go:nosplit
+func setRlimits(limits []rlimit) syscall.Errno {
+	for i := range limits {
+		_, _, e := unix.RawSyscall6(unix.SYS_PRLIMIT64, 0, uintptr(limits[i].res), uintptr(unsafe.Pointer(&limits[i].lim)), 0, 0, 0)
+		if e != 0 {
+			return e
+		}
+	}
+	return 0
+}
+
+// execWithLimits sets the limits and execs the program, allocating nothing
+// in between: the limits are the last thing before execve (DESIGN.md
+// pitfall 1).
+func execWithLimits(path string, args, env []string, limits []rlimit) error {
+	pathp, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	argvp, err := cStrings(args)
+	if err != nil {
+		return err
+	}
+	envp, err := cStrings(env)
+	if err != nil {
+		return err
+	}
+	return rawExec(pathp, argvp, envp, limits)
+}
+
+// cStrings is a NULL-terminated array of C strings.
+func cStrings(ss []string) ([]*byte, error) {
+	out := make([]*byte, len(ss)+1)
+	for i, s := range ss {
+		p, err := unix.BytePtrFromString(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+//go:norace
+func rawExec(path *byte, argv, envv []*byte, limits []rlimit) error {
+	if e := setRlimits(limits); e != 0 {
+		return e
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	return e
+}
+
+// threadsOfSelf counts this process's threads, which RLIMIT_NPROC counts too.
+func threadsOfSelf() int {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 16
+	}
+	return len(ents)
+}
+
+// userTasks counts the tasks of this uid across the host: without a user
+// namespace, RLIMIT_NPROC counts them all against the limit.
+func userTasks() int {
+	uid := strconv.Itoa(os.Getuid())
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		var uidLine, threads string
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+				uidLine = v
+			} else if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+				threads = strings.TrimSpace(v)
+			}
+		}
+		if f := strings.Fields(uidLine); len(f) > 0 && f[0] == uid {
+			t, _ := strconv.Atoi(threads)
+			n += max(t, 1)
+		}
+	}
+	return n
+}

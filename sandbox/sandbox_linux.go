@@ -1,0 +1,386 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+)
+
+// The sandbox init is this same binary, re-executed through /proc/self/exe
+// (as runc does) with argv[0] and an environment variable as the marker that
+// MaybeInit looks for.
+const (
+	initArg0   = "prims-sandbox-init"
+	initEnv    = "_PRIMS_SANDBOX_INIT"
+	initModeNS = "namespaces"
+	initModeLL = "landlock"
+	initProbe  = "probe"
+)
+
+// Descriptors the init inherits. The program's code stays on fd 3, where
+// bootstrap.py reads it.
+const (
+	fdCode   = 3
+	fdConfig = 4
+	fdReport = 5
+	fdTrees  = 6 // and up: detached mount trees, in initConfig.Binds order
+)
+
+// sandboxID is the host uid and gid a root server maps the sandbox to
+// (nobody/nogroup): never host root (DESIGN.md pitfall 4).
+const sandboxID = 65534
+
+// initConfig is everything the init needs, sent as JSON on fdConfig.
+type initConfig struct {
+	Mode    string   `json:"mode"`
+	Python  string   `json:"python"`
+	Args    []string `json:"args"`
+	Env     []string `json:"env"`
+	Dir     string   `json:"dir"`
+	Binds   []bind   `json:"binds"`
+	Network bool     `json:"network"`
+	Limits  Limits   `json:"limits"`
+	// DropTo is the uid and gid the landlock tier switches to when the
+	// server runs as root; 0 means stay.
+	DropTo int `json:"drop_to,omitempty"`
+}
+
+// bind is one host path the sandbox sees at the same path.
+type bind struct {
+	Path  string `json:"path"`           // where it appears in the sandbox
+	Src   string `json:"src"`            // the host path, symlinks resolved
+	Write bool   `json:"write"`          // read-write (the workspace) or read-only
+	Tree  bool   `json:"tree,omitempty"` // attach the next detached tree fd instead of binding Src
+}
+
+// systemDirs are bound read-only into every sandbox (and readable in the
+// landlock tier) when they exist; symlinks among them (merged /usr) are
+// recreated as symlinks.
+var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+
+// etcEntries are the parts of /etc a Python program may need; the rest
+// (shadow, ssh keys, credentials) stays out of the sandbox.
+var etcEntries = []string{
+	"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
+	"nsswitch.conf", "hosts", "host.conf", "gai.conf", "resolv.conf", "protocols", "services",
+	"ssl", "ca-certificates", "pki", "fonts", "mime.types", "alternatives", "os-release",
+	"matplotlibrc", "python3", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13",
+}
+
+func probe() Support {
+	s := Support{OS: runtime.GOOS, Root: os.Geteuid() == 0}
+	if v, err := ll.LandlockGetABIVersion(); err != nil || v < 1 {
+		s.LandlockErr = fmt.Errorf("not available (%v): boot with lsm=...,landlock or use kernel 5.13+", err)
+	} else {
+		s.Landlock = v
+	}
+	if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil {
+		s.Seccomp = fmt.Errorf("seccomp filters not available: %w", err)
+	} else if auditArch == 0 {
+		s.Seccomp = fmt.Errorf("no seccomp filter for %s", runtime.GOARCH)
+	}
+	s.Init = runProbe(nil)
+	if s.Init == nil {
+		s.UserNS = runProbe(nsAttr(false))
+	} else {
+		s.UserNS = errors.New("not tried: the sandbox init is missing")
+	}
+	s.Memory = "RLIMIT_DATA per process (no delegated cgroup v2 memory controller)"
+	s.Procs = "RLIMIT_NPROC, counted in the run's own user namespace"
+	switch {
+	case s.Can(TierNamespaces):
+		s.Best = TierNamespaces
+	case s.Can(TierLandlock):
+		s.Best = TierLandlock
+		s.Procs = "RLIMIT_NPROC, counted per host uid"
+	default:
+		s.Best = TierNone
+		s.Memory, s.Procs = "not limited", "not limited"
+	}
+	return s
+}
+
+// runProbe starts the init in probe mode with attr's namespaces (nil: none)
+// and reports why it failed.
+func runProbe(attr *syscall.SysProcAttr) error {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		cfgW.Close()
+		return err
+	}
+	defer repR.Close()
+	mode := initModeLL
+	if attr != nil {
+		mode = initModeNS
+	}
+	b, _ := json.Marshal(initConfig{Mode: initProbe + "-" + mode})
+	cfgW.Write(b)
+	cfgW.Close()
+	cmd := initCommand()
+	cmd.ExtraFiles = []*os.File{nil, cfgR, repW}
+	if attr != nil {
+		cmd.SysProcAttr = attr
+	}
+	err = cmd.Start()
+	cfgR.Close()
+	repW.Close()
+	if err != nil {
+		return explainUserNS(err)
+	}
+	var rep struct {
+		Err string `json:"err"`
+		OK  bool   `json:"ok"`
+	}
+	out, _ := readAllLimit(repR, 64<<10)
+	werr := cmd.Wait()
+	switch {
+	case len(out) == 0:
+		return fmt.Errorf("this binary did not act as the sandbox init (main or TestMain must call sandbox.MaybeInit first): %v", werr)
+	case json.Unmarshal(out, &rep) != nil:
+		return errors.New("the sandbox init sent a malformed probe report")
+	case rep.Err != "":
+		return explainUserNS(errors.New(rep.Err))
+	}
+	return nil
+}
+
+func readAllLimit(f *os.File, n int64) ([]byte, error) {
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for int64(b.Len()) < n {
+		k, err := f.Read(buf)
+		b.Write(buf[:k])
+		if err != nil {
+			break
+		}
+	}
+	return []byte(b.String()), nil
+}
+
+// explainUserNS adds the usual cause to a user-namespace failure.
+func explainUserNS(err error) error {
+	if b, rerr := os.ReadFile("/proc/sys/user/max_user_namespaces"); rerr == nil && strings.TrimSpace(string(b)) == "0" {
+		return fmt.Errorf("%w: user.max_user_namespaces is 0 (fix: sysctl -w user.max_user_namespaces=15000)", err)
+	}
+	if b, rerr := os.ReadFile("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"); rerr == nil && strings.TrimSpace(string(b)) == "1" {
+		return fmt.Errorf("%w: AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+; fix: an AppArmor profile for prims with `userns,`, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)", err)
+	}
+	if b, rerr := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); rerr == nil && strings.TrimSpace(string(b)) == "0" {
+		return fmt.Errorf("%w: kernel.unprivileged_userns_clone is 0 (fix: sysctl -w kernel.unprivileged_userns_clone=1)", err)
+	}
+	return err
+}
+
+func initCommand() *exec.Cmd {
+	return &exec.Cmd{
+		Path: "/proc/self/exe",
+		// "-test.run=^$" is a safety net: a test binary whose TestMain
+		// forgot MaybeInit runs no tests instead of re-running itself.
+		Args: []string{initArg0, "-test.run=^$"},
+		Env:  []string{initEnv + "=1"},
+		Dir:  "/",
+	}
+}
+
+// nsAttr is the clone setup of a namespaces-tier init: new namespaces, the
+// sandbox's single uid mapped to an unprivileged host uid, killed with its
+// parent, in its own process group.
+func nsAttr(network bool) *syscall.SysProcAttr {
+	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS)
+	if !network {
+		flags |= unix.CLONE_NEWNET
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	if os.Geteuid() == 0 {
+		uid, gid = sandboxID, sandboxID
+	}
+	attr := &syscall.SysProcAttr{
+		Cloneflags:                 flags,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
+		GidMappingsEnableSetgroups: false,
+		Setpgid:                    true,
+		Pdeathsig:                  syscall.SIGKILL,
+	}
+	if os.Geteuid() == 0 {
+		// A new user namespace leaves our host uid as it is: root, which
+		// is not mapped inside and so would exec without capabilities.
+		// Become the namespace's root (host 65534) before the exec.
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
+	}
+	return attr
+}
+
+func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch, error) {
+	root := os.Geteuid() == 0
+	dir, err := filepath.Abs(job.Dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg := initConfig{
+		Mode:    string(r.tier),
+		Python:  job.Python,
+		Args:    []string{job.Python, "-s", "-c", bootstrap},
+		Env:     childEnv(job),
+		Dir:     dir,
+		Network: r.cfg.Network,
+		Limits:  r.limits,
+	}
+	if root {
+		if err := shareWorkspace(dir); err != nil {
+			return nil, fmt.Errorf("hand the workspace to the sandbox user: %w", err)
+		}
+		if r.tier == TierLandlock {
+			cfg.DropTo = sandboxID
+		}
+	}
+	cfg.Binds = sandboxBinds(job, dir)
+
+	l := &launch{}
+	var trees []*os.File
+	if root && r.tier == TierNamespaces {
+		// The sandbox's uid cannot traverse root's private directories
+		// (the workspace, /root/.pyenv): clone each tree here, where we
+		// can reach it, and let the init attach it (DESIGN.md pitfall 4).
+		for i := range cfg.Binds {
+			b := &cfg.Binds[i]
+			f, err := openTree(b.Src, !b.Write)
+			if err != nil {
+				for _, t := range trees {
+					t.Close()
+				}
+				return nil, err
+			}
+			b.Tree = true
+			trees = append(trees, f)
+		}
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		cfgR.Close()
+		cfgW.Close()
+		return nil, err
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	go func() {
+		cfgW.Write(cfgJSON)
+		cfgW.Close()
+	}()
+
+	cmd := initCommand()
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = append([]*os.File{code, cfgR, repW}, trees...)
+	if r.tier == TierNamespaces {
+		cmd.SysProcAttr = nsAttr(r.cfg.Network)
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
+	l.cmd = cmd
+	l.status = repR
+	l.release = append([]*os.File{cfgR, repW}, trees...)
+	return l, nil
+}
+
+// sandboxBinds lists the host paths a run sees: the workspace read-write,
+// then the interpreter's prefixes and the job's read-only paths, parents
+// before children so that mounts/ lands on top of the workspace.
+func sandboxBinds(job Job, dir string) []bind {
+	binds := []bind{{Path: dir, Src: dir, Write: true}}
+	ro := slices.Clone(job.ReadOnly)
+	// The interpreter's own prefix (a venv, or a pyenv version under
+	// /root) is needed to run it at all.
+	ro = append(ro, filepath.Dir(filepath.Dir(job.Python)))
+	if real, err := filepath.EvalSymlinks(job.Python); err == nil {
+		ro = append(ro, filepath.Dir(filepath.Dir(real)))
+	}
+	seen := map[string]bool{dir: true}
+	for _, p := range ro {
+		p = filepath.Clean(p)
+		if seen[p] || !filepath.IsAbs(p) || underSystemDir(p) {
+			continue
+		}
+		seen[p] = true
+		src, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue // nothing there to see
+		}
+		binds = append(binds, bind{Path: p, Src: src})
+	}
+	slices.SortStableFunc(binds[1:], func(a, b bind) int { return strings.Count(a.Path, "/") - strings.Count(b.Path, "/") })
+	return binds
+}
+
+func underSystemDir(p string) bool {
+	for _, d := range systemDirs {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return p == "/"
+}
+
+// shareWorkspace gives the workspace to the sandbox's host uid, so that code
+// running as that uid can write it; the server, as root, keeps full access.
+// mounts/ and logs/ stay the server's, readable by all: the code reads its
+// inputs and its own source (tracebacks quote logs/NNNN-code.py) but cannot
+// change them, even in the landlock tier.
+func shareWorkspace(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		top, _, _ := strings.Cut(rel, string(filepath.Separator))
+		if top == "mounts" || top == "logs" {
+			if d.Type()&fs.ModeSymlink != 0 {
+				return nil
+			}
+			mode := os.FileMode(0o644)
+			if d.IsDir() {
+				mode = 0o755
+			}
+			return os.Chmod(p, mode)
+		}
+		return os.Lchown(p, sandboxID, sandboxID)
+	})
+}
+
+// openTree clones the mount tree at path into a detached mount, made
+// read-only (or just nosuid/nodev) recursively, as a descriptor the init can
+// attach inside its namespace.
+func openTree(path string, readOnly bool) (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return nil, &os.PathError{Op: "open_tree", Path: path, Err: err}
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if readOnly {
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "mount_setattr", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}

@@ -1,0 +1,152 @@
+package sandbox
+
+import (
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// deniedSyscalls fail with EPERM in every sandbox tier: they reach kernel
+// attack surface or other processes (ptrace, keyrings, BPF, perf, module
+// loading), or rebuild the sandbox from inside (mount, namespaces).
+var deniedSyscalls = append([]uintptr{
+	unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV,
+	unix.SYS_PIDFD_GETFD, unix.SYS_KCMP,
+	unix.SYS_MOUNT, unix.SYS_UMOUNT2, unix.SYS_PIVOT_ROOT, unix.SYS_CHROOT,
+	unix.SYS_OPEN_TREE, unix.SYS_MOVE_MOUNT, unix.SYS_FSOPEN, unix.SYS_FSCONFIG,
+	unix.SYS_FSMOUNT, unix.SYS_FSPICK, unix.SYS_MOUNT_SETATTR,
+	unix.SYS_UNSHARE, unix.SYS_SETNS,
+	unix.SYS_KEYCTL, unix.SYS_ADD_KEY, unix.SYS_REQUEST_KEY,
+	unix.SYS_BPF, unix.SYS_PERF_EVENT_OPEN, unix.SYS_USERFAULTFD,
+	unix.SYS_KEXEC_LOAD, unix.SYS_KEXEC_FILE_LOAD,
+	unix.SYS_INIT_MODULE, unix.SYS_FINIT_MODULE, unix.SYS_DELETE_MODULE,
+	unix.SYS_OPEN_BY_HANDLE_AT, unix.SYS_NAME_TO_HANDLE_AT,
+	unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER,
+	unix.SYS_FANOTIFY_INIT, unix.SYS_QUOTACTL, unix.SYS_SWAPON, unix.SYS_SWAPOFF,
+	unix.SYS_REBOOT, unix.SYS_SYSLOG, unix.SYS_ACCT, unix.SYS_SETTIMEOFDAY,
+	unix.SYS_CLOCK_SETTIME, unix.SYS_CLOCK_ADJTIME, unix.SYS_ADJTIMEX,
+	unix.SYS_SETHOSTNAME, unix.SYS_SETDOMAINNAME, unix.SYS_VHANGUP,
+	unix.SYS_PERSONALITY,
+}, archDeniedSyscalls...)
+
+// modeSyscall is a system call whose argument arg is a file mode.
+type modeSyscall struct {
+	nr  uintptr
+	arg int
+}
+
+var modeSyscalls = []modeSyscall{
+	{unix.SYS_FCHMOD, 1}, {unix.SYS_FCHMODAT, 2}, {unix.SYS_FCHMODAT2, 2},
+	{unix.SYS_OPENAT, 3}, {unix.SYS_MKDIRAT, 2}, {unix.SYS_MKNODAT, 2},
+}
+
+// nsCloneFlags are the clone(2) flags that create namespaces.
+const nsCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
+	unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
+
+// filterOptions are the per-run parts of the filter.
+type filterOptions struct {
+	denyInet    bool // no AF_INET/AF_INET6 sockets: the landlock tier without network
+	denySession bool // no setsid/setpgid: keeps every process in the group the server kills
+}
+
+// seccompFilter builds the deny-list program. Its first instructions kill any
+// system call made through another architecture's entry point (i386 `int
+// 0x80`, x32): a deny-list written for x86_64 numbers says nothing about
+// them (DESIGN.md pitfall 3).
+func seccompFilter(o filterOptions) []unix.SockFilter {
+	const (
+		offNr   = 0
+		offArch = 4
+		offArg0 = 16
+		offArg1 = 24 // low 32 bits on little-endian machines
+		ld      = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq     = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jge     = unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K
+		jset    = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+		ja      = unix.BPF_JMP | unix.BPF_JA
+		ret     = unix.BPF_RET | unix.BPF_K
+		allow   = unix.SECCOMP_RET_ALLOW
+		kill    = unix.SECCOMP_RET_KILL_PROCESS
+		eperm   = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+		enosys  = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+	)
+	s := func(code uint16, k uint32) unix.SockFilter { return unix.SockFilter{Code: code, K: k} }
+	j := func(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
+		return unix.SockFilter{Code: code, K: k, Jt: jt, Jf: jf}
+	}
+	f := []unix.SockFilter{
+		s(ld, offArch),
+		j(jeq, auditArch, 1, 0),
+		s(ret, kill),
+		s(ld, offNr),
+	}
+	if archSyscallBit != 0 {
+		f = append(f, j(jge, archSyscallBit, 0, 1), s(ret, kill))
+	}
+	deny := deniedSyscalls
+	if o.denySession {
+		deny = append(deny[:len(deny):len(deny)], unix.SYS_SETSID, unix.SYS_SETPGID)
+	}
+	for _, nr := range deny {
+		f = append(f, j(jeq, uint32(nr), 0, 1), s(ret, eperm))
+	}
+	// No setuid or setgid files: a file the run leaves behind must not
+	// carry privileges for whoever runs it on the host later.
+	for _, m := range append(modeSyscalls[:len(modeSyscalls):len(modeSyscalls)], archModeSyscalls...) {
+		f = append(f,
+			j(jeq, uint32(m.nr), 0, 5),
+			s(ld, offArg0+uint32(m.arg)*8),
+			j(jset, unix.S_ISUID|unix.S_ISGID, 2, 0),
+			s(ld, offNr),
+			s(ja, 1),
+			s(ret, eperm),
+		)
+	}
+	// openat2 passes its mode in memory: make it unavailable (libc and
+	// Python fall back to openat).
+	f = append(f, j(jeq, unix.SYS_OPENAT2, 0, 1), s(ret, enosys))
+	// clone3 passes its flags in memory, where a filter cannot look: make
+	// it unavailable so libc falls back to clone, whose flags we can check.
+	f = append(f, j(jeq, unix.SYS_CLONE3, 0, 1), s(ret, enosys))
+	f = append(f,
+		j(jeq, unix.SYS_CLONE, 0, 4),
+		s(ld, offArg0+cloneFlagsArg*8),
+		j(jset, nsCloneFlags, 1, 0),
+		s(ret, allow),
+		s(ret, eperm),
+	)
+	// TIOCSTI pushes input into the controlling terminal; compare the
+	// request on its low 32 bits only, as the kernel does.
+	f = append(f,
+		j(jeq, unix.SYS_IOCTL, 0, 5),
+		s(ld, offArg1),
+		j(jeq, unix.TIOCSTI, 2, 0),
+		j(jeq, unix.TIOCLINUX, 1, 0),
+		s(ret, allow),
+		s(ret, eperm),
+	)
+	if o.denyInet {
+		f = append(f,
+			j(jeq, unix.SYS_SOCKET, 0, 5),
+			s(ld, offArg0),
+			j(jeq, unix.AF_INET, 2, 0),
+			j(jeq, unix.AF_INET6, 1, 0),
+			s(ret, allow),
+			s(ret, eperm),
+		)
+	}
+	return append(f, s(ret, allow))
+}
+
+// installSeccomp loads the filter on every thread of this process, so the
+// program inherits it whichever thread starts it.
+func installSeccomp(f []unix.SockFilter) error {
+	prog := unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
+	_, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&prog)))
+	if e != 0 {
+		return os.NewSyscallError("seccomp", e)
+	}
+	return nil
+}

@@ -1,0 +1,13 @@
+package sandbox
+
+import "golang.org/x/sys/unix"
+
+const (
+	auditArch      = unix.AUDIT_ARCH_AARCH64
+	archSyscallBit = 0
+	cloneFlagsArg  = 0
+)
+
+var archDeniedSyscalls []uintptr
+
+var archModeSyscalls []modeSyscall

@@ -1,0 +1,59 @@
+package sandbox
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// Support is what this host offers the sandbox, probed once per process.
+// `prims doctor` prints it.
+type Support struct {
+	OS     string // runtime.GOOS
+	Best   Tier   // the strongest tier that works here
+	Root   bool   // the server runs as root: the sandbox maps to an unprivileged uid
+	Init   error  // nil when this binary can re-execute itself as the sandbox init
+	UserNS error  // nil when unprivileged user namespaces (with mounts) work
+	// Landlock is the kernel's Landlock ABI version, 0 when unavailable.
+	Landlock    int
+	LandlockErr error
+	Seccomp     error  // nil when seccomp filters can be installed
+	Memory      string // how the memory limit is enforced
+	Procs       string // how the process limit is enforced
+}
+
+// Can reports whether tier t can run here.
+func (s Support) Can(t Tier) bool {
+	switch t {
+	case TierNone:
+		return true
+	case TierLandlock:
+		return s.Init == nil && s.Landlock > 0 && s.Seccomp == nil
+	case TierNamespaces:
+		return s.Init == nil && s.UserNS == nil && s.Seccomp == nil
+	}
+	return false
+}
+
+// Missing says, in one line, what keeps the host from full isolation.
+func (s Support) Missing() string {
+	var m []string
+	for _, e := range []struct {
+		what string
+		err  error
+	}{{"sandbox init", s.Init}, {"user namespaces", s.UserNS}, {"Landlock", s.LandlockErr}, {"seccomp", s.Seccomp}} {
+		if e.err != nil {
+			m = append(m, fmt.Sprintf("%s: %v", e.what, e.err))
+		}
+	}
+	if len(m) == 0 {
+		return "nothing"
+	}
+	return strings.Join(m, "; ")
+}
+
+var probeOnce = sync.OnceValue(probe)
+
+// Probe reports what this host supports. The first call starts a short-lived
+// child; later calls return the same answer.
+func Probe() Support { return probeOnce() }

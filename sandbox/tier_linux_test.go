@@ -1,0 +1,157 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTiers(t *testing.T) {
+	py := testPython(t)
+	s := Probe()
+	if s.Init != nil {
+		t.Fatalf("this test binary cannot act as the sandbox init: %v", s.Init)
+	}
+	tests := []struct {
+		name    string
+		cfg     Config
+		want    Tier
+		wantErr error
+	}{
+		{"off", Config{Isolation: IsolationOff}, TierNone, nil},
+		{"auto", Config{}, s.Best, nil},
+		{"forced fallback", Config{Tier: TierLandlock}, TierLandlock, nil},
+		{"strict refuses the fallback", Config{Isolation: IsolationStrict, Tier: TierLandlock}, "", ErrIsolation},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == TierLandlock && !s.Can(TierLandlock) {
+				t.Skipf("no Landlock here: %v", s.LandlockErr)
+			}
+			r, err := New(tt.cfg)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("New: err %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			var out strings.Builder
+			res, err := r.Run(context.Background(), Job{Python: py, Code: "print('hi')", Dir: mkWorkspace(t), Stdout: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Tier != tt.want || r.Tier() != tt.want || out.String() != "hi\n" || res.ExitCode != 0 {
+				t.Errorf("tier %s (runner %s), exit %d, output %q; want tier %s, hi", res.Tier, r.Tier(), res.ExitCode, out.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestPyenvUnderRoot runs an interpreter under root's private home: the
+// sandbox user cannot traverse /root, so this only works through the trees
+// the server clones with open_tree.
+func TestPyenvUnderRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs a root server: the open_tree path is for root only")
+	}
+	matches, _ := filepath.Glob("/root/.pyenv/versions/3.*/bin/python3")
+	if len(matches) == 0 {
+		t.Skip("no pyenv interpreter under /root")
+	}
+	r, err := New(Config{Tier: TierNamespaces})
+	if err != nil {
+		t.Skip(err)
+	}
+	var out strings.Builder
+	res, err := r.Run(context.Background(), Job{
+		Python: matches[0],
+		Code:   "import sys, os\nprint(sys.prefix)\nprint(sorted(os.listdir('/root')))",
+		Dir:    mkWorkspace(t),
+		Stdout: &out, Stderr: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := filepath.Dir(filepath.Dir(matches[0]))
+	if res.ExitCode != 0 || !strings.HasPrefix(out.String(), prefix+"\n") {
+		t.Fatalf("exit %d, output:\n%s", res.ExitCode, out.String())
+	}
+	if !strings.Contains(out.String(), "['.pyenv']") {
+		t.Errorf("the sandbox sees more of /root than the interpreter:\n%s", out.String())
+	}
+}
+
+// TestNetworkOption: with Config.Network the code reaches a host listener.
+func TestNetworkOption(t *testing.T) {
+	py := testPython(t)
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello"))
+			c.Close()
+		}
+	}()
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		t.Run(string(tier), func(t *testing.T) {
+			r, err := New(Config{Tier: tier, Network: true})
+			if err != nil {
+				t.Skip(err)
+			}
+			var out strings.Builder
+			res, err := r.Run(context.Background(), Job{
+				Python: py,
+				Code:   "import socket\nprint(socket.create_connection(('127.0.0.1', " + port + "), timeout=5).recv(5).decode())",
+				Dir:    mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 30 * time.Second,
+			})
+			if err != nil || res.ExitCode != 0 || out.String() != "hello\n" {
+				t.Errorf("exit %d err %v output %q", res.ExitCode, err, out.String())
+			}
+		})
+	}
+}
+
+// TestLimits: each per-file and per-process limit ends or breaks the run
+// with Result.Limit naming it and the output before it kept.
+func TestLimits(t *testing.T) {
+	py := testPython(t)
+	tests := []struct {
+		name, code, want string
+	}{
+		{"file size", "print('before', flush=True)\nopen('output/big', 'wb').write(b'x' * (32 << 20))", LimitMaxFileSize},
+		{"open files", "print('before', flush=True)\nfs = [open('/dev/null') for _ in range(10000)]", LimitMaxOpenFiles},
+		{"wall time", "print('before', flush=True)\nimport time\ntime.sleep(60)", LimitWallTime},
+	}
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		r, err := New(Config{Tier: tier, Limits: testLimits})
+		if err != nil {
+			continue
+		}
+		for _, tt := range tests {
+			t.Run(string(tier)+"/"+tt.name, func(t *testing.T) {
+				var out lockedBuffer
+				res, err := r.Run(context.Background(), Job{Python: py, Code: tt.code, Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 2 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Limit != tt.want || !strings.HasPrefix(out.String(), "before\n") {
+					t.Errorf("Limit %q, want %q; output:\n%s", res.Limit, tt.want, out.String())
+				}
+			})
+		}
+	}
+}
