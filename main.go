@@ -50,12 +50,13 @@ func newRootCmd() *cobra.Command {
 in a throw-away, sandboxed workspace on your machine.
 
   prims stdio    serve MCP over stdin/stdout (what desktop agents launch)
+  prims serve    serve MCP over streamable HTTP for remote agents
   prims run      run a Python file or -c CODE through the same sandbox`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(os.Stderr) // stdout belongs to JSON-RPC in prims stdio
 	root.SetErr(os.Stderr)
-	root.AddCommand(newStdioCmd(), newRunCmd(), newVersionCmd())
+	root.AddCommand(newStdioCmd(), newServeCmd(), newRunCmd(), newVersionCmd())
 	return root
 }

@@ -340,7 +340,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			"duration_ms", time.Since(start).Milliseconds(),
 		}
 		if id != "" && sessionIDPattern.MatchString(id) {
-			attrs = append(attrs, "session", sessionTag(id))
+			attrs = append(attrs, "session", id)
 		}
 		level := slog.LevelInfo
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
@@ -397,3 +397,9 @@ func (w *statusWriter) status() int {
 	}
 	return w.code
 }
+
+// Python returns the interpreter runs use.
+func (s *Server) Python() string { return s.cfg.Python }
+
+// Isolation returns the sandbox tier runs use.
+func (s *Server) Isolation() string { return string(s.runner.Tier()) }

@@ -2,8 +2,6 @@ package mcp
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -161,10 +159,10 @@ func (s *Server) sessionFor(ss *sdk.ServerSession) (*session, error) {
 	if e.sess == nil {
 		ws, err := workspace.New("")
 		if err != nil {
-			s.log.Error("create workspace", "session", sessionTag(e.id), "err", err)
+			s.log.Error("create workspace", "session", e.id, "err", err)
 			return nil, fmt.Errorf("the server could not create a workspace: %w", err)
 		}
-		s.log.Info("workspace ready", "session", sessionTag(e.id))
+		s.log.Info("workspace ready", "session", e.id)
 		e.sess = &session{ws: ws, gone: e.gone}
 	}
 	return e.sess, nil
@@ -195,15 +193,15 @@ func (s *Server) endSession(id, why string) {
 	}
 	e.cancel()
 	if e.sess == nil {
-		s.log.Debug("session ended", "session", sessionTag(id), "why", why)
+		s.log.Debug("session ended", "session", id, "why", why)
 		return
 	}
 	// The SDK has waited for the session's handlers to return before the
 	// session counts as closed, so no run still uses the directory.
 	if err := e.sess.ws.Close(); err != nil {
-		s.log.Error("remove workspace", "session", sessionTag(id), "err", err)
+		s.log.Error("remove workspace", "session", id, "err", err)
 	}
-	s.log.Info("session ended; workspace removed", "session", sessionTag(id), "why", why, "runs", e.sess.runs.Load())
+	s.log.Info("session ended; workspace removed", "session", id, "why", why, "runs", e.sess.runs.Load())
 }
 
 // closeSessions is Close's part for HTTP sessions: every workspace is
@@ -218,7 +216,7 @@ func (s *Server) closeSessions() error {
 		e.cancel()
 		if e.sess != nil {
 			if err := e.sess.ws.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("session %s: %w", sessionTag(id), err))
+				errs = append(errs, fmt.Errorf("session %s: %w", id, err))
 			}
 		}
 	}
@@ -333,11 +331,4 @@ func (s *Server) acquire(ctx context.Context, prog *progress) (func(), error) {
 		s.metrics.queueWait.observe(0)
 	}
 	return func() { slots.Release(1) }, nil
-}
-
-// sessionTag names a session in logs without writing down its ID, which is
-// a capability for its artifacts.
-func sessionTag(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:6])
 }
