@@ -178,7 +178,10 @@ func (s *Server) sessionHooks(next http.Handler) http.Handler {
 			}
 			next.ServeHTTP(w, r)
 			if e != nil {
+				// The session's watcher may be removing the workspace
+				// already; either way it is gone when DELETE returns.
 				s.endSession(id, "deleted by the client")
+				<-e.ended
 			}
 		default:
 			next.ServeHTTP(w, r)

@@ -42,6 +42,7 @@ type liveSession struct {
 	// gone is cancelled when the session ends: its runs are killed.
 	gone   context.Context
 	cancel context.CancelFunc
+	ended  chan struct{} // closed once the workspace is removed
 }
 
 func (t *sessionTable) init(maxSessions, maxRuns int) {
@@ -116,7 +117,7 @@ func (s *Server) liveLocked(ss *sdk.ServerSession, owner string) *liveSession {
 		t.entries = map[string]*liveSession{}
 	}
 	gone, cancel := context.WithCancel(context.Background())
-	e := &liveSession{id: id, owner: owner, gone: gone, cancel: cancel}
+	e := &liveSession{id: id, owner: owner, gone: gone, cancel: cancel, ended: make(chan struct{})}
 	t.entries[id] = e
 	go func() {
 		_ = ss.Wait()
@@ -135,8 +136,10 @@ func (s *Server) trackSession(id, owner string) {
 			break
 		}
 	}
-	if ss == nil {
-		return // initialization failed and the SDK already dropped it
+	if ss == nil || ss.InitializeParams() == nil {
+		// Initialization failed, or this was a probe (a 2026-07-28
+		// client's server/discover) that the SDK closes at once.
+		return
 	}
 	s.table.mu.Lock()
 	defer s.table.mu.Unlock()
@@ -191,6 +194,7 @@ func (s *Server) endSession(id, why string) {
 	if e == nil {
 		return
 	}
+	defer close(e.ended)
 	e.cancel()
 	if e.sess == nil {
 		s.log.Debug("session ended", "session", id, "why", why)
@@ -219,6 +223,7 @@ func (s *Server) closeSessions() error {
 				errs = append(errs, fmt.Errorf("session %s: %w", id, err))
 			}
 		}
+		close(e.ended)
 	}
 	// ServerSession.Close waits for the session's handlers; runs were
 	// killed already, but a download may take until its own time limit.
