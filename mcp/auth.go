@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"strings"
@@ -58,6 +59,7 @@ type jwtVerifier struct {
 	cfg      OAuthConfig
 	audience string
 	client   *http.Client
+	log      *slog.Logger
 
 	mu      sync.Mutex
 	jwksURL string
@@ -65,12 +67,12 @@ type jwtVerifier struct {
 	fetched time.Time // last fetch attempt, to bound refetches driven by unknown kids
 }
 
-func newJWTVerifier(cfg OAuthConfig, audience string) *jwtVerifier {
+func newJWTVerifier(cfg OAuthConfig, audience string, log *slog.Logger) *jwtVerifier {
 	c := cfg.Client
 	if c == nil {
 		c = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &jwtVerifier{cfg: cfg, audience: audience, client: c, jwksURL: cfg.JWKSURL}
+	return &jwtVerifier{cfg: cfg, audience: audience, client: c, log: log, jwksURL: cfg.JWKSURL}
 }
 
 // accessClaims are the claims PRIMS reads from an access token. Scopes come
@@ -143,6 +145,7 @@ func (v *jwtVerifier) key(ctx context.Context, kid string) (crypto.PublicKey, er
 	v.fetched = time.Now()
 	keys, err := v.fetch(ctx)
 	if err != nil {
+		v.log.Error("fetch the issuer's signing keys", "issuer", v.cfg.Issuer, "err", err)
 		return nil, fmt.Errorf("%w: %v", errKeys, err)
 	}
 	v.keys = keys

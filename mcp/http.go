@@ -101,7 +101,7 @@ func (s *Server) Handler(hc HTTPConfig) (http.Handler, error) {
 		if aud == "" {
 			aud = resource
 		}
-		v := newJWTVerifier(*hc.OAuth, aud)
+		v := newJWTVerifier(*hc.OAuth, aud, s.log)
 		protect = auth.RequireBearerToken(v.verify, &auth.RequireBearerTokenOptions{
 			ResourceMetadataURL: metaURL,
 			Scopes:              hc.OAuth.Scopes,
