@@ -42,7 +42,12 @@ type serveOptions struct {
 // tokenEnv names the environment variable that may carry the static token.
 const tokenEnv = "PRIMS_AUTH_TOKEN"
 
-func newServeCmd() *cobra.Command {
+// newServeCmd returns the serve command; runF replaces runServe in tests
+// of argument parsing (nil in main).
+func newServeCmd(runF func(context.Context, *serveOptions) error) *cobra.Command {
+	if runF == nil {
+		runF = runServe
+	}
 	opts := &serveOptions{}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -62,7 +67,7 @@ On SIGTERM or SIGINT the server stops taking sessions and runs, lets runs
 in flight finish for --shutdown-grace, kills the rest, and deletes every
 workspace.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), opts) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runF(cmd.Context(), opts) },
 	}
 	opts.addFlags(cmd.Flags())
 	f := cmd.Flags()

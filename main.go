@@ -57,6 +57,6 @@ in a throw-away, sandboxed workspace on your machine.
 	}
 	root.SetOut(os.Stderr) // stdout belongs to JSON-RPC in prims stdio
 	root.SetErr(os.Stderr)
-	root.AddCommand(newStdioCmd(), newServeCmd(), newRunCmd(), newVersionCmd())
+	root.AddCommand(newStdioCmd(), newServeCmd(nil), newRunCmd(), newVersionCmd())
 	return root
 }
