@@ -278,4 +278,3 @@ func comm(pid int) string {
 	}
 	return strings.TrimSpace(string(b))
 }
-
