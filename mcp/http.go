@@ -160,16 +160,16 @@ func (s *Server) sessionHooks(next http.Handler) http.Handler {
 		user := userOf(r)
 		switch {
 		case r.Method == http.MethodPost && id == "":
-			release, err := s.table.reserve()
+			room, err := s.table.reserve()
 			if err != nil {
 				w.Header().Set("Retry-After", "30")
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
-			defer release()
+			defer room.release()
 			next.ServeHTTP(w, r)
 			if nid := w.Header().Get(sessionHeader); nid != "" {
-				s.trackSession(nid, user)
+				s.trackSession(nid, user, room)
 			}
 		case r.Method == http.MethodDelete && id != "":
 			e := s.lookup(id, user)

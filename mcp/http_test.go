@@ -448,6 +448,27 @@ func TestHTTPLimits(t *testing.T) {
 			t.Errorf("new session after the first closed: %v", err)
 		}
 	})
+	t.Run("sessions at the cap, concurrently", func(t *testing.T) {
+		const n = 6
+		f := newHTTPFixture(t, HTTPConfig{MaxSessions: n})
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Go(func() {
+				if _, err := f.connect(t, clientOpts{}); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("one of %d sessions under MaxSessions=%d: %v", n, n, err)
+		}
+		if _, err := f.connect(t, clientOpts{}); err == nil {
+			t.Errorf("session %d accepted", n+1)
+		}
+	})
 	t.Run("runs", func(t *testing.T) {
 		f := newHTTPFixture(t, HTTPConfig{MaxRuns: 1})
 		a := f.mustConnect(t, clientOpts{})

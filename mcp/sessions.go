@@ -75,10 +75,29 @@ func (t *sessionTable) isDraining() bool {
 	}
 }
 
+// reservation is room for one session being opened.
+type reservation struct {
+	t    *sessionTable
+	done bool // released, or turned into an entry; guarded by t.mu
+}
+
+// release gives the room back if the session did not become live.
+func (r *reservation) release() {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	r.releaseLocked()
+}
+
+func (r *reservation) releaseLocked() {
+	if !r.done {
+		r.done = true
+		r.t.pending--
+	}
+}
+
 // reserve claims room for one new session, or reports that the server is
-// full or shutting down. release gives the room back once the session is
-// either live (and counted in entries) or failed.
-func (t *sessionTable) reserve() (release func(), err error) {
+// full or shutting down.
+func (t *sessionTable) reserve() (*reservation, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	select {
@@ -90,14 +109,7 @@ func (t *sessionTable) reserve() (release func(), err error) {
 		return nil, errTooManySessions
 	}
 	t.pending++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			t.mu.Lock()
-			t.pending--
-			t.mu.Unlock()
-		})
-	}, nil
+	return &reservation{t: t}, nil
 }
 
 var (
@@ -126,9 +138,11 @@ func (s *Server) liveLocked(ss *sdk.ServerSession, owner string) *liveSession {
 	return e
 }
 
-// track registers a session that the HTTP handler just opened, with the
-// identity of the client that opened it.
-func (s *Server) trackSession(id, owner string) {
+// trackSession registers a session that the HTTP handler just opened, with
+// the identity of the client that opened it. The reservation becomes the
+// entry in the same critical section, so the session is never counted
+// twice against the cap.
+func (s *Server) trackSession(id, owner string, r *reservation) {
 	var ss *sdk.ServerSession
 	for c := range s.sdk.Sessions() {
 		if c.ID() == id {
@@ -143,6 +157,7 @@ func (s *Server) trackSession(id, owner string) {
 	}
 	s.table.mu.Lock()
 	defer s.table.mu.Unlock()
+	r.releaseLocked()
 	if s.base.Err() != nil {
 		return
 	}
