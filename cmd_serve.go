@@ -128,7 +128,7 @@ func (o *serveOptions) httpConfig(listenAddr string) (mcp.HTTPConfig, error) {
 		AllowedHosts: o.allowedHosts,
 	}
 	if hc.PublicURL == "" {
-		hc.PublicURL = "http://" + listenAddr
+		hc.PublicURL = "http://" + reachable(listenAddr)
 	}
 	tok, err := o.token()
 	if err != nil {
@@ -145,6 +145,9 @@ func (o *serveOptions) httpConfig(listenAddr string) (mcp.HTTPConfig, error) {
 			JWKSURL:  o.oauthJWKSURL,
 			Scopes:   o.oauthScopes,
 		}
+		if o.publicURL == "" && !isLoopbackAddr(listenAddr) {
+			return hc, errors.New("--oauth-issuer on a non-loopback address needs --public-url: tokens name the URL clients use")
+		}
 	} else if o.oauthAudience != "" || o.oauthJWKSURL != "" || len(o.oauthScopes) > 0 {
 		return hc, errors.New("--oauth-audience, --oauth-jwks-url and --oauth-scopes need --oauth-issuer")
 	}
@@ -152,6 +155,19 @@ func (o *serveOptions) httpConfig(listenAddr string) (mcp.HTTPConfig, error) {
 		return hc, fmt.Errorf("refusing to serve %s without authentication: pass --auth-token-file (or set %s), --oauth-issuer, or --no-auth", listenAddr, tokenEnv)
 	}
 	return hc, nil
+}
+
+// reachable turns a listen address into one a local client can dial: a
+// wildcard host (0.0.0.0, ::) becomes localhost.
+func reachable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func isLoopbackAddr(addr string) bool {

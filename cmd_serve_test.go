@@ -43,6 +43,7 @@ func TestServeFlags(t *testing.T) {
 		env       string
 		wantToken string
 		wantOAuth bool
+		wantURL   string
 		wantErr   string
 	}{
 		{name: "loopback without auth", args: nil},
@@ -52,7 +53,10 @@ func TestServeFlags(t *testing.T) {
 		{name: "token env", args: []string{"--addr", "0.0.0.0:9000"}, env: "fedcba9876543210fedc", wantToken: "fedcba9876543210fedc"},
 		{name: "short token", args: []string{"--auth-token-file", short}, wantErr: "shorter than 16"},
 		{name: "missing token file", args: []string{"--auth-token-file", filepath.Join(dir, "nope")}, wantErr: "read --auth-token-file"},
-		{name: "oauth", args: []string{"--addr", "0.0.0.0:9000", "--oauth-issuer", "https://id.example", "--oauth-scopes", "a,b"}, wantOAuth: true},
+		{name: "oauth", args: []string{"--addr", "0.0.0.0:9000", "--public-url", "https://prims.example", "--oauth-issuer", "https://id.example", "--oauth-scopes", "a,b"}, wantOAuth: true, wantURL: "https://prims.example"},
+		{name: "oauth remote without public url", args: []string{"--addr", "0.0.0.0:9000", "--oauth-issuer", "https://id.example"}, wantErr: "--public-url"},
+		{name: "oauth on loopback", args: []string{"--oauth-issuer", "https://id.example"}, wantOAuth: true, wantURL: "http://127.0.0.1:9000"},
+		{name: "wildcard address", args: []string{"--addr", "0.0.0.0:9000", "--no-auth"}, wantURL: "http://localhost:9000"},
 		{name: "oauth and token", args: []string{"--oauth-issuer", "https://id.example"}, env: "fedcba9876543210fedc", wantErr: "not both"},
 		{name: "oauth flags without issuer", args: []string{"--oauth-audience", "x"}, wantErr: "need --oauth-issuer"},
 	}
@@ -78,7 +82,10 @@ func TestServeFlags(t *testing.T) {
 			if hc.Token != tt.wantToken || (hc.OAuth != nil) != tt.wantOAuth {
 				t.Errorf("token %q oauth %v", hc.Token, hc.OAuth)
 			}
-			if tt.wantOAuth && strings.Join(hc.OAuth.Scopes, " ") != "a b" {
+			if tt.wantURL != "" && hc.PublicURL != tt.wantURL {
+				t.Errorf("public URL %q, want %q", hc.PublicURL, tt.wantURL)
+			}
+			if tt.name == "oauth" && strings.Join(hc.OAuth.Scopes, " ") != "a b" {
 				t.Errorf("scopes %q", hc.OAuth.Scopes)
 			}
 		})
