@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,17 +15,6 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
-
-// TestMain lets tests run the test binary as prims itself: with
-// PRIMS_TEST_MAIN=1 it is the command line, not a test run.
-func TestMain(m *testing.M) {
-	if os.Getenv("PRIMS_TEST_MAIN") == "1" {
-		os.Exit(run(os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
-
-const testPython = "/usr/bin/python3.11"
 
 func TestServeFlags(t *testing.T) {
 	dir := t.TempDir()
@@ -96,15 +84,12 @@ func TestServeFlags(t *testing.T) {
 // and sends SIGTERM: the short run finishes within the grace period, the
 // long one is killed after it, and no process or workspace is left.
 func TestServeSIGTERM(t *testing.T) {
-	if _, err := os.Stat(testPython); err != nil {
-		t.Skipf("%s not installed", testPython)
-	}
+	py := testPython(t)
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "serve", "--addr", "127.0.0.1:0", "--python", testPython,
-		"--shutdown-grace", "2s", "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "PRIMS_TEST_MAIN=1", "TMPDIR="+tmp, "PRIMS_AUTH_TOKEN=")
+	cmd := primsCmd(t, "serve", "--addr", "127.0.0.1:0", "--python", py, "--shutdown-grace", "2s", "--log-level", "debug")
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp, "PRIMS_AUTH_TOKEN=")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +97,7 @@ func TestServeSIGTERM(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
 	addr := make(chan string, 1)
 	var logMu sync.Mutex
 	var logs strings.Builder

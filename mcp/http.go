@@ -167,9 +167,19 @@ func (s *Server) sessionHooks(next http.Handler) http.Handler {
 				return
 			}
 			defer room.release()
-			next.ServeHTTP(w, r)
+			// Register the session as its response starts, before the
+			// client can learn its ID and use or delete it.
+			hw := &headerHook{ResponseWriter: w, hook: func() {
+				if nid := w.Header().Get(sessionHeader); nid != "" {
+					s.trackSession(nid, user, room)
+				}
+			}}
+			next.ServeHTTP(hw, r)
+			hw.fire()
 			if nid := w.Header().Get(sessionHeader); nid != "" {
-				s.trackSession(nid, user, room)
+				// A request that did not initialize (a 2026-07-28 client's
+				// probe) leaves a session the SDK has closed already.
+				s.dropUninitialized(nid)
 			}
 		case r.Method == http.MethodDelete && id != "":
 			e := s.lookup(id, user)
@@ -363,6 +373,37 @@ func logPath(p string) string {
 	}
 	return p
 }
+
+// headerHook calls hook once, just before the response's header is sent.
+type headerHook struct {
+	http.ResponseWriter
+	hook  func()
+	fired bool
+}
+
+func (w *headerHook) fire() {
+	if !w.fired {
+		w.fired = true
+		w.hook()
+	}
+}
+
+func (w *headerHook) WriteHeader(code int) {
+	w.fire()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *headerHook) Write(b []byte) (int, error) {
+	w.fire()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *headerHook) Flush() {
+	w.fire()
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *headerHook) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // statusWriter remembers the status code. Unwrap lets the SDK's
 // http.ResponseController reach the real writer to flush event streams.

@@ -22,9 +22,6 @@ import (
 	"github.com/prims-mcp/prims/sandbox"
 )
 
-// testPython is the interpreter tests run code with.
-const testPython = "/usr/bin/python3.11"
-
 type httpFixture struct {
 	srv *Server
 	ts  *httptest.Server
@@ -34,14 +31,12 @@ type httpFixture struct {
 // newHTTPFixture serves a fresh Server's Handler on a loopback listener.
 func newHTTPFixture(t *testing.T, hc HTTPConfig) *httpFixture {
 	t.Helper()
-	if _, err := os.Stat(testPython); err != nil {
-		t.Skipf("%s not installed", testPython)
-	}
+	py := testPython(t)
 	runner, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Python: testPython, Heartbeat: time.Hour}, runner)
+	srv, err := New(Config{Python: py, Heartbeat: time.Hour}, runner)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,9 +37,7 @@ func TestHTTPLoad(t *testing.T) {
 	if !*loadTest {
 		t.Skip("pass -load to run the load test")
 	}
-	if _, err := os.Stat(testPython); err != nil {
-		t.Skipf("%s not installed", testPython)
-	}
+	py := testPython(t)
 	t.Setenv("TMPDIR", t.TempDir())
 	fdsBefore := countFDs(t)
 
@@ -50,14 +48,14 @@ func TestHTTPLoad(t *testing.T) {
 	baseline := make([]time.Duration, 0, 50)
 	for range cap(baseline) {
 		start := time.Now()
-		res, err := runner.Run(context.Background(), sandbox.Job{Python: testPython, Code: "print(1)", Dir: os.TempDir(), Stdout: io.Discard, Stderr: io.Discard})
+		res, err := runner.Run(context.Background(), sandbox.Job{Python: py, Code: "print(1)", Dir: os.TempDir(), Stdout: io.Discard, Stderr: io.Discard})
 		if err != nil || res.ExitCode != 0 {
 			t.Fatalf("baseline run: %v %+v", err, res)
 		}
 		baseline = append(baseline, time.Since(start))
 	}
 
-	srv, err := New(Config{Python: testPython}, runner)
+	srv, err := New(Config{Python: py}, runner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +191,4 @@ func childProcesses() []int {
 		}
 	}
 	return out
-}
-
-func text(res *sdk.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*sdk.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
 }

@@ -37,7 +37,11 @@ type sessionTable struct {
 // liveSession is one MCP session of an HTTP server.
 type liveSession struct {
 	id    string
+	ss    *sdk.ServerSession
 	owner string // auth.TokenInfo.UserID of the client that opened it; "" without OAuth
+	// tracked is set when the HTTP handler registered the session with its
+	// owner. Only tracked sessions are reachable through /artifacts.
+	tracked bool
 	sess  *session
 	// gone is cancelled when the session ends: its runs are killed.
 	gone   context.Context
@@ -129,7 +133,7 @@ func (s *Server) liveLocked(ss *sdk.ServerSession, owner string) *liveSession {
 		t.entries = map[string]*liveSession{}
 	}
 	gone, cancel := context.WithCancel(context.Background())
-	e := &liveSession{id: id, owner: owner, gone: gone, cancel: cancel, ended: make(chan struct{})}
+	e := &liveSession{id: id, ss: ss, owner: owner, gone: gone, cancel: cancel, ended: make(chan struct{})}
 	t.entries[id] = e
 	go func() {
 		_ = ss.Wait()
@@ -150,10 +154,8 @@ func (s *Server) trackSession(id, owner string, r *reservation) {
 			break
 		}
 	}
-	if ss == nil || ss.InitializeParams() == nil {
-		// Initialization failed, or this was a probe (a 2026-07-28
-		// client's server/discover) that the SDK closes at once.
-		return
+	if ss == nil {
+		return // the SDK has dropped it already
 	}
 	s.table.mu.Lock()
 	defer s.table.mu.Unlock()
@@ -163,6 +165,19 @@ func (s *Server) trackSession(id, owner string, r *reservation) {
 	}
 	e := s.liveLocked(ss, owner)
 	e.owner = owner
+	e.tracked = true
+}
+
+// dropUninitialized ends the session id at once if it never completed
+// initialization: the SDK closes such sessions when their first request
+// ends, and they must not hold room under the cap until the watcher runs.
+func (s *Server) dropUninitialized(id string) {
+	s.table.mu.Lock()
+	e := s.table.entries[id]
+	s.table.mu.Unlock()
+	if e != nil && e.ss.InitializeParams() == nil {
+		s.endSession(id, "not initialized")
+	}
 }
 
 // sessionFor is session() for a client with an MCP session ID: its own
@@ -193,7 +208,7 @@ func (s *Server) lookup(id, user string) *liveSession {
 	s.table.mu.Lock()
 	defer s.table.mu.Unlock()
 	e := s.table.entries[id]
-	if e == nil || (e.owner != "" && e.owner != user) {
+	if e == nil || !e.tracked || (e.owner != "" && e.owner != user) {
 		return nil
 	}
 	return e
