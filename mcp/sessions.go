@@ -42,7 +42,7 @@ type liveSession struct {
 	// tracked is set when the HTTP handler registered the session with its
 	// owner. Only tracked sessions are reachable through /artifacts.
 	tracked bool
-	sess  *session
+	sess    *session
 	// gone is cancelled when the session ends: its runs are killed.
 	gone   context.Context
 	cancel context.CancelFunc
