@@ -202,13 +202,18 @@ func get(t *testing.T, rawURL string, hdr map[string]string) (*http.Response, st
 
 // TestHTTPSessionsAreIsolated: two sessions get two workspaces, and no
 // tool or artifact request of one reaches the other's files. Both protocol
-// generations a client may ask for are tried.
+// generations a client may ask for are tried: 2026-07-28 is sessionless, so
+// the stateful handler declines it and the SDK client falls back to the
+// newest session protocol, 2025-11-25.
 func TestHTTPSessionsAreIsolated(t *testing.T) {
-	for _, version := range []string{"", "2025-06-18"} {
-		t.Run("version="+version, func(t *testing.T) {
+	for _, tt := range []struct{ ask, want string }{{"2026-07-28", "2025-11-25"}, {"2025-06-18", "2025-06-18"}} {
+		t.Run(tt.ask, func(t *testing.T) {
 			f := newHTTPFixture(t, HTTPConfig{})
-			a := f.mustConnect(t, clientOpts{version: version})
-			b := f.mustConnect(t, clientOpts{version: version})
+			a := f.mustConnect(t, clientOpts{version: tt.ask})
+			b := f.mustConnect(t, clientOpts{version: tt.ask})
+			if got := a.InitializeResult().ProtocolVersion; got != tt.want {
+				t.Errorf("negotiated %s, want %s", got, tt.want)
+			}
 			if a.ID() == "" || a.ID() == b.ID() {
 				t.Fatalf("session IDs %q and %q: want two distinct ones", a.ID(), b.ID())
 			}
