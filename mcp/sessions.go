@@ -59,7 +59,7 @@ func (t *sessionTable) init(maxSessions, maxRuns int) {
 	}
 }
 
-// drainCh returns the channel closed by beginDrain. Callers hold t.mu.
+// drainChLocked returns the channel closed by beginDrain. Callers hold t.mu.
 func (t *sessionTable) drainChLocked() chan struct{} {
 	if t.draining == nil {
 		t.draining = make(chan struct{})
@@ -121,7 +121,7 @@ var (
 	errTooManySessions = errors.New("the server has as many sessions as it allows; close one or try again later")
 )
 
-// live returns the entry for ss, creating it (and a watcher that removes it
+// liveLocked returns the entry for ss, creating it (and a watcher that removes it
 // when the session ends) if needed. Callers hold s.table.mu.
 func (s *Server) liveLocked(ss *sdk.ServerSession, owner string) *liveSession {
 	t := &s.table
