@@ -172,6 +172,8 @@ func (s *Server) sessionHooks(next http.Handler) http.Handler {
 			hw := &headerHook{ResponseWriter: w, hook: func() {
 				if nid := w.Header().Get(sessionHeader); nid != "" {
 					s.trackSession(nid, user, room)
+				} else {
+					room.release()
 				}
 			}}
 			next.ServeHTTP(hw, r)

@@ -143,9 +143,10 @@ func (s *Server) liveLocked(ss *sdk.ServerSession, owner string) *liveSession {
 }
 
 // trackSession registers a session that the HTTP handler just opened, with
-// the identity of the client that opened it. The reservation becomes the
-// entry in the same critical section, so the session is never counted
-// twice against the cap.
+// the identity of the client that opened it. It runs as the response to the
+// opening request starts, when the SDK has handled initialize. The
+// reservation becomes the entry in the same critical section, so the
+// session is never counted twice against the cap.
 func (s *Server) trackSession(id, owner string, r *reservation) {
 	var ss *sdk.ServerSession
 	for c := range s.sdk.Sessions() {
@@ -154,8 +155,13 @@ func (s *Server) trackSession(id, owner string, r *reservation) {
 			break
 		}
 	}
-	if ss == nil {
-		return // the SDK has dropped it already
+	if ss == nil || ss.InitializeParams() == nil {
+		// Not a session the client will use: initialization failed, or
+		// this was a 2026-07-28 client's probe, which the SDK answers
+		// with a version error and closes. Its room is free as soon as
+		// the answer starts, when the client may already try again.
+		r.release()
+		return
 	}
 	s.table.mu.Lock()
 	defer s.table.mu.Unlock()
