@@ -24,6 +24,7 @@ var (
 	loadTest    = flag.Bool("load", false, "run TestHTTPLoad: many clients against a loopback prims serve")
 	loadClients = flag.Int("load-clients", 20, "concurrent MCP sessions in TestHTTPLoad")
 	loadRuns    = flag.Int("load-runs", 50, "print(1) runs per session in TestHTTPLoad")
+	loadMaxRuns = flag.Int("load-max-runs", 0, "the server's run slots in TestHTTPLoad (0: the default, 2 per CPU)")
 )
 
 // TestHTTPLoad: -load-clients sessions each make -load-runs print(1) runs
@@ -59,7 +60,7 @@ func TestHTTPLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := srv.Handler(HTTPConfig{MaxSessions: *loadClients})
+	h, err := srv.Handler(HTTPConfig{MaxSessions: *loadClients, MaxRuns: *loadMaxRuns})
 	if err != nil {
 		t.Fatal(err)
 	}
