@@ -241,6 +241,23 @@ func TestHTTPSessionsAreIsolated(t *testing.T) {
 					t.Errorf("list_dir %q from B: %s", p, text)
 				}
 			}
+			// Nor through workspace resources.
+			ctx := context.Background()
+			list, err := b.ListResources(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range list.Resources {
+				if strings.Contains(r.URI, "secret") {
+					t.Errorf("B lists A's file as a resource: %s", r.URI)
+				}
+			}
+			if _, err := a.ReadResource(ctx, &sdk.ReadResourceParams{URI: resourcePrefix + "output/secret.txt"}); err != nil {
+				t.Errorf("A cannot read its own file as a resource: %v", err)
+			}
+			if res, err := b.ReadResource(ctx, &sdk.ReadResourceParams{URI: resourcePrefix + "output/secret.txt"}); err == nil {
+				t.Errorf("B read A's file as a resource: %+v", res.Contents)
+			}
 			out := runOK(t, b, "import os; print(sorted(os.listdir('output')))")
 			if got := out["stdout"]; got != "['mine.txt']\n" {
 				t.Errorf("B's run sees output/ = %q", got)
