@@ -18,6 +18,7 @@ import (
 
 type serveOptions struct {
 	runOptions
+	contentOptions
 	addr          string
 	publicURL     string
 	maxSessions   int
@@ -69,7 +70,8 @@ workspace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runF(cmd.Context(), opts) },
 	}
-	opts.addFlags(cmd.Flags())
+	opts.runOptions.addFlags(cmd.Flags())
+	opts.contentOptions.addFlags(cmd.Flags())
 	f := cmd.Flags()
 	f.StringVar(&opts.addr, "addr", "127.0.0.1:9000", "address to listen on; use 0.0.0.0:9000 to accept remote clients")
 	f.StringVar(&opts.publicURL, "public-url", "", "base URL clients use to reach the server (default http://ADDR); names the resource in OAuth metadata")
@@ -204,6 +206,8 @@ func runServe(ctx context.Context, opts *serveOptions) error {
 		DefaultTimeout: opts.timeout,
 		MaxTimeout:     opts.maxTimeout,
 		OutputBudget:   opts.outputBudget,
+		ImageBudget:    opts.imageBudget,
+		SampleFixes:    opts.sampleFixes,
 		Version:        version(),
 		Logger:         log,
 	}, runner)

@@ -20,6 +20,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
 )
 
 type httpFixture struct {
@@ -31,12 +33,20 @@ type httpFixture struct {
 // newHTTPFixture serves a fresh Server's Handler on a loopback listener.
 func newHTTPFixture(t *testing.T, hc HTTPConfig) *httpFixture {
 	t.Helper()
-	py := testPython(t)
+	return newHTTPFixtureConfig(t, Config{}, hc)
+}
+
+func newHTTPFixtureConfig(t *testing.T, cfg Config, hc HTTPConfig) *httpFixture {
+	t.Helper()
+	cfg.Python = testPython(t)
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = time.Hour
+	}
 	runner, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Python: py, Heartbeat: time.Hour}, runner)
+	srv, err := New(cfg, runner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,6 +693,29 @@ func TestHTTPMetricsCountARun(t *testing.T) {
 	}
 	if before[`prims_runs_total{outcome="ok"}`] != 0 {
 		t.Errorf("a fresh server counted runs")
+	}
+}
+
+// TestHTTPMetricsCountEnvCache: the first session to ask for a package
+// builds its environment (a miss); another session asking for the same
+// one gets it from the cache (a hit).
+func TestHTTPMetricsCountEnvCache(t *testing.T) {
+	ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "tinypkg", Version: "1.0", Files: map[string]string{"tinypkg/__init__.py": "X = 42\n"}})
+	cache, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newHTTPFixtureConfig(t, Config{Envs: cache}, HTTPConfig{})
+	for _, name := range []string{"first", "second"} {
+		cs := f.mustConnect(t, clientOpts{})
+		text, out, isErr := call(t, cs, "run_code", map[string]any{"code": "import tinypkg; print(tinypkg.X)", "requirements": []string{"tinypkg"}})
+		if isErr || out["stdout"] != "42\n" {
+			t.Fatalf("%s session: %s", name, text)
+		}
+	}
+	m := scrape(t, f.url)
+	if m[`prims_env_cache_total{result="miss"}`] != 1 || m[`prims_env_cache_total{result="hit"}`] != 1 {
+		t.Errorf("env cache: miss %v hit %v, want 1 and 1", m[`prims_env_cache_total{result="miss"}`], m[`prims_env_cache_total{result="hit"}`])
 	}
 }
 

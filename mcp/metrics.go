@@ -60,8 +60,8 @@ func (m *metrics) observeRun(res sandbox.Result, err error, stdout, stderr int64
 	m.duration.observe(res.Duration.Seconds())
 }
 
-// envCache records a lookup in the Python environment cache; the code that
-// prepares a run's requirements calls it once per run that asked for any.
+// envCache records a lookup in the Python environment cache:
+// prepareEnvironment calls it once per run that needed an environment.
 func (m *metrics) envCache(hit bool) {
 	if hit {
 		m.envHits.Add(1)
