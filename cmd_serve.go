@@ -50,6 +50,7 @@ func newServeCmd(runF func(context.Context, *serveOptions) error) *cobra.Command
 		runF = runServe
 	}
 	opts := &serveOptions{}
+	opts.jsonLogs = true
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve MCP over streamable HTTP for remote agents",
@@ -88,14 +89,6 @@ workspace.`,
 	f.StringVar(&opts.oauthJWKSURL, "oauth-jwks-url", "", "the issuer's JSON Web Key Set (default: discovered from the issuer's metadata)")
 	f.StringSliceVar(&opts.oauthScopes, "oauth-scopes", nil, "scopes every token must carry (comma-separated)")
 	return cmd
-}
-
-func (o *serveOptions) jsonLogger() (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
 }
 
 // token reads the static bearer token from --auth-token-file or the
@@ -185,32 +178,28 @@ func isLoopbackAddr(addr string) bool {
 }
 
 func runServe(ctx context.Context, opts *serveOptions) error {
-	log, err := opts.jsonLogger()
-	if err != nil {
-		return err
-	}
 	// Check the auth flags before anything else costs time.
 	if _, err := opts.httpConfig(opts.addr); err != nil {
 		return err
 	}
-	python, err := opts.interpreter(ctx)
+	d, err := opts.deps(ctx)
 	if err != nil {
 		return err
 	}
-	runner, err := opts.runner(log)
-	if err != nil {
-		return err
-	}
+	log := d.log
 	srv, err := mcp.New(mcp.Config{
-		Python:         python,
-		DefaultTimeout: opts.timeout,
-		MaxTimeout:     opts.maxTimeout,
-		OutputBudget:   opts.outputBudget,
-		ImageBudget:    opts.imageBudget,
-		SampleFixes:    opts.sampleFixes,
-		Version:        version(),
-		Logger:         log,
-	}, runner)
+		Python:                  d.python,
+		Discover:                d.discover,
+		Envs:                    d.envs,
+		AllowDirectRequirements: opts.allowDirect,
+		DefaultTimeout:          opts.timeout,
+		MaxTimeout:              opts.maxTimeout,
+		OutputBudget:            opts.outputBudget,
+		ImageBudget:             opts.imageBudget,
+		SampleFixes:             opts.sampleFixes,
+		Version:                 version(),
+		Logger:                  log,
+	}, d.runner)
 	if err != nil {
 		return err
 	}
