@@ -53,6 +53,7 @@ func newRootCmd() *cobra.Command {
 in a throw-away, sandboxed workspace on your machine.
 
   prims stdio    serve MCP over stdin/stdout (what desktop agents launch)
+  prims serve    serve MCP over streamable HTTP for remote agents
   prims run      run a Python file or -c CODE through the same sandbox
   prims doctor   print what isolation this host gives runs`,
 		SilenceUsage:  true,
@@ -60,6 +61,6 @@ in a throw-away, sandboxed workspace on your machine.
 	}
 	root.SetOut(os.Stderr) // stdout belongs to JSON-RPC in prims stdio
 	root.SetErr(os.Stderr)
-	root.AddCommand(newStdioCmd(), newRunCmd(), newDoctorCmd(), newVersionCmd())
+	root.AddCommand(newStdioCmd(), newServeCmd(nil), newRunCmd(), newDoctorCmd(), newVersionCmd())
 	return root
 }

@@ -23,6 +23,7 @@ type runOptions struct {
 	timeout    time.Duration
 	maxTimeout time.Duration
 	logLevel   string
+	jsonLogs   bool // log JSON lines (prims serve) instead of text
 	envOptions
 
 	isolation string
@@ -135,6 +136,9 @@ func (o *runOptions) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	if o.jsonLogs {
+		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
 }

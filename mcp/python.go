@@ -136,6 +136,7 @@ func (s *Server) prepareEnvironment(ctx context.Context, sess *session, in RunIn
 		return nil, fmt.Errorf("%w: %w", errInstall, err)
 	}
 	e.env, e.reqs, e.cacheHit = env, reqs, env.Hit
+	s.metrics.envCache(env.Hit)
 	sess.mu.Lock()
 	if sess.reqs == nil {
 		sess.reqs = map[string][]string{}

@@ -134,7 +134,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	errCap := sandbox.NewCapture(s.cfg.OutputBudget)
 	before := sess.ws.Snapshot()
 	watched := sess.subs.stamps(sess.ws)
-	res, err := s.runner.Run(ctx, sandbox.Job{
+	res, err := s.execute(ctx, sess, prog, sandbox.Job{
 		Python:   env.executable(),
 		Code:     in.Code,
 		Filename: codePath,

@@ -101,13 +101,17 @@ type Server struct {
 	sess *session // the one session of a stdio server
 
 	fixes fixStore // run results waiting for the client's sampling answer
+
+	table   sessionTable // per-MCP-session workspaces of an HTTP server (sessions.go)
+	metrics metrics      // what /metrics reports (metrics.go)
 }
 
 // session is one client's workspace and what the server remembers for it.
 type session struct {
 	ws   *workspace.Workspace
 	runs atomic.Int64
-	subs subscriptions // workspace resources the client subscribed to
+	subs subscriptions   // workspace resources the client subscribed to
+	gone context.Context // ends when the HTTP session ends, killing its runs; nil on stdio
 
 	mu   sync.Mutex
 	reqs map[string][]string // interpreter path -> requirements installed so far
@@ -157,19 +161,24 @@ func (s *Server) Serve(ctx context.Context, t sdk.Transport) error {
 func (s *Server) Close() error {
 	s.shutdown()
 	s.runs.Wait()
+	herr := s.closeSessions()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sess == nil {
-		return nil
+		return herr
 	}
 	err := s.sess.ws.Close()
 	s.sess = nil
-	return err
+	return errors.Join(herr, err)
 }
 
 // session returns the workspace of the calling client, creating it on first
-// use so that a server that is never called costs no directory.
-func (s *Server) session(_ *sdk.ServerSession) (*session, error) {
+// use so that a server that is never called costs no directory. Over HTTP
+// each MCP session has its own; on stdio there is one.
+func (s *Server) session(ss *sdk.ServerSession) (*session, error) {
+	if ss != nil && ss.ID() != "" {
+		return s.sessionFor(ss)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.base.Err() != nil {
