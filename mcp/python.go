@@ -37,7 +37,9 @@ func newPythons(def string, opts pyenv.DiscoverOptions) *pythons {
 func (p *pythons) get(ctx context.Context, version string) (pyenv.Interpreter, error) {
 	if version == "" {
 		p.defOnce.Do(func() {
-			found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: []string{p.def}, OnlyExplicit: true})
+			// The answer is kept for the server's life: a cancelled first
+			// call must not make the default interpreter look broken.
+			found, skipped := pyenv.Discover(context.WithoutCancel(ctx), pyenv.DiscoverOptions{Explicit: []string{p.def}, OnlyExplicit: true})
 			switch {
 			case len(found) > 0:
 				p.defInfo = found[0]
