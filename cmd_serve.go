@@ -25,7 +25,6 @@ type serveOptions struct {
 	maxRuns       int
 	sessionTTL    time.Duration
 	shutdownGrace time.Duration
-	outputBudget  int
 	allowedHosts  []string
 
 	authTokenFile string
@@ -80,7 +79,6 @@ workspace.`,
 	f.IntVar(&opts.maxRuns, "max-runs", 0, "programs running at once; more wait in a queue (default 2 per CPU)")
 	f.DurationVar(&opts.sessionTTL, "session-ttl", 30*time.Minute, "delete a session and its workspace after this long without requests")
 	f.DurationVar(&opts.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long runs in flight may take before they are killed")
-	f.IntVar(&opts.outputBudget, "output-budget", 32<<10, "bytes of each output stream returned inline (head and tail)")
 	f.StringSliceVar(&opts.allowedHosts, "allowed-host", nil, "Host header values to accept (repeatable); default any, but only loopback names on a loopback address")
 	f.StringVar(&opts.authTokenFile, "auth-token-file", "", "file holding the static bearer token clients must send (or set "+tokenEnv+")")
 	f.BoolVar(&opts.noAuth, "no-auth", false, "allow serving a non-loopback address without authentication")
@@ -187,19 +185,7 @@ func runServe(ctx context.Context, opts *serveOptions) error {
 		return err
 	}
 	log := d.log
-	srv, err := mcp.New(mcp.Config{
-		Python:                  d.python,
-		Discover:                d.discover,
-		Envs:                    d.envs,
-		AllowDirectRequirements: opts.allowDirect,
-		DefaultTimeout:          opts.timeout,
-		MaxTimeout:              opts.maxTimeout,
-		OutputBudget:            opts.outputBudget,
-		ImageBudget:             opts.imageBudget,
-		SampleFixes:             opts.sampleFixes,
-		Version:                 version(),
-		Logger:                  log,
-	}, d.runner)
+	srv, err := mcp.New(serverConfig(d, &opts.runOptions, &opts.contentOptions), d.runner)
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,7 @@ import (
 type stdioOptions struct {
 	runOptions
 	contentOptions
-	workspace    string
-	outputBudget int
+	workspace string
 }
 
 func newStdioCmd() *cobra.Command {
@@ -30,7 +29,6 @@ Logs go to stderr.`,
 	opts.runOptions.addFlags(cmd.Flags())
 	opts.contentOptions.addFlags(cmd.Flags())
 	cmd.Flags().StringVar(&opts.workspace, "workspace", "", "keep the workspace in this directory instead of a temporary one (never deleted)")
-	cmd.Flags().IntVar(&opts.outputBudget, "output-budget", 32<<10, "bytes of each output stream returned inline (head and tail)")
 	return cmd
 }
 
@@ -40,20 +38,9 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 	if err != nil {
 		return err
 	}
-	srv, err := mcp.New(mcp.Config{
-		Python:                  d.python,
-		Discover:                d.discover,
-		Envs:                    d.envs,
-		AllowDirectRequirements: opts.allowDirect,
-		Workspace:               opts.workspace,
-		DefaultTimeout:          opts.timeout,
-		MaxTimeout:              opts.maxTimeout,
-		OutputBudget:            opts.outputBudget,
-		ImageBudget:             opts.imageBudget,
-		SampleFixes:             opts.sampleFixes,
-		Version:                 version(),
-		Logger:                  d.log,
-	}, d.runner)
+	cfg := serverConfig(d, &opts.runOptions, &opts.contentOptions)
+	cfg.Workspace = opts.workspace
+	srv, err := mcp.New(cfg, d.runner)
 	if err != nil {
 		return err
 	}

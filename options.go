@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/prims-mcp/prims/mcp"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 )
@@ -215,11 +216,31 @@ func (o *runOptions) interpreter(ctx context.Context) (string, error) {
 // contentOptions are the flags that shape what a model receives from the
 // MCP server, shared by every command that serves MCP.
 type contentOptions struct {
-	imageBudget int64
-	sampleFixes bool
+	outputBudget int
+	imageBudget  int64
+	sampleFixes  bool
 }
 
 func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.outputBudget, "output-budget", 32<<10, "bytes of each output stream returned inline (head and tail)")
 	fs.Int64Var(&o.imageBudget, "image-budget", 1<<20, "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
 	fs.BoolVar(&o.sampleFixes, "sample-fixes", false, "when a run fails, ask the client's model (MCP sampling) for a short fix suggestion and return it beside the error")
+}
+
+// serverConfig is the MCP server configuration that prims stdio and prims
+// serve both build from their flags.
+func serverConfig(d deps, r *runOptions, c *contentOptions) mcp.Config {
+	return mcp.Config{
+		Python:                  d.python,
+		Discover:                d.discover,
+		Envs:                    d.envs,
+		AllowDirectRequirements: r.allowDirect,
+		DefaultTimeout:          r.timeout,
+		MaxTimeout:              r.maxTimeout,
+		OutputBudget:            c.outputBudget,
+		ImageBudget:             c.imageBudget,
+		SampleFixes:             c.sampleFixes,
+		Version:                 version(),
+		Logger:                  d.log,
+	}
 }
