@@ -70,10 +70,12 @@ func programText(code string, args []string) (string, error) {
 
 func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 	ctx := cmd.Context()
+	opts.warm = 0 // one run: there is nothing to keep warm for
 	d, err := opts.deps(ctx)
 	if err != nil {
 		return err
 	}
+	defer d.runner.Close()
 	ws, err := workspace.New(opts.workspace)
 	if err != nil {
 		return err

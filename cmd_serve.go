@@ -184,6 +184,7 @@ func runServe(ctx context.Context, opts *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	defer d.runner.Close()
 	log := d.log
 	srv, err := mcp.New(serverConfig(d, &opts.runOptions, &opts.contentOptions), d.runner)
 	if err != nil {

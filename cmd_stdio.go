@@ -38,6 +38,7 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 	if err != nil {
 		return err
 	}
+	defer d.runner.Close()
 	cfg := serverConfig(d, &opts.runOptions, &opts.contentOptions)
 	cfg.Workspace = opts.workspace
 	srv, err := mcp.New(cfg, d.runner)

@@ -30,6 +30,9 @@ type runOptions struct {
 	isolation string
 	network   bool
 	limits    sandbox.Limits
+	warm      int
+	warmIdle  time.Duration
+	preload   []string
 }
 
 // envOptions configure the cache of environments that requirements are
@@ -61,6 +64,9 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Var(newBytesValue(&o.limits.MaxFileSize, d.MaxFileSize), "max-file-size", "largest file a run may write")
 	fs.IntVar(&o.limits.MaxOpenFiles, "max-open-files", d.MaxOpenFiles, "open files per process of a run")
 	fs.Var(newBytesValue(&o.limits.WorkspaceQuota, d.WorkspaceQuota), "workspace-quota", "bytes the workspace may hold while code runs")
+	fs.IntVar(&o.warm, "warm", 1, "sandboxes kept started and waiting for code, per recently used interpreter and workspace (0: none)")
+	fs.DurationVar(&o.warmIdle, "warm-idle", 5*time.Minute, "how long a waiting sandbox may stay unused before it is stopped")
+	fs.StringSliceVar(&o.preload, "preload", nil, "modules the waiting interpreter imports before the code arrives, e.g. numpy,pandas (their import-time state is shared by all runs)")
 }
 
 func (o *envOptions) addFlags(fs *pflag.FlagSet) {
@@ -186,6 +192,9 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 		Isolation:      sandbox.Isolation(o.isolation),
 		Network:        o.network,
 		Limits:         o.limits,
+		Warm:           o.warm,
+		WarmIdle:       o.warmIdle,
+		Preload:        o.preload,
 	})
 }
 

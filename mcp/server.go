@@ -167,9 +167,18 @@ func (s *Server) Close() error {
 	if s.sess == nil {
 		return herr
 	}
-	err := s.sess.ws.Close()
+	err := s.closeWorkspace(s.sess)
 	s.sess = nil
 	return errors.Join(herr, err)
+}
+
+// closeWorkspace stops the warm sandboxes started for a session's workspace,
+// then deletes it (unless it was named in Config.Workspace).
+func (s *Server) closeWorkspace(sess *session) error {
+	if s.runner != nil {
+		s.runner.ForgetDir(sess.ws.Dir())
+	}
+	return sess.ws.Close()
 }
 
 // session returns the workspace of the calling client, creating it on first

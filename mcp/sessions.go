@@ -238,7 +238,7 @@ func (s *Server) endSession(id, why string) {
 	}
 	// The SDK has waited for the session's handlers to return before the
 	// session counts as closed, so no run still uses the directory.
-	if err := e.sess.ws.Close(); err != nil {
+	if err := s.closeWorkspace(e.sess); err != nil {
 		s.log.Error("remove workspace", "session", id, "err", err)
 	}
 	s.log.Info("session ended; workspace removed", "session", id, "why", why, "runs", e.sess.runs.Load())
@@ -255,7 +255,7 @@ func (s *Server) closeSessions() error {
 	for id, e := range entries {
 		e.cancel()
 		if e.sess != nil {
-			if err := e.sess.ws.Close(); err != nil {
+			if err := s.closeWorkspace(e.sess); err != nil {
 				errs = append(errs, fmt.Errorf("session %s: %w", id, err))
 			}
 		}

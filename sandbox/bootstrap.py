@@ -76,14 +76,36 @@ def _prims_patch_pyplot(plt, out):
     plt.show = show
 
 
+def _prims_preload(names):
+    """Imports the operator's --preload modules before the program is known
+    (a warm sandbox does this while it waits). A module that is missing or
+    fails is skipped, and what importing prints is dropped: it belongs to no
+    run."""
+    import io
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = io.StringIO()
+    try:
+        for name in names:
+            try:
+                __import__(name.strip())
+            except Exception:
+                pass
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def _prims_main():
     import os
 
+    sys.meta_path.insert(0, _PrimsShowHook(os.path.abspath("output")))
+    preload = os.environ.pop("PRIMS_PRELOAD", "")
+    if preload:
+        _prims_preload(preload.split(","))
     with os.fdopen(3, "rb") as f:
         data = f.read()
     name, _, src = data.partition(b"\n")
     name = name.decode("utf-8", "replace") or "<code>"
-    sys.meta_path.insert(0, _PrimsShowHook(os.path.abspath("output")))
     main = type(sys)("__main__")
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main

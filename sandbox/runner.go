@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -146,6 +147,17 @@ type Config struct {
 	// Tier, when set, forces a tier instead of detecting one: tests use it
 	// to exercise the fallback on hosts that support more.
 	Tier Tier
+	// Warm is how many sandboxes to keep started and waiting for code, per
+	// interpreter, workspace and set of paths recently used; 0 disables
+	// the pool.
+	Warm int
+	// WarmIdle is how long a waiting sandbox may stay unused before it is
+	// stopped, and a recently used key keeps being refilled (5 minutes).
+	WarmIdle time.Duration
+	// Preload names modules the interpreter imports before it reads the
+	// program, so that runs find them already imported. Their import-time
+	// state is shared by every run; nothing else is.
+	Preload []string
 }
 
 // Runner starts jobs. It is safe for concurrent use.
@@ -155,6 +167,7 @@ type Runner struct {
 	limits  Limits
 	support Support
 	log     *slog.Logger
+	pool    *pool
 }
 
 // New returns a Runner for this host. Host support is probed once per
@@ -196,7 +209,22 @@ func New(cfg Config) (*Runner, error) {
 		}
 		r.tier = cfg.Tier
 	}
+	r.pool = newPool(r, cfg.Warm, cfg.WarmIdle)
 	return r, nil
+}
+
+// Close stops the sandboxes waiting in the warm pool. Runs in flight are
+// not affected; the Runner can still run jobs, without a pool.
+func (r *Runner) Close() {
+	r.pool.close()
+}
+
+// withPreload adds the preload list for the bootstrap to env.
+func (r *Runner) withPreload(env []string) []string {
+	if len(r.cfg.Preload) == 0 {
+		return env
+	}
+	return append(slices.Clip(env), "PRIMS_PRELOAD="+strings.Join(r.cfg.Preload, ","))
 }
 
 // Tier reports the isolation tier the runner uses.
@@ -235,6 +263,9 @@ type Result struct {
 	// Limit names the resource limit that ended or broke the run (one of
 	// the Limit* constants), or is empty. Output captured before is kept.
 	Limit string
+	// Warm reports that the run was handed to a sandbox started ahead of
+	// time (Config.Warm).
+	Warm bool
 }
 
 // ErrStart is wrapped by Run's error when the interpreter could not be started.
@@ -243,54 +274,99 @@ var ErrStart = errors.New("cannot start python")
 // Run executes job and waits for it and everything it started to end. The
 // error is non-nil only when the job could not be started; a program that
 // fails, times out or is cancelled is reported in the Result.
+//
+// With a warm pool (Config.Warm), the job runs in a sandbox that was started
+// ahead of time for the same interpreter, workspace and paths and has been
+// waiting for its code; otherwise one is started now. Either way the program
+// is a brand-new process, and limits, timeout and cancellation count from
+// the moment the code is handed over.
 func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
-	timeout := job.Timeout
-	if timeout <= 0 {
-		timeout = r.cfg.DefaultTimeout
+	job.Env = r.withPreload(job.Env)
+	key := warmKey(job)
+	c := r.pool.take(key)
+	if c == nil {
+		var err error
+		if c, err = r.start(job); err != nil {
+			return Result{Tier: r.tier}, err
+		}
 	}
-	res := Result{Tier: r.tier}
-	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
-	defer cancel()
+	r.pool.refill(key, job)
+	return r.execute(ctx, c, job)
+}
 
+// child is a started interpreter (in its sandbox) that waits for its
+// program on fd 3.
+type child struct {
+	l        *launch
+	codeW    *os.File
+	outR     *os.File
+	errR     *os.File
+	waitDone chan struct{} // closed once the process has been waited for
+	warm     bool          // taken from the pool
+}
+
+// dead reports whether the child exited before it was given code.
+func (c *child) dead() bool {
+	select {
+	case <-c.waitDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill ends a child that will never run code and releases what it holds.
+func (c *child) kill() {
+	killTree(c.l.cmd.Process.Pid)
+	<-c.waitDone
+	c.codeW.Close()
+	c.outR.Close()
+	c.errR.Close()
+	c.l.finish(c.l.cmd.ProcessState)
+}
+
+// start launches an interpreter for job that blocks until execute hands
+// it the program.
+func (r *Runner) start(job Job) (*child, error) {
 	// The parent-death signal of the child follows the OS thread that
-	// started it (DESIGN.md pitfall 9): keep this goroutine on its thread
-	// until the child is gone.
+	// started it (DESIGN.md pitfall 9). A goroutine that unlocks before it
+	// ends never takes its thread down, so locking around Start suffices.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	codeR, codeW, err := os.Pipe()
-	if err != nil {
-		return res, fmt.Errorf("code pipe: %w", err)
+	var files []*os.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		codeR.Close()
-		codeW.Close()
-		return res, fmt.Errorf("stdout pipe: %w", err)
+	pipe := func() (*os.File, *os.File, error) {
+		rd, wr, err := os.Pipe()
+		if err == nil {
+			files = append(files, rd, wr)
+		}
+		return rd, wr, err
 	}
-	errR, errW, err := os.Pipe()
+	codeR, codeW, err := pipe()
 	if err != nil {
-		codeR.Close()
-		codeW.Close()
-		outR.Close()
-		outW.Close()
-		return res, fmt.Errorf("stderr pipe: %w", err)
+		return nil, fmt.Errorf("code pipe: %w", err)
 	}
-
+	outR, outW, err := pipe()
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
 	p, err := r.prepare(job, codeR, outW, errW)
 	if err != nil {
-		codeR.Close()
-		codeW.Close()
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
-		return res, fmt.Errorf("%w: %w", ErrStart, err)
+		closeAll()
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	cmd := p.cmd
-
-	start := time.Now()
-	err = cmd.Start()
+	err = p.cmd.Start()
 	// The child has its own copies now; closing ours makes EOF reach the
 	// pumps when the last writer in the process tree is gone.
 	codeR.Close()
@@ -302,35 +378,53 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 		codeW.Close()
 		outR.Close()
 		errR.Close()
-		return res, fmt.Errorf("%w %s: %w", ErrStart, filepath.Base(job.Python), err)
+		return nil, fmt.Errorf("%w %s: %w", ErrStart, filepath.Base(job.Python), err)
 	}
+	c := &child{l: p, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{})}
+	go func() {
+		_ = p.cmd.Wait()
+		close(c.waitDone)
+	}()
+	return c, nil
+}
+
+// execute hands a started child its program, streams its output, and waits
+// for it and everything it started to end.
+func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error) {
+	timeout := job.Timeout
+	if timeout <= 0 {
+		timeout = r.cfg.DefaultTimeout
+	}
+	res := Result{Tier: r.tier, Warm: c.warm}
+	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
+	defer cancel()
+	cmd := c.l.cmd
 	pid := cmd.Process.Pid
+	start := time.Now()
 
 	tail := &tailBuffer{}
 	var g errgroup.Group
 	g.Go(func() error {
 		// A program that exits before reading its code closes the pipe;
 		// that is the program's business, not an error of ours.
-		_, _ = io.Copy(codeW, strings.NewReader(strings.ReplaceAll(job.Filename, "\n", " ")+"\n"+job.Code))
-		codeW.Close()
+		_, _ = io.Copy(c.codeW, strings.NewReader(strings.ReplaceAll(job.Filename, "\n", " ")+"\n"+job.Code))
+		c.codeW.Close()
 		return nil
 	})
-	g.Go(func() error { return pump(outR, job.Stdout) })
-	g.Go(func() error { return pump(errR, io.MultiWriter(tail, orDiscard(job.Stderr))) })
+	g.Go(func() error { return pump(c.outR, job.Stdout) })
+	g.Go(func() error { return pump(c.errR, io.MultiWriter(tail, orDiscard(job.Stderr))) })
 
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
 	quotaHit := make(chan struct{})
 	stopQuota := watchQuota(job.Dir, r.limits.WorkspaceQuota, quotaHit)
 	select {
-	case <-waitDone:
+	case <-c.waitDone:
 	case <-quotaHit:
 		killTree(pid)
-		<-waitDone
+		<-c.waitDone
 		res.Limit = LimitWorkspaceQuota
 	case <-runCtx.Done():
 		killTree(pid)
-		<-waitDone
+		<-c.waitDone
 		if errors.Is(context.Cause(runCtx), errTimeout) {
 			res.TimedOut = true
 			res.Limit = LimitWallTime
@@ -351,15 +445,15 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	case <-pumpsDone:
 	case <-time.After(2 * time.Second):
 		r.log.Warn("output pipes still open after the run ended; closing them", "pid", pid)
-		outR.SetReadDeadline(time.Now())
-		errR.SetReadDeadline(time.Now())
-		codeW.Close()
+		c.outR.SetReadDeadline(time.Now())
+		c.errR.SetReadDeadline(time.Now())
+		c.codeW.Close()
 		<-pumpsDone
 	}
-	outR.Close()
-	errR.Close()
+	c.outR.Close()
+	c.errR.Close()
 
-	st, err := p.finish(cmd.ProcessState)
+	st, err := c.l.finish(cmd.ProcessState)
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrStart, err)
 	}

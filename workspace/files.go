@@ -254,7 +254,10 @@ func (w *Workspace) CreateLog(name string) (*os.File, string, error) {
 	if err := w.root.MkdirAll(LogsDir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("create logs dir: %w", err)
 	}
-	f, err := w.root.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o600)
+	// Readable by all: the code reads its own source for tracebacks, also
+	// in a sandbox that started before this file existed. The workspace
+	// directory itself keeps other users out.
+	f, err := w.root.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o644)
 	if err != nil {
 		return nil, "", fmt.Errorf("create log %s: %w", local, err)
 	}
