@@ -64,3 +64,22 @@ func WaitGone(t testing.TB, token string) {
 		t.Errorf("processes outlived the run: %v", alive)
 	}
 }
+
+// EnvProcs returns the host pids of live processes whose environment holds
+// token, for processes (like a waiting interpreter) whose argv is fixed.
+// Reading another process's environ needs the same user or root.
+func EnvProcs(token string) []int {
+	var pids []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err == nil && strings.Contains(string(env), token) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
