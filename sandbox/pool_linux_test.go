@@ -167,7 +167,7 @@ func TestPoolStopsItsSandboxes(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			cfg := Config{}
 			if how == "idle" {
-				cfg.WarmIdle = 300 * time.Millisecond
+				cfg.WarmIdle = 3 * time.Second // long enough to see it wait, even under -race
 			}
 			r := warmRunner(t, cfg)
 			ws := mkWorkspace(t)
@@ -176,7 +176,9 @@ func TestPoolStopsItsSandboxes(t *testing.T) {
 			token := strings.TrimPrefix(job.Env[0], "T_TOKEN=")
 			// The token reaches the waiting interpreter's environ, not its
 			// argv; find it there.
-			r.Run(context.Background(), job)
+			if _, err := r.Run(context.Background(), job); err != nil {
+				t.Fatal(err)
+			}
 			waitWarm(t, r)
 			st := r.PoolStats()
 			if st.Waiting != 1 || st.RSSBytes <= 0 {
