@@ -290,7 +290,9 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 			return Result{Tier: r.tier}, err
 		}
 	}
-	r.pool.refill(key, job)
+	// Start the next one only once this run is over: on two cores a
+	// sandbox starting beside the run would slow the run down.
+	defer r.pool.refill(key, job)
 	return r.execute(ctx, c, job)
 }
 

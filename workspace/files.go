@@ -251,13 +251,21 @@ func MIMEType(name string, head []byte) string {
 // CreateLog creates (or truncates) a file under logs/ for the server to write.
 func (w *Workspace) CreateLog(name string) (*os.File, string, error) {
 	local := filepath.Join(LogsDir, filepath.Base(name))
-	if err := w.root.MkdirAll(LogsDir, 0o700); err != nil {
-		return nil, "", fmt.Errorf("create logs dir: %w", err)
-	}
 	// Readable by all: the code reads its own source for tracebacks, also
 	// in a sandbox that started before this file existed. The workspace
 	// directory itself keeps other users out.
-	f, err := w.root.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o644)
+	create := func() (*os.File, error) {
+		return w.root.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o644)
+	}
+	f, err := create()
+	if errors.Is(err, fs.ErrNotExist) {
+		// The code removed logs/; make it again. (Not done up front: it
+		// costs more than the open on every run.)
+		if err := w.root.MkdirAll(LogsDir, 0o755); err != nil {
+			return nil, "", fmt.Errorf("create logs dir: %w", err)
+		}
+		f, err = create()
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("create log %s: %w", local, err)
 	}
