@@ -6,11 +6,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/workspace"
 )
 
 type doctorOptions struct {
@@ -75,6 +78,7 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 		humanSize(opts.limits.Memory), opts.limits.CPUTime, opts.limits.MaxProcs, humanSize(opts.limits.MaxFileSize), opts.limits.MaxOpenFiles, humanSize(opts.limits.WorkspaceQuota))
 
 	printPythons(ctx, w, opts)
+	printWarm(ctx, w, opts)
 
 	if opts.isolation == string(sandbox.IsolationStrict) && tier != sandbox.TierNamespaces {
 		return fmt.Errorf("--isolation=strict cannot start here: %s", s.Missing())
@@ -117,4 +121,60 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
 		dir, _ = pyenv.DefaultDir()
 	}
 	fmt.Fprintf(w, "  environments cached in %s, up to %s\n\n", dir, humanSize(opts.cacheMax))
+}
+
+// printWarm measures what one waiting sandbox costs: it runs a program in a
+// scratch workspace with a pool of one and reads the idle sandbox's memory.
+func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions) {
+	fmt.Fprintln(w, "Warm pool")
+	if opts.warm <= 0 {
+		fmt.Fprintln(w, "  off (--warm 0): every run starts its sandbox")
+		return
+	}
+	fmt.Fprintf(w, "  %d waiting sandbox(es) per recently used interpreter and workspace, stopped after %s unused\n", opts.warm, opts.warmIdle)
+	if len(opts.preload) > 0 {
+		fmt.Fprintf(w, "  preloaded modules: %s\n", strings.Join(opts.preload, ", "))
+	}
+	idle, err := measureIdleSandbox(ctx, opts)
+	if err != nil {
+		fmt.Fprintf(w, "  memory of an idle sandbox: not measured: %v\n", err)
+		return
+	}
+	fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init and interpreter, measured now)\n", float64(idle)/(1<<20))
+}
+
+func measureIdleSandbox(ctx context.Context, opts *doctorOptions) (int64, error) {
+	python, err := opts.interpreter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	found, _ := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: []string{python}, OnlyExplicit: true})
+	if len(found) == 0 {
+		return 0, fmt.Errorf("python %s is unusable", python)
+	}
+	r, err := sandbox.New(sandbox.Config{Isolation: sandbox.Isolation(opts.isolation), Warm: 1, Preload: opts.preload, Limits: opts.limits})
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	ws, err := workspace.New("")
+	if err != nil {
+		return 0, err
+	}
+	defer ws.Close()
+	defer r.ForgetDir(ws.Dir())
+	if _, err := r.Run(ctx, sandbox.Job{Python: found[0].Path, Code: "pass", Dir: ws.Dir(), ReadOnly: []string{found[0].BasePrefix}}); err != nil {
+		return 0, err
+	}
+	// Give the replacement time to start and settle in its wait.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.PoolStats().Waiting == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	st := r.PoolStats()
+	if st.Waiting == 0 {
+		return 0, fmt.Errorf("no sandbox started")
+	}
+	return st.RSSBytes / int64(st.Waiting), nil
 }

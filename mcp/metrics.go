@@ -164,6 +164,11 @@ func (s *Server) writeMetrics(w io.Writer) {
 
 	gauge("prims_sandbox_tier", "The isolation tier runs use (1 for the active tier).")
 	fmt.Fprintf(w, "prims_sandbox_tier{tier=%q} 1\n", string(s.runner.Tier()))
+	pool := s.runner.PoolStats()
+	gauge("prims_warm_sandboxes", "Sandboxes started and waiting for code (--warm).")
+	fmt.Fprintf(w, "prims_warm_sandboxes %d\n", pool.Waiting)
+	gauge("prims_warm_sandbox_rss_bytes", "Resident memory of the waiting sandboxes.")
+	fmt.Fprintf(w, "prims_warm_sandbox_rss_bytes %d\n", pool.RSSBytes)
 }
 
 // countWriter counts the bytes passed through to w.
