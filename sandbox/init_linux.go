@@ -30,6 +30,7 @@ func MaybeInit() {
 	// Landlock, the parent-death signal) must be on the thread that forks
 	// or execs the program: stay on this one for good.
 	runtime.LockOSThread()
+	trace.start = monotonic()
 	report := os.NewFile(fdReport, "report")
 	err := runInit()
 	if err != nil {
@@ -51,6 +52,8 @@ func runInit() error {
 		return fmt.Errorf("read sandbox config: %w", err)
 	}
 	cfgFile.Close()
+	trace.enable(cfg.TraceT0)
+	trace.mark("config read")
 	// The program must inherit only stdio and its code.
 	unix.CloseOnExec(fdReport)
 	for i := range cfg.Binds {
@@ -80,9 +83,11 @@ func runInit() error {
 			// that talk to themselves (multiprocessing managers).
 			_ = loopbackUp()
 		}
+		trace.mark("hostname, loopback")
 		if err := dropCapabilities(); err != nil {
 			return err
 		}
+		trace.mark("capabilities dropped")
 	case initModeLL:
 		if cfg.DropTo != 0 {
 			if err := dropUser(cfg.DropTo); err != nil {
@@ -98,6 +103,7 @@ func runInit() error {
 	if err := restrictLandlock(&cfg); err != nil {
 		return err
 	}
+	trace.mark("landlock")
 	// Landlock set no_new_privs already, unless the kernel has no Landlock.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return os.NewSyscallError("no_new_privs", err)
@@ -108,17 +114,65 @@ func runInit() error {
 	})); err != nil {
 		return err
 	}
+	trace.mark("seccomp")
 	if cfg.Mode == initModeLL {
 		// No namespace to hold the tree: become the program, so the
 		// server's process-group kill reaches everything it starts
 		// (setsid and setpgid are denied above).
-		err := execWithLimits(cfg.Python, cfg.Args, cfg.Env, rlimits(cfg.Limits, userTasks()))
+		limits := rlimits(cfg.Limits, userTasks())
+		trace.mark("limits counted, exec")
+		trace.flush()
+		err := execWithLimits(cfg.Python, cfg.Args, cfg.Env, limits)
 		if cfg.DropTo != 0 && errors.Is(err, unix.EACCES) {
 			return fmt.Errorf("the sandbox user (uid %d) cannot run %s: install Python outside root's home, or enable user namespaces for the full sandbox", cfg.DropTo, cfg.Python)
 		}
 		return os.NewSyscallError("execve "+cfg.Python, err)
 	}
 	return reap(&cfg)
+}
+
+// traceEnv, set to 1 in the server's environment, makes the init write how
+// long each of its stages took to the run's stderr, in milliseconds since
+// the server prepared the run (CLOCK_MONOTONIC is shared with the host).
+const traceEnv = "PRIMS_SANDBOX_TRACE"
+
+// trace records the init's stages when the server asked for it.
+var trace stageTrace
+
+type stageTrace struct {
+	start, t0 int64 // when MaybeInit began; when the server prepared the run
+	buf       []byte
+	out       int // a copy of stderr, which outlives the init's own
+}
+
+func (t *stageTrace) enable(t0 int64) {
+	if t0 == 0 {
+		return
+	}
+	t.t0 = t0
+	t.out, _ = unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 0)
+	t.buf = fmt.Appendf(t.buf, "prims-sandbox-trace: %7.3f ms  init started (Go runtime and package init done)\n", float64(t.start-t0)/1e6)
+}
+
+func (t *stageTrace) mark(stage string) {
+	if t.t0 == 0 {
+		return
+	}
+	t.buf = fmt.Appendf(t.buf, "prims-sandbox-trace: %7.3f ms  %s\n", float64(monotonic()-t.t0)/1e6, stage)
+}
+
+func (t *stageTrace) flush() {
+	if t.t0 == 0 || len(t.buf) == 0 {
+		return
+	}
+	unix.Write(t.out, t.buf)
+	t.buf = t.buf[:0]
+}
+
+func monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 func probeOK() error {
@@ -142,6 +196,8 @@ func reap(cfg *initConfig) error {
 	limits := rlimits(cfg.Limits, threadsOfSelf())
 	report := os.NewFile(fdReport, "report")
 	buf := make([]byte, 0, 128)
+	trace.mark("fork")
+	trace.flush()
 	if e := setRlimits(limits); e != 0 {
 		return os.NewSyscallError("setrlimit", e)
 	}
@@ -169,6 +225,8 @@ func reap(cfg *initConfig) error {
 			return os.NewSyscallError("wait4", err)
 		}
 		if got == pid {
+			trace.mark("program exited")
+			trace.flush()
 			cpu := ru.Utime.Nano() + ru.Stime.Nano()
 			buf = fmt.Appendf(buf, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
 			_, err := report.Write(buf)
@@ -200,6 +258,7 @@ func buildRoot(cfg *initConfig) error {
 	if err := os.Chdir("/"); err != nil {
 		return err
 	}
+	trace.mark("scratch root")
 	const nr = "/newroot"
 	if err := unix.Mount("tmpfs", nr, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
 		return os.NewSyscallError("mount root tmpfs", err)
@@ -210,6 +269,7 @@ func buildRoot(cfg *initConfig) error {
 			return err
 		}
 	}
+	trace.mark("system dirs bound")
 	if err := os.Mkdir(nr+"/etc", 0o755); err != nil {
 		return err
 	}
@@ -228,9 +288,11 @@ func buildRoot(cfg *initConfig) error {
 	if err := os.WriteFile(nr+"/etc/group", []byte("sandbox:x:0:\nnogroup:x:65534:\n"), 0o644); err != nil {
 		return err
 	}
+	trace.mark("/etc")
 	if err := buildDev(nr + "/dev"); err != nil {
 		return err
 	}
+	trace.mark("/dev")
 	// A fresh /proc for the new PID namespace, mounted while the old
 	// root's /proc is still visible (the kernel refuses otherwise);
 	// subset=pid leaves out /proc/sys and the other host-wide files.
@@ -243,6 +305,7 @@ func buildRoot(cfg *initConfig) error {
 			return os.NewSyscallError("mount /proc", err)
 		}
 	}
+	trace.mark("/proc")
 	if err := mountTmpfs(nr+"/tmp", "mode=1777,size=64m"); err != nil {
 		return err
 	}
@@ -258,6 +321,7 @@ func buildRoot(cfg *initConfig) error {
 			return err
 		}
 	}
+	trace.mark("/tmp, workspace and trees")
 	if err := unix.Mount("", nr, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return os.NewSyscallError("make root read-only", err)
 	}
@@ -268,9 +332,11 @@ func buildRoot(cfg *initConfig) error {
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return os.NewSyscallError("pivot_root", err)
 	}
+	trace.mark("pivot_root")
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return os.NewSyscallError("detach old root", err)
 	}
+	trace.mark("old root detached")
 	return os.Chdir("/")
 }
 

@@ -54,6 +54,9 @@ type initConfig struct {
 	// DropTo is the uid and gid the landlock tier switches to when the
 	// server runs as root; 0 means stay.
 	DropTo int `json:"drop_to,omitempty"`
+	// TraceT0, when not 0, asks the init to trace its stages (traceEnv):
+	// the server's CLOCK_MONOTONIC reading as it prepared the run.
+	TraceT0 int64 `json:"trace_t0,omitempty"`
 }
 
 // bind is one host path the sandbox sees at the same path.
@@ -241,6 +244,9 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 		Dir:     dir,
 		Network: r.cfg.Network,
 		Limits:  r.limits,
+	}
+	if os.Getenv(traceEnv) == "1" {
+		cfg.TraceT0 = monotonic()
 	}
 	if root {
 		if err := shareWorkspace(dir); err != nil {
