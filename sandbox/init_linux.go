@@ -18,10 +18,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// init runs the sandbox init as soon as this package is initialized, before
+// the packages that import it (the MCP server, its schemas, the CLI) spend
+// their own init time: every run pays for what runs before MaybeInit in the
+// re-executed binary. Only the standard library and this package's few
+// dependencies are initialized by then, as runc does with its own init.
+func init() { MaybeInit() }
+
 // MaybeInit turns this process into the sandbox init when it was started as
-// one, and never returns in that case. Otherwise it returns at once. Call it
-// first thing in main, and in TestMain of every package whose tests run code
-// through a Runner.
+// one, and never returns in that case. Otherwise it returns at once. This
+// package's init function calls it already; calling it again first thing in
+// main and in TestMain keeps that visible and costs nothing.
 func MaybeInit() {
 	if os.Getenv(initEnv) == "" || len(os.Args) == 0 || os.Args[0] != initArg0 {
 		return
