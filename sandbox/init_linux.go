@@ -267,8 +267,7 @@ func buildRoot(cfg *initConfig) error {
 	}
 	trace.mark("scratch root")
 	const nr = "/newroot"
-	// Room for the copied /etc files (copyOrBindEtc) and the mountpoints.
-	if err := unix.Mount("tmpfs", nr, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=4m"); err != nil {
+	if err := unix.Mount("tmpfs", nr, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
 		return os.NewSyscallError("mount root tmpfs", err)
 	}
 
@@ -285,7 +284,7 @@ func buildRoot(cfg *initConfig) error {
 		if e == "resolv.conf" && !cfg.Network {
 			continue
 		}
-		if err := copyOrBindEtc("/etc/"+e, nr+"/etc/"+e); err != nil {
+		if err := bindHost("/etc/"+e, nr+"/etc/"+e, true, true); err != nil {
 			return err
 		}
 	}
@@ -384,29 +383,6 @@ func bindHost(src, dst string, readOnly, optional bool) error {
 		return remountBind(dst, readOnly)
 	}
 	return nil
-}
-
-// etcCopyMax is the largest /etc file copied into the root instead of bound.
-const etcCopyMax = 256 << 10
-
-// copyOrBindEtc puts the host's /etc entry src at dst. Small regular files
-// are copied into the root's tmpfs, which becomes read-only, nosuid and nodev
-// with the rest of the root: the program sees the same bytes, read-only, as
-// through a read-only bind, but each mount costs time to make and to tear
-// down with the namespace, and most of /etc is a dozen tiny files. The copy
-// is read by the init as the sandbox's own user, so it exposes nothing a
-// bind would not. Directories and large files are bound as before.
-func copyOrBindEtc(src, dst string) error {
-	host := "/oldroot" + src
-	fi, err := os.Lstat(host)
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() > etcCopyMax {
-		return bindHost(src, dst, true, true)
-	}
-	b, err := os.ReadFile(host)
-	if err != nil {
-		return bindHost(src, dst, true, true)
-	}
-	return os.WriteFile(dst, b, fi.Mode().Perm()&0o755)
 }
 
 // remountBind is the pre-5.12 way to make a bind read-only: a remount that
