@@ -196,12 +196,8 @@ func initCommand() *exec.Cmd {
 		// "-test.run=^$" is a safety net: a test binary whose TestMain
 		// forgot MaybeInit runs no tests instead of re-running itself.
 		Args: []string{initArg0, "-test.run=^$"},
-		// One P and no collector: the init is single-threaded work that
-		// allocates little and then waits, and every extra runtime thread
-		// makes Landlock's all-threads restriction (psx) and seccomp's
-		// TSYNC slower. The program gets cfg.Env, never this.
-		Env: []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"},
-		Dir: "/",
+		Env:  []string{initEnv + "=1"},
+		Dir:  "/",
 	}
 }
 
