@@ -79,20 +79,33 @@ def _prims_patch_pyplot(plt, out):
 def _prims_preload(names):
     """Imports the operator's --preload modules before the program is known
     (a warm sandbox does this while it waits). A module that is missing or
-    fails is skipped, and what importing prints is dropped: it belongs to no
-    run."""
+    fails is skipped, and what importing prints, from Python or from C, is
+    dropped: it belongs to no run."""
     import io
+    import os
 
     saved = sys.stdout, sys.stderr
+    fds = []
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        fds = [(fd, os.dup(fd)) for fd in (1, 2)]
+        for fd, _ in fds:
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass  # no /dev/null: Python-level output is still dropped
     sys.stdout = sys.stderr = io.StringIO()
     try:
         for name in names:
             try:
                 __import__(name.strip())
-            except Exception:
+            except BaseException:
                 pass
     finally:
         sys.stdout, sys.stderr = saved
+        for fd, copy in fds:
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _prims_main():
@@ -102,6 +115,9 @@ def _prims_main():
     preload = os.environ.pop("PRIMS_PRELOAD", "")
     if preload:
         _prims_preload(preload.split(","))
+    # The first compile() of a process costs milliseconds (Debian's 3.11:
+    # ~1.5 ms); pay it while the code is not known yet.
+    compile(b"pass\n", "<prims>", "exec", dont_inherit=True)
     with os.fdopen(3, "rb") as f:
         data = f.read()
     name, _, src = data.partition(b"\n")

@@ -1,9 +1,11 @@
 package sandbox
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +21,10 @@ type pool struct {
 	size int
 	idle time.Duration
 
+	// starts bounds how many sandboxes the pool starts at once, so that
+	// refills do not take the CPUs from live runs.
+	starts chan struct{}
+
 	mu     sync.Mutex
 	keys   map[string]*poolKey
 	closed bool
@@ -32,6 +38,11 @@ type poolKey struct {
 	ready    []*pooled
 	filling  bool
 	lastUsed time.Time
+	// landed is closed (and replaced) whenever a started sandbox joins
+	// ready or filling stops, for a run that waits for one in flight.
+	landed  chan struct{}
+	waiters int // runs waiting on landed
+	deaths  int // sandboxes that died while waiting, since the last good take
 }
 
 type pooled struct {
@@ -43,7 +54,8 @@ func newPool(r *Runner, size int, idle time.Duration) *pool {
 	if idle <= 0 {
 		idle = 5 * time.Minute
 	}
-	p := &pool{r: r, size: size, idle: idle, keys: map[string]*poolKey{}, stop: make(chan struct{})}
+	p := &pool{r: r, size: size, idle: idle, keys: map[string]*poolKey{}, stop: make(chan struct{}),
+		starts: make(chan struct{}, max(1, runtime.NumCPU()/2))}
 	if size > 0 {
 		go p.janitor()
 	}
@@ -65,35 +77,60 @@ func warmKey(job Job) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// take returns a live waiting sandbox for key, or nil.
-func (p *pool) take(key string) *child {
+// take returns a live waiting sandbox for key, or nil. When none is ready
+// but one is being started for key, it waits for that one (it is further
+// along than a cold start would be), unless another run already does.
+func (p *pool) take(ctx context.Context, key string) *child {
 	if p.size <= 0 {
 		return nil
 	}
-	p.mu.Lock()
-	k := p.keys[key]
 	var dead []*pooled
-	var got *child
-	if k != nil {
-		k.lastUsed = time.Now()
-		for len(k.ready) > 0 && got == nil {
+	defer func() {
+		for _, w := range dead {
+			w.c.kill()
+		}
+	}()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.keys[key]
+	if k == nil {
+		return nil
+	}
+	k.lastUsed = time.Now()
+	for {
+		for len(k.ready) > 0 {
 			w := k.ready[0]
 			k.ready = k.ready[1:]
-			if w.c.dead() {
+			if w.c.dead() || exited(w.c.l.cmd.Process.Pid) {
 				dead = append(dead, w)
 				continue
 			}
-			got = w.c
+			k.deaths = 0
+			w.c.warm = true
+			return w.c
+		}
+		if !k.filling || k.waiters > 0 || p.closed {
+			return nil
+		}
+		landed := k.landed
+		k.waiters++
+		p.mu.Unlock()
+		select {
+		case <-landed:
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+		k.waiters--
+		if ctx.Err() != nil {
+			return nil
 		}
 	}
-	p.mu.Unlock()
-	for _, w := range dead {
-		w.c.kill()
-	}
-	if got != nil {
-		got.warm = true
-	}
-	return got
+}
+
+// signal wakes runs waiting for k. Called with p.mu held.
+func (k *poolKey) signal() {
+	close(k.landed)
+	k.landed = make(chan struct{})
 }
 
 // refill starts sandboxes for key in the background until size wait.
@@ -109,11 +146,17 @@ func (p *pool) refill(key string, job Job) {
 	}
 	k := p.keys[key]
 	if k == nil {
-		k = &poolKey{job: job}
+		k = &poolKey{job: job, landed: make(chan struct{})}
 		p.keys[key] = k
 	}
 	k.lastUsed = time.Now()
-	if k.filling || len(k.ready) >= p.size {
+	p.topUp(key, k)
+}
+
+// topUp starts filling k unless it is full or being filled. Called with
+// p.mu held.
+func (p *pool) topUp(key string, k *poolKey) {
+	if p.closed || k.filling || len(k.ready) >= p.size || p.keys[key] != k {
 		return
 	}
 	k.filling = true
@@ -121,10 +164,14 @@ func (p *pool) refill(key string, job Job) {
 }
 
 func (p *pool) fill(key string, k *poolKey) {
+	stopFilling := func() {
+		k.filling = false
+		k.signal()
+	}
 	for {
 		p.mu.Lock()
-		if p.closed || len(k.ready) >= p.size || time.Since(k.lastUsed) > p.idle {
-			k.filling = false
+		if p.closed || len(k.ready) >= p.size || time.Since(k.lastUsed) > p.idle || k.deaths >= 3 {
+			stopFilling()
 			p.mu.Unlock()
 			return
 		}
@@ -136,35 +183,69 @@ func (p *pool) fill(key string, k *poolKey) {
 			p.forget(key)
 			return
 		}
+		select {
+		case p.starts <- struct{}{}:
+		case <-p.stop:
+			p.mu.Lock()
+			stopFilling()
+			p.mu.Unlock()
+			return
+		}
 		c, err := p.r.start(job)
+		<-p.starts
 		if err != nil {
 			p.r.log.Warn("warm sandbox did not start", "err", err)
 			p.mu.Lock()
-			k.filling = false
+			stopFilling()
 			p.mu.Unlock()
 			return
 		}
 		p.mu.Lock()
-		if p.closed {
+		if p.closed || p.keys[key] != k {
 			p.mu.Unlock()
 			c.kill()
 			return
 		}
-		k.ready = append(k.ready, &pooled{c: c, started: time.Now()})
+		w := &pooled{c: c, started: time.Now()}
+		k.ready = append(k.ready, w)
+		k.signal()
 		p.mu.Unlock()
+		go p.watch(key, k, w)
 	}
+}
+
+// watch replaces a waiting sandbox that dies before a run takes it (the
+// OOM killer, a failed setup): the pool never hands out a dead one.
+func (p *pool) watch(key string, k *poolKey, w *pooled) {
+	<-w.c.waitDone
+	p.mu.Lock()
+	i := slices.Index(k.ready, w)
+	if i < 0 {
+		// Taken, expired or stopped: someone else owns it.
+		p.mu.Unlock()
+		return
+	}
+	k.ready = slices.Delete(k.ready, i, i+1)
+	k.deaths++
+	p.r.log.Warn("a waiting sandbox died; replacing it", "pid", w.c.l.cmd.Process.Pid)
+	p.topUp(key, k)
+	p.mu.Unlock()
+	w.c.kill()
 }
 
 // forget drops key and stops what waits for it.
 func (p *pool) forget(key string) {
 	p.mu.Lock()
 	k := p.keys[key]
-	delete(p.keys, key)
-	p.mu.Unlock()
+	var ready []*pooled
 	if k != nil {
-		for _, w := range k.ready {
-			w.c.kill()
-		}
+		delete(p.keys, key)
+		ready, k.ready = k.ready, nil
+		k.signal()
+	}
+	p.mu.Unlock()
+	for _, w := range ready {
+		w.c.kill()
 	}
 }
 
@@ -186,7 +267,7 @@ func (r *Runner) ForgetDir(dir string) {
 }
 
 // janitor stops sandboxes that waited longer than idle, and forgets keys
-// that nobody used for that long.
+// that nobody used for that long (watch replaces those that die).
 func (p *pool) janitor() {
 	t := time.NewTicker(max(p.idle/4, 100*time.Millisecond))
 	defer t.Stop()
@@ -201,7 +282,7 @@ func (p *pool) janitor() {
 		for key, k := range p.keys {
 			keep := k.ready[:0]
 			for _, w := range k.ready {
-				if time.Since(w.started) > p.idle || w.c.dead() {
+				if time.Since(w.started) > p.idle {
 					expired = append(expired, w)
 				} else {
 					keep = append(keep, w)
@@ -230,6 +311,8 @@ func (p *pool) close() {
 	var all []*pooled
 	for _, k := range p.keys {
 		all = append(all, k.ready...)
+		k.ready = nil
+		k.signal()
 	}
 	p.keys = map[string]*poolKey{}
 	p.mu.Unlock()

@@ -2,8 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,88 +53,110 @@ func warmJob(t *testing.T, ws, code string, out *lockedBuffer) Job {
 	}
 }
 
+// poolTiers are the sandbox tiers the pool tests run in.
+var poolTiers = []Tier{TierNamespaces, TierLandlock}
+
 // TestWarmRunsAreFresh leaves every kind of state behind in one run and
 // checks that the next run, handed to a waiting sandbox, sees none of it.
 func TestWarmRunsAreFresh(t *testing.T) {
-	r := warmRunner(t, Config{Limits: testLimits})
-	ws := mkWorkspace(t)
-	token := sandboxtest.Token(t)
-	dirty := `
+	for _, tier := range poolTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			r := warmRunner(t, Config{Tier: tier, Limits: testLimits})
+			ws := mkWorkspace(t)
+			token := sandboxtest.Token(t)
+			dirty := `
 import json, os, sys, threading, subprocess, time
 os.environ["LEFT_BEHIND"] = "1"
 json.dumps = None
 sys.modules["left_behind"] = sys
-open("/tmp/left-behind", "w").write("x")
 os.chdir("output")
 GLOBAL_LEFT_BEHIND = 1
-threading.Thread(target=time.sleep, args=(300,), daemon=False)
+try: open("/tmp/left-behind-" + os.environ["T_TOKEN"], "w").write("x")
+except OSError: pass  # the landlock tier does not let the code write /tmp at all
+threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "` + token + `"])
-print("dirty", flush=True)
+print("dirty", threading.active_count(), flush=True)
 `
-	check := `
-import json, os, sys
+			check := `
+import json, os, sys, threading
 print("env", os.environ.get("LEFT_BEHIND"))
 print("json", json.dumps([1]))
 print("module", "left_behind" in sys.modules)
-print("tmp", os.path.exists("/tmp/left-behind"))
+print("tmp", os.path.exists("/tmp/left-behind-" + os.environ["T_TOKEN"]))
 print("cwd", os.path.basename(os.getcwd()))
 print("global", "GLOBAL_LEFT_BEHIND" in globals())
+print("threads", threading.active_count())
 `
-	var out lockedBuffer
-	if _, err := r.Run(context.Background(), warmJob(t, ws, dirty, &out)); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "dirty") {
-		t.Fatalf("the dirty run did not run: %s", out.String())
-	}
-	sandboxtest.WaitGone(t, token)
-	waitWarm(t, r)
-	out = lockedBuffer{}
-	res, err := r.Run(context.Background(), warmJob(t, ws, check, &out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Warm {
-		t.Fatal("the second run did not use the waiting sandbox")
-	}
-	want := "env None\njson [1]\nmodule False\ntmp False\ncwd " + filepath.Base(ws) + "\nglobal False\n"
-	if out.String() != want {
-		t.Errorf("state leaked into a warm run:\n got %q\nwant %q", out.String(), want)
+			var out lockedBuffer
+			if _, err := r.Run(context.Background(), warmJob(t, ws, dirty, &out)); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != "dirty 2\n" {
+				t.Fatalf("the dirty run did not run: %s", out.String())
+			}
+			sandboxtest.WaitGone(t, token)
+			waitWarm(t, r)
+			out = lockedBuffer{}
+			res, err := r.Run(context.Background(), warmJob(t, ws, check, &out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Warm {
+				t.Fatal("the second run did not use the waiting sandbox")
+			}
+			want := "env None\njson [1]\nmodule False\ntmp False\ncwd " + filepath.Base(ws) + "\nglobal False\nthreads 1\n"
+			if out.String() != want {
+				t.Errorf("state leaked into a warm run:\n got %q\nwant %q", out.String(), want)
+			}
+		})
 	}
 }
 
 // TestEscapeWarm runs the escape suite again with every attack handed to a
-// sandbox that was started ahead of time and waited for it: the pool must
-// not weaken anything, limits included.
+// sandbox that was started ahead of time and waited for it, in each tier:
+// the pool must not weaken anything, limits included.
 func TestEscapeWarm(t *testing.T) {
 	testPython(t)
 	env := newEscapeEnv(t)
-	r := warmRunner(t, Config{Limits: testLimits})
-	if r.Tier() == TierNone {
-		t.Skip("no sandbox tier on this host")
+	// The per-file limits of TestLimits, as attacks.
+	limits := []attack{
+		{name: "file size", code: "open('output/big', 'wb').write(b'x' * (32 << 20))", check: wantLimit(LimitMaxFileSize)},
+		{name: "open files", code: "fs = [open('/dev/null') for _ in range(10000)]", check: wantLimit(LimitMaxOpenFiles)},
 	}
-	for _, a := range attacks {
-		t.Run(a.name, func(t *testing.T) {
-			ws := mkWorkspace(t)
-			env.ws = ws
-			defer r.ForgetDir(ws)
-			// The first run in a workspace is cold and fills the pool.
-			if res, _ := runAttack(t, r, env, ws, attack{name: "prime", code: "pass"}, false); res.Warm {
-				t.Fatal("a first run in a new workspace cannot be warm")
+	for _, tier := range poolTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			r, err := New(Config{Tier: tier, Limits: testLimits, Warm: 1})
+			if err != nil {
+				t.Skipf("tier %s: %v", tier, err)
 			}
-			waitWarm(t, r)
-			res, out := runAttack(t, r, env, ws, a, false)
-			if !res.Warm {
-				t.Fatal("the attack did not run in a waiting sandbox")
-			}
-			if strings.Contains(out, "ESCAPED") {
-				t.Errorf("attack worked in a warm sandbox:\n%s", out)
-			}
-			if a.check != nil {
-				a.check(t, env, res, out)
-			}
-			if daemonSurvivors(env.token) != nil {
-				t.Errorf("a process of the run is still alive")
+			defer r.Close()
+			for _, a := range append(slices.Clip(attacks), limits...) {
+				t.Run(a.name, func(t *testing.T) {
+					if tier == TierLandlock && a.name == "write into mounts/" && !asRoot() {
+						t.Skip("known limit of the landlock tier under a non-root server (see TestEscape)")
+					}
+					ws := mkWorkspace(t)
+					env.ws = ws
+					defer r.ForgetDir(ws)
+					// The first run in a workspace is cold and fills the pool.
+					if res, _ := runAttack(t, r, env, ws, attack{name: "prime", code: "pass"}, false); res.Warm {
+						t.Fatal("a first run in a new workspace cannot be warm")
+					}
+					waitWarm(t, r)
+					res, out := runAttack(t, r, env, ws, a, false)
+					if !res.Warm || res.Tier != tier {
+						t.Fatalf("the attack ran warm=%v in tier %s, want a waiting sandbox of tier %s", res.Warm, res.Tier, tier)
+					}
+					if strings.Contains(out, "ESCAPED") {
+						t.Errorf("attack worked in a warm sandbox:\n%s", out)
+					}
+					if a.check != nil {
+						a.check(t, env, res, out)
+					}
+					if daemonSurvivors(env.token) != nil {
+						t.Errorf("a process of the run is still alive")
+					}
+				})
 			}
 		})
 	}
@@ -184,6 +209,10 @@ func TestPoolStopsItsSandboxes(t *testing.T) {
 			if st.Waiting != 1 || st.RSSBytes <= 0 {
 				t.Errorf("PoolStats = %+v", st)
 			}
+			// Its interpreter appears once the init has built the sandbox.
+			for deadline := time.Now().Add(10 * time.Second); len(sandboxtest.EnvProcs(token)) == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
 			if len(sandboxtest.EnvProcs(token)) == 0 {
 				t.Fatal("the probe cannot see the waiting sandbox")
 			}
@@ -204,5 +233,117 @@ func TestPoolStopsItsSandboxes(t *testing.T) {
 				t.Errorf("after %s: %+v", how, st)
 			}
 		})
+	}
+}
+
+// waitingPIDs returns the host pids of the pool's waiting sandboxes.
+func waitingPIDs(r *Runner) []int {
+	r.pool.mu.Lock()
+	defer r.pool.mu.Unlock()
+	var pids []int
+	for _, k := range r.pool.keys {
+		for _, w := range k.ready {
+			pids = append(pids, w.c.l.cmd.Process.Pid)
+		}
+	}
+	return pids
+}
+
+// TestPoolDiscardsDeadSandboxes kills the waiting sandbox from outside: once
+// it has exited, the next run must still run (never in the dead one), and
+// the pool starts a replacement. (A sandbox killed at the very moment a run
+// takes it is indistinguishable from one killed just after: that run ends
+// killed, as a cold one would.)
+func TestPoolDiscardsDeadSandboxes(t *testing.T) {
+	r := warmRunner(t, Config{Limits: testLimits})
+	ws := mkWorkspace(t)
+	var out lockedBuffer
+	r.Run(context.Background(), warmJob(t, ws, "pass", &out))
+	waitWarm(t, r)
+	pids := waitingPIDs(r)
+	if len(pids) != 1 {
+		t.Fatalf("waiting sandboxes: %v", pids)
+	}
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	// A sandbox init is a zombie before it can be waited for (its threads
+	// and its namespace's processes die first): wait until the kernel
+	// reports the exit to a waiter, as a real death would be reported.
+	for !exited(pids[0]) {
+		time.Sleep(time.Millisecond)
+	}
+	res, err := r.Run(context.Background(), warmJob(t, ws, "print('ran')", &out))
+	if err != nil || res.ExitCode != 0 || out.String() != "ran\n" {
+		t.Fatalf("run after the waiting sandbox died: %+v %v %q", res, err, out.String())
+	}
+	waitWarm(t, r)
+	if got := waitingPIDs(r); len(got) != 1 || got[0] == pids[0] {
+		t.Errorf("waiting sandboxes after a death: %v (dead: %d)", got, pids[0])
+	}
+}
+
+// TestPreload: the waiting interpreter has imported the preloaded modules
+// before the code arrives, what they print goes nowhere, and a module that
+// does not exist is skipped.
+func TestPreload(t *testing.T) {
+	r := warmRunner(t, Config{Preload: []string{"this", "no_such_module_prims", "json"}})
+	ws := mkWorkspace(t)
+	code := `import sys, os; print(sorted(m for m in ("this", "json", "no_such_module_prims") if m in sys.modules), "PRIMS_PRELOAD" in os.environ)`
+	want := "['json', 'this'] False\n"
+	for i, wantWarm := range []bool{false, true} {
+		if wantWarm {
+			waitWarm(t, r)
+		}
+		var out lockedBuffer
+		res, err := r.Run(context.Background(), warmJob(t, ws, code, &out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Warm != wantWarm || res.ExitCode != 0 || out.String() != want {
+			t.Errorf("run %d: warm=%v exit=%d output %q, want warm=%v output %q", i, res.Warm, res.ExitCode, out.String(), wantWarm, want)
+		}
+	}
+}
+
+// TestPoolLeaksNothing: after runs, deaths and Close, the server holds no
+// more descriptors than before and no sandbox process is left.
+func TestPoolLeaksNothing(t *testing.T) {
+	ws := mkWorkspace(t)
+	var out lockedBuffer
+	job := warmJob(t, ws, "print(1)", &out)
+	token := strings.TrimPrefix(job.Env[0], "T_TOKEN=")
+	fds := func() int {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		return len(ents)
+	}
+	// One runner first, so that what stays open for the process's life
+	// (the probe, the Go runtime's own) is counted in before.
+	warmRunner(t, Config{}).Close()
+	before := fds()
+	r, err := New(Config{Warm: 2, Limits: testLimits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if _, err := r.Run(context.Background(), job); err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			waitWarm(t, r)
+			for _, pid := range waitingPIDs(r) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	waitWarm(t, r)
+	r.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for (fds() > before || len(sandboxtest.EnvProcs(token)) > 0) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := fds(); got > before {
+		t.Errorf("%d descriptors open after Close, %d before", got, before)
+	}
+	if live := sandboxtest.EnvProcs(token); len(live) > 0 {
+		t.Errorf("sandboxes survived Close: %v", live)
 	}
 }

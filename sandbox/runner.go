@@ -283,15 +283,16 @@ var ErrStart = errors.New("cannot start python")
 func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	job.Env = r.withPreload(job.Env)
 	key := warmKey(job)
-	c := r.pool.take(key)
+	c := r.pool.take(ctx, key)
 	if c == nil {
 		var err error
 		if c, err = r.start(job); err != nil {
 			return Result{Tier: r.tier}, err
 		}
 	}
-	// Start the next one only once this run is over: on two cores a
-	// sandbox starting beside the run would slow the run down.
+	// The replacement starts once this run is over: started beside it, it
+	// would take a CPU from the run it is meant to make faster. A run that
+	// comes while it starts waits for it (take) rather than start another.
 	defer r.pool.refill(key, job)
 	return r.execute(ctx, c, job)
 }
