@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package sandboxtest helps tests find the processes a sandboxed run
 // started. Code in the sandbox lives in its own PID namespace, so the pids
 // it reports mean nothing on the host; a unique token in the argv of the
