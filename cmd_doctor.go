@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,20 +90,20 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 // why any candidate was skipped, then where environments are cached.
 func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
 	fmt.Fprintln(w, "\nPython interpreters")
-	def, err := opts.interpreter(ctx)
+	explicit := opts.pythons
+	def, err := opts.interpreter()
 	if err != nil {
 		fmt.Fprintf(w, "  default: MISSING: %v\n", err)
+	} else {
+		explicit = append([]string{def}, explicit...)
 	}
-	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: append([]string{def}, opts.pythons...)})
-	real := func(p string) string {
-		if r, err := filepath.EvalSymlinks(p); err == nil {
-			return r
-		}
-		return p
-	}
-	for _, in := range found {
+	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: explicit})
+	// Discover tries explicit interpreters first and drops duplicates by
+	// real executable, so a usable default is the first one found.
+	defUsable := err == nil && !slices.ContainsFunc(skipped, func(s pyenv.Skipped) bool { return s.Path == def })
+	for i, in := range found {
 		mark := " "
-		if real(in.Path) == real(def) {
+		if i == 0 && defUsable {
 			mark = "*"
 		}
 		pip := "pip " + in.PipVersion
@@ -144,7 +144,7 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions) {
 }
 
 func measureIdleSandbox(ctx context.Context, opts *doctorOptions) (int64, error) {
-	python, err := opts.interpreter(ctx)
+	python, err := opts.interpreter()
 	if err != nil {
 		return 0, err
 	}

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -164,7 +164,7 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	if err != nil {
 		return deps{}, err
 	}
-	python, err := o.interpreter(ctx)
+	python, err := o.interpreter()
 	if err != nil {
 		return deps{}, err
 	}
@@ -198,9 +198,11 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 	})
 }
 
-// interpreter resolves the Python to run: --python, else the real
-// executable behind python3 on PATH (which may be a pyenv shim script).
-func (o *runOptions) interpreter(ctx context.Context) (string, error) {
+// interpreter finds the default Python: --python, else python3 on PATH. It
+// is not started here: the server probes it on the first run, so that
+// initialize is answered without waiting for an interpreter (a pyenv shim
+// costs a bash start on top of Python's).
+func (o *runOptions) interpreter() (string, error) {
 	name := "python3"
 	if len(o.pythons) > 0 {
 		name = o.pythons[0]
@@ -209,17 +211,10 @@ func (o *runOptions) interpreter(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("find Python %q: %w (install Python 3 or pass --python PATH)", name, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, exe, "-c", "import json, sys; print(json.dumps(sys.executable))").Output()
-	if err != nil {
-		return "", fmt.Errorf("run %s: %w", exe, err)
+	if abs, err := filepath.Abs(exe); err == nil {
+		exe = abs
 	}
-	var real string
-	if err := json.Unmarshal([]byte(strings.TrimSpace(string(out))), &real); err != nil || real == "" {
-		return "", fmt.Errorf("%s did not report its executable", exe)
-	}
-	return real, nil
+	return exe, nil
 }
 
 // contentOptions are the flags that shape what a model receives from the

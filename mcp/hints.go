@@ -48,7 +48,11 @@ func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, 
 	needs := func() []string {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		reqs, err := inferRequirements(ctx, s.cfg.Python, code)
+		python := s.cfg.Python
+		if in, err := s.pythons.get(ctx, ""); err == nil {
+			python = in.Path // the real executable: a pyenv shim costs a bash start
+		}
+		reqs, err := inferRequirements(ctx, python, code)
 		if err != nil {
 			s.log.Debug("infer requirements for a hint", "err", err)
 		}

@@ -25,13 +25,14 @@ var (
 	loadClients = flag.Int("load-clients", 20, "concurrent MCP sessions in TestHTTPLoad")
 	loadRuns    = flag.Int("load-runs", 50, "print(1) runs per session in TestHTTPLoad")
 	loadMaxRuns = flag.Int("load-max-runs", 0, "the server's run slots in TestHTTPLoad (0: the default, 2 per CPU)")
+	loadWarm    = flag.Int("load-warm", 1, "the server's warm sandboxes per session in TestHTTPLoad (prims serve's --warm)")
 )
 
 // TestHTTPLoad: -load-clients sessions each make -load-runs print(1) runs
 // over real HTTP on 127.0.0.1. Every run must succeed, and afterwards no
 // child process, file descriptor or workspace may be left. It reports
 // throughput and latency percentiles, and the latency of the same program
-// run directly through the sandbox runner, one at a time, as a baseline.
+// run directly through a cold sandbox runner, one at a time, as a baseline.
 //
 //	go test ./mcp -run TestHTTPLoad -load -v
 func TestHTTPLoad(t *testing.T) {
@@ -42,20 +43,25 @@ func TestHTTPLoad(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir())
 	fdsBefore := countFDs(t)
 
-	runner, err := sandbox.New(sandbox.Config{})
+	cold, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	baseline := make([]time.Duration, 0, 50)
 	for range cap(baseline) {
 		start := time.Now()
-		res, err := runner.Run(context.Background(), sandbox.Job{Python: py, Code: "print(1)", Dir: os.TempDir(), Stdout: io.Discard, Stderr: io.Discard})
+		res, err := cold.Run(context.Background(), sandbox.Job{Python: py, Code: "print(1)", Dir: os.TempDir(), Stdout: io.Discard, Stderr: io.Discard})
 		if err != nil || res.ExitCode != 0 {
 			t.Fatalf("baseline run: %v %+v", err, res)
 		}
 		baseline = append(baseline, time.Since(start))
 	}
 
+	runner, err := sandbox.New(sandbox.Config{Warm: *loadWarm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer runner.Close()
 	srv, err := New(Config{Python: py}, runner)
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +135,7 @@ func TestHTTPLoad(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 	ts.Close()
+	runner.Close()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 
 	if kids := childProcesses(); len(kids) > 0 {
@@ -159,8 +166,8 @@ func TestHTTPLoad(t *testing.T) {
 	pct := func(d []time.Duration, p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
 	t.Logf("%d clients x %d runs of print(1): %d ok in %v: %.0f runs/s", *loadClients, *loadRuns, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
 	t.Logf("latency over HTTP: p50 %v  p95 %v  p99 %v  max %v", pct(latencies, .50).Round(100*time.Microsecond), pct(latencies, .95).Round(100*time.Microsecond), pct(latencies, .99).Round(100*time.Microsecond), latencies[n-1].Round(100*time.Microsecond))
-	t.Logf("baseline (runner.Run, one at a time): p50 %v; HTTP p50 under load is %.1fx", pct(baseline, .5).Round(100*time.Microsecond), float64(pct(latencies, .5))/float64(pct(baseline, .5)))
-	t.Logf("run slots %d; file descriptors before %d, after %d; at most %d workspaces on disk", srv.table.maxRuns, fdsBefore, fdsAfter, maxWs)
+	t.Logf("baseline (cold runner.Run, one at a time): p50 %v; HTTP p50 under load is %.1fx", pct(baseline, .5).Round(100*time.Microsecond), float64(pct(latencies, .5))/float64(pct(baseline, .5)))
+	t.Logf("tier %s, warm %d, run slots %d; file descriptors before %d, after %d; at most %d workspaces on disk", runner.Tier(), *loadWarm, srv.table.maxRuns, fdsBefore, fdsAfter, maxWs)
 }
 
 func countFDs(t *testing.T) int {
