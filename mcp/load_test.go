@@ -41,7 +41,13 @@ func TestHTTPLoad(t *testing.T) {
 	}
 	py := testPython(t)
 	t.Setenv("TMPDIR", t.TempDir())
-	fdsBefore := countFDs(t)
+	// The runtime's poller (an epoll and an eventfd) opens on first use
+	// and stays: start it before counting.
+	if r, w, err := os.Pipe(); err == nil {
+		r.Close()
+		w.Close()
+	}
+	fdsBefore := openFDs(t)
 
 	cold, err := sandbox.New(sandbox.Config{})
 	if err != nil {
@@ -146,15 +152,24 @@ func TestHTTPLoad(t *testing.T) {
 	}
 	// Connections close asynchronously on the server side; give them a
 	// moment, then compare with the count before the test.
-	var fdsAfter int
+	var fdsAfter map[string]string
+	var leaked []string
 	for range 100 {
-		if fdsAfter = countFDs(t); fdsAfter <= fdsBefore {
+		fdsAfter = openFDs(t)
+		leaked = leaked[:0]
+		for fd, target := range fdsAfter {
+			if _, ok := fdsBefore[fd]; !ok {
+				leaked = append(leaked, fd+" -> "+target)
+			}
+		}
+		if len(leaked) == 0 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if fdsAfter > fdsBefore {
-		t.Errorf("file descriptors: %d before, %d after", fdsBefore, fdsAfter)
+	if len(leaked) > 0 {
+		slices.Sort(leaked)
+		t.Errorf("file descriptors opened during the test and still open: %v", leaked)
 	}
 
 	n := len(latencies)
@@ -167,15 +182,21 @@ func TestHTTPLoad(t *testing.T) {
 	t.Logf("%d clients x %d runs of print(1): %d ok in %v: %.0f runs/s", *loadClients, *loadRuns, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
 	t.Logf("latency over HTTP: p50 %v  p95 %v  p99 %v  max %v", pct(latencies, .50).Round(100*time.Microsecond), pct(latencies, .95).Round(100*time.Microsecond), pct(latencies, .99).Round(100*time.Microsecond), latencies[n-1].Round(100*time.Microsecond))
 	t.Logf("baseline (cold runner.Run, one at a time): p50 %v; HTTP p50 under load is %.1fx", pct(baseline, .5).Round(100*time.Microsecond), float64(pct(latencies, .5))/float64(pct(baseline, .5)))
-	t.Logf("tier %s, warm %d, run slots %d; file descriptors before %d, after %d; at most %d workspaces on disk", runner.Tier(), *loadWarm, srv.table.maxRuns, fdsBefore, fdsAfter, maxWs)
+	t.Logf("tier %s, warm %d, run slots %d; file descriptors before %d, after %d; at most %d workspaces on disk", runner.Tier(), *loadWarm, srv.table.maxRuns, len(fdsBefore), len(fdsAfter), maxWs)
 }
 
-func countFDs(t *testing.T) int {
+// openFDs maps this process's open descriptors to what they refer to.
+func openFDs(t *testing.T) map[string]string {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
-	return len(entries)
+	fds := make(map[string]string, len(entries))
+	for _, e := range entries {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fds[e.Name()] = target
+	}
+	return fds
 }
 
 // childProcesses lists live children of this process, from /proc.
