@@ -141,7 +141,7 @@ r = ctypes.CFUNCTYPE(ctypes.c_int)(addr)()
 if r > 0: esc("i386 getpid = %d" % r)
 else: blocked(r)`, check: func(t *testing.T, _ *escapeEnv, res Result, out string) {
 		if res.Signal != "bad system call" {
-			t.Errorf("want the program killed by SIGSYS, got exit %d signal %q", res.ExitCode, res.Signal)
+			t.Errorf("want the program killed by SIGSYS, got exit %d signal %q; output:\n%s", res.ExitCode, res.Signal, out)
 		}
 	}},
 	{name: "TIOCSTI", control: asRoot, code: `
@@ -497,18 +497,24 @@ func TestEscapeUnprivileged(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	err = cmd.Run()
-	t.Logf("as uid 65534:\n%s", tailLines(out.String(), 60))
+	t.Logf("as uid 65534:\n%s", failures(out.String()))
 	if err != nil {
 		t.Fatalf("TestEscape as uid 65534: %v", err)
 	}
 }
 
-func tailLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+// failures keeps what a go test -v output says beyond its passes: the
+// failing tests with their messages, skips, and the summary.
+func failures(s string) string {
+	var keep []string
+	for line := range strings.Lines(s) {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "--- PASS") || strings.HasPrefix(t, "=== RUN") || strings.HasPrefix(t, "=== PAUSE") || strings.HasPrefix(t, "=== CONT") {
+			continue
+		}
+		keep = append(keep, line)
 	}
-	return strings.Join(lines, "\n")
+	return strings.Join(keep, "")
 }
 
 // lockedBuffer takes both streams of a run from their two pumps.

@@ -66,6 +66,10 @@ func runInit() error {
 	for i := range cfg.Binds {
 		unix.CloseOnExec(fdTrees + i)
 	}
+	// And nothing the server did not mean to hand over (it marks what it
+	// inherited close-on-exec before starting an init; this is the same
+	// rule kept where it matters).
+	_ = closeRangeOnExec(fdTrees + len(cfg.Binds))
 
 	switch cfg.Mode {
 	case initProbe + "-" + initModeLL:
@@ -192,35 +196,53 @@ func probeOK() error {
 // pitfall 2), and orphans must be reaped by someone. When the program
 // exits, the init reports its status and exits too, and the kernel kills
 // whatever is left in the namespace: nothing outlives the run.
+//
+// The limits go on the program, not on this process: under RLIMIT_DATA a Go
+// runtime that needs one more span of heap dies ("cannot allocate memory":
+// the race detector's runtime alone maps more than a small limit), and a
+// limit below the init's own footprint would break every run. The program
+// is started, gets its limits with prlimit, and only then is let through a
+// gate (a byte on fdGate) before the bootstrap reads its code, so no code
+// of the run ever executes without them.
 func reap(cfg *initConfig) error {
 	devnull, err := os.Open("/dev/null")
 	if err != nil {
 		return err
 	}
-	// Limits go on this process last, just before it forks the program:
-	// a Go runtime must not start under them (DESIGN.md pitfall 1), and
-	// all the init still does is wait, with the report's buffer ready.
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
 	limits := rlimits(cfg.Limits, threadsOfSelf())
-	report := os.NewFile(fdReport, "report")
-	buf := make([]byte, 0, 128)
+	env := append(cfg.Env, gateEnv+"="+strconv.Itoa(fdGate))
 	trace.mark("fork")
 	trace.flush()
-	if e := setRlimits(limits); e != 0 {
-		return os.NewSyscallError("setrlimit", e)
-	}
 	pid, err := syscall.ForkExec(cfg.Python, cfg.Args, &syscall.ProcAttr{
 		Dir:   cfg.Dir,
-		Env:   cfg.Env,
-		Files: []uintptr{devnull.Fd(), 1, 2, fdCode},
+		Env:   env,
+		Files: []uintptr{devnull.Fd(), 1, 2, fdCode, gateR.Fd()},
 		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	})
 	if err != nil {
 		return fmt.Errorf("start %s: %w", filepath.Base(cfg.Python), err)
 	}
+	gateR.Close()
 	devnull.Close()
 	unix.Close(fdCode)
+	for _, l := range limits {
+		if err := unix.Prlimit(pid, l.res, &l.lim, nil); err != nil {
+			unix.Kill(pid, unix.SIGKILL)
+			return os.NewSyscallError("prlimit", err)
+		}
+	}
+	if _, err := gateW.Write([]byte{gateOpen}); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return fmt.Errorf("open the program's gate: %w", err)
+	}
+	gateW.Close()
 	unix.Close(1)
 	unix.Close(2)
+	report := os.NewFile(fdReport, "report")
 	for {
 		var ws unix.WaitStatus
 		var ru unix.Rusage
@@ -235,8 +257,7 @@ func reap(cfg *initConfig) error {
 			trace.mark("program exited")
 			trace.flush()
 			cpu := ru.Utime.Nano() + ru.Stime.Nano()
-			buf = fmt.Appendf(buf, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
-			_, err := report.Write(buf)
+			_, err := fmt.Fprintf(report, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
 			return err
 		}
 	}

@@ -10,6 +10,10 @@ import (
 
 func setProcessGroup(cmd *exec.Cmd) {}
 
+// closeInheritedOnExec has nothing to do: Windows handles are inherited
+// only when marked inheritable, and os/exec passes only the ones it names.
+func closeInheritedOnExec() {}
+
 // killTree kills the direct child only: without process groups the portable
 // runner cannot reach grandchildren, as `prims doctor` reports.
 func killTree(pid int) {

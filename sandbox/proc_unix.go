@@ -5,6 +5,7 @@ package sandbox
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 )
 
@@ -30,4 +31,25 @@ func allocated(fi os.FileInfo) int64 {
 		return int64(st.Blocks) * 512
 	}
 	return fi.Size()
+}
+
+// closeInheritedOnExec marks every descriptor above stderr close-on-exec.
+// Go opens its own descriptors that way, but not the ones this process
+// inherited (an agent that launched the server may leak a pipe or a file
+// into it), and a child would inherit those in turn: the program would hold
+// a host file the sandbox otherwise hides. A child gets exactly its stdio
+// and the files the runner hands it (exec.Cmd dups those past the flag).
+func closeInheritedOnExec() {
+	if closeRangeOnExec(3) == nil {
+		return
+	}
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }

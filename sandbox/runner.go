@@ -369,6 +369,7 @@ func (r *Runner) start(job Job) (*child, error) {
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
+	closeInheritedOnExec()
 	err = p.cmd.Start()
 	// The child has its own copies now; closing ours makes EOF reach the
 	// pumps when the last writer in the process tree is gone.

@@ -35,6 +35,13 @@ const (
 	fdConfig = 4
 	fdReport = 5
 	fdTrees  = 6 // and up: detached mount trees, in initConfig.Binds order
+
+	// fdGate is where the program, started by the init as PID 2, waits for
+	// the gateOpen byte that says its limits are on (see reap); gateEnv
+	// names the descriptor to the bootstrap, which removes it.
+	fdGate   = 4
+	gateEnv  = "PRIMS_GATE_FD"
+	gateOpen = '1'
 )
 
 // sandboxID is the host uid and gid a root server maps the sandbox to
@@ -196,7 +203,7 @@ func initCommand() *exec.Cmd {
 		// "-test.run=^$" is a safety net: a test binary whose TestMain
 		// forgot MaybeInit runs no tests instead of re-running itself.
 		Args: []string{initArg0, "-test.run=^$"},
-		Env:  []string{initEnv + "=1"},
+		Env:  append([]string{initEnv + "=1"}, raceInitEnv...),
 		Dir:  "/",
 	}
 }

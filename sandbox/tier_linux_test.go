@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -150,6 +151,73 @@ func TestLimits(t *testing.T) {
 				}
 				if res.Limit != tt.want || !strings.HasPrefix(out.String(), "before\n") {
 					t.Errorf("Limit %q, want %q; output:\n%s", res.Limit, tt.want, out.String())
+				}
+			})
+		}
+	}
+}
+
+// TestProgramStartsClean: the program's first statement already runs under
+// the run's limits, with nothing of the sandbox's plumbing in its
+// environment and no descriptor beyond stdio, not even one the server
+// inherited without close-on-exec, cold and warm, in every tier; and a
+// memory limit smaller than the init's own Go runtime still runs programs
+// (the limits are on the program, not on the init).
+func TestProgramStartsClean(t *testing.T) {
+	py := testPython(t)
+	// A descriptor as an agent might leak it into the server: open, and
+	// not close-on-exec.
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("hunter2"), 0o600)
+	f, err := os.Open(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	leaked, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(leaked)
+
+	code := `import os, resource
+print(resource.getrlimit(resource.RLIMIT_DATA)[0], resource.getrlimit(resource.RLIMIT_FSIZE)[0], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+print(sorted(k for k in os.environ if k.startswith("PRIMS")))
+def is_open(fd):
+    try: os.fstat(fd); return True
+    except OSError: return False
+print([fd for fd in range(3, 1024) if is_open(fd)])
+`
+	limits := testLimits
+	limits.Memory = 24 << 20 // below a Go runtime's own data (about 40 MiB; 300 MiB with -race)
+	limits.MaxOpenFiles = 77
+	for _, tier := range []Tier{TierNamespaces, TierLandlock, TierNone} {
+		for _, warm := range []int{0, 1} {
+			r, err := New(Config{Tier: tier, Limits: limits, Warm: warm})
+			if err != nil {
+				continue
+			}
+			t.Run(string(tier)+"/warm="+strconv.Itoa(warm), func(t *testing.T) {
+				defer r.Close()
+				ws := mkWorkspace(t)
+				defer r.ForgetDir(ws)
+				want := "25165824 16777216 77\n[]\n[]\n"
+				if tier == TierNone { // no limits to check
+					_, want, _ = strings.Cut(want, "\n")
+				}
+				for i := range 2 { // with a pool, the second run is the warm one
+					var out, errOut lockedBuffer
+					res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: ws, Stdout: &out, Stderr: &errOut})
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := out.String()
+					if tier == TierNone {
+						_, got, _ = strings.Cut(got, "\n")
+					}
+					if res.ExitCode != 0 || got != want {
+						t.Errorf("run %d (warm %v): exit %d, output %q, want %q; stderr:\n%s", i, res.Warm, res.ExitCode, got, want, errOut.String())
+					}
 				}
 			})
 		}

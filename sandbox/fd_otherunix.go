@@ -1,0 +1,9 @@
+//go:build unix && !linux
+
+package sandbox
+
+import "errors"
+
+const fdDir = "/dev/fd"
+
+func closeRangeOnExec(int) error { return errors.ErrUnsupported }
