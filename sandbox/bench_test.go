@@ -8,77 +8,100 @@ import (
 	"time"
 )
 
-// BenchmarkRun compares, in one run, print(1) through each tier with a bare
-// interpreter spawn, and reports the medians and the sandbox's overhead:
+// BenchmarkRun compares print(1) through each tier with a bare interpreter
+// spawn. The variants take turns within every iteration, so that the
+// machine's noise hits them alike, and each reports its median and its
+// overhead over the bare spawn; "warm" is a run handed to a waiting sandbox.
 //
-//	go test -run '^$' -bench BenchmarkRun -benchtime 50x ./sandbox
+//	go test -run '^$' -bench BenchmarkRun -benchtime 60x ./sandbox
 func BenchmarkRun(b *testing.B) {
 	py := testPython(b)
-	medians := map[string]time.Duration{}
-	var prep func() // untimed, before each timed run
-	measure := func(name string, run func() error) {
-		b.Run(name, func(b *testing.B) {
-			var d []time.Duration
-			for b.Loop() {
-				if prep != nil {
-					prep()
-				}
-				t0 := time.Now()
-				if err := run(); err != nil {
-					b.Fatal(err)
-				}
-				d = append(d, time.Since(t0))
-			}
-			slices.Sort(d)
-			medians[name] = d[len(d)/2]
-			b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "ms/median")
-		})
+	type variant struct {
+		name string
+		run  func() error
+		d    []time.Duration
 	}
-	measure("bare", func() error { return exec.Command(py, "-c", "print(1)").Run() })
+	vs := []*variant{{name: "bare", run: func() error { return exec.Command(py, "-c", "print(1)").Run() }}}
 	for _, tier := range []Tier{TierNone, TierLandlock, TierNamespaces} {
 		r, err := New(Config{Tier: tier})
 		if err != nil {
 			b.Logf("skip %s: %v", tier, err)
 			continue
 		}
-		ws := mkWorkspace(b)
-		measure(string(tier), func() error {
-			res, err := r.Run(context.Background(), Job{Python: py, Code: "print(1)", Dir: ws})
+		job := Job{Python: py, Code: "print(1)", Dir: mkWorkspace(b)}
+		vs = append(vs, &variant{name: string(tier), run: func() error {
+			res, err := r.Run(context.Background(), job)
 			if err == nil && res.ExitCode != 0 {
-				b.Fatalf("exit %d", res.ExitCode)
+				b.Fatalf("%s: exit %d", tier, res.ExitCode)
 			}
 			return err
-		})
+		}})
 	}
-	if r, err := New(Config{Warm: 1}); err == nil {
-		ws := mkWorkspace(b)
-		job := Job{Python: py, Code: "print(1)", Dir: ws}
+	b.Run("cold", func(b *testing.B) {
+		for _, v := range vs {
+			v.d = v.d[:0]
+		}
+		for b.Loop() {
+			for _, v := range vs {
+				t0 := time.Now()
+				if err := v.run(); err != nil {
+					b.Fatal(err)
+				}
+				v.d = append(v.d, time.Since(t0))
+			}
+		}
+		bare := median(vs[0].d)
+		for _, v := range vs {
+			m := median(v.d)
+			b.ReportMetric(ms(m), v.name+"-ms")
+			if v != vs[0] {
+				b.ReportMetric(ms(m-bare), v.name+"-over-bare-ms")
+			}
+		}
+		if n := len(vs) - 1; n > 0 {
+			b.ReportMetric(float64(median(vs[n].d))/float64(bare), vs[n].name+"/bare")
+		}
+	})
+
+	r, err := New(Config{Warm: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	job := Job{Python: py, Code: "print(1)", Dir: mkWorkspace(b)}
+	b.Run("warm", func(b *testing.B) {
 		r.Run(context.Background(), job) // fill the pool
-		prep = func() {
+		var warm, bare []time.Duration
+		for b.Loop() {
 			// Let the pool refill and the new sandbox finish setting up, as
 			// it does while an agent thinks between calls.
+			b.StopTimer()
 			for r.PoolStats().Waiting == 0 {
 				time.Sleep(time.Millisecond)
 			}
 			time.Sleep(200 * time.Millisecond)
-		}
-		measure("warm", func() error {
+			b.StartTimer()
+			t0 := time.Now()
 			res, err := r.Run(context.Background(), job)
 			if err == nil && !res.Warm {
 				b.Fatal("not warm")
 			}
-			return err
-		})
-		r.Close()
-	}
-	bare := medians["bare"]
-	for _, n := range []string{"none", "landlock", "namespaces", "warm"} {
-		if m, ok := medians[n]; ok && bare > 0 {
-			b.Logf("%-10s median %6.2f ms  = %.2fx bare  (+%.2f ms over bare, +%.2f ms over none)",
-				n, ms(m), float64(m)/float64(bare), ms(m-bare), ms(m-medians["none"]))
+			warm = append(warm, time.Since(t0))
+			t0 = time.Now()
+			if err := vs[0].run(); err != nil {
+				b.Fatal(err)
+			}
+			bare = append(bare, time.Since(t0))
 		}
-	}
-	b.Logf("bare       median %6.2f ms", ms(bare))
+		b.ReportMetric(ms(median(warm)), "warm-ms")
+		b.ReportMetric(ms(median(bare)), "bare-ms")
+		b.ReportMetric(float64(median(warm))/float64(median(bare)), "warm/bare")
+	})
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Sorted(slices.Values(d))
+	return s[len(s)/2]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
