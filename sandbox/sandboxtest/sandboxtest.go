@@ -28,7 +28,15 @@ func Token(t testing.TB) string {
 
 // Procs returns the host pids of live processes whose command line holds
 // token. Zombies count as dead. Without /proc it returns nil.
-func Procs(token string) []int {
+func Procs(token string) []int { return procsWith("cmdline", token) }
+
+// EnvProcs returns the host pids of live processes whose environment holds
+// token, for processes (like a waiting interpreter) whose argv is fixed.
+// Reading another process's environ needs the same user or root.
+func EnvProcs(token string) []int { return procsWith("environ", token) }
+
+// procsWith lists the live processes whose /proc/PID/file holds token.
+func procsWith(file, token string) []int {
 	var pids []int
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {
@@ -36,8 +44,8 @@ func Procs(token string) []int {
 		if err != nil {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if err != nil || !strings.Contains(string(cmdline), token) {
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), file))
+		if err != nil || !strings.Contains(string(b), token) {
 			continue
 		}
 		if stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat")); err == nil {
@@ -65,23 +73,4 @@ func WaitGone(t testing.TB, token string) {
 		}
 		t.Errorf("processes outlived the run: %v", alive)
 	}
-}
-
-// EnvProcs returns the host pids of live processes whose environment holds
-// token, for processes (like a waiting interpreter) whose argv is fixed.
-// Reading another process's environ needs the same user or root.
-func EnvProcs(token string) []int {
-	var pids []int
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
-		if err == nil && strings.Contains(string(env), token) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
