@@ -107,7 +107,10 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
 			mark = "*"
 		}
 		pip := "pip " + in.PipVersion
-		if in.Pip != in.Path {
+		switch {
+		case in.Pip == "":
+			pip = "no pip: runs code, installs no requirements; " + in.NoPip
+		case in.Pip != in.Path:
 			pip += " (borrowed from " + in.Pip + ")"
 		}
 		fmt.Fprintf(w, "  %s %-8s %s  [%s; %s]\n", mark, in.Version, in.Path, in.Source, pip)

@@ -412,8 +412,8 @@ func (c *Cache) build(ctx context.Context, key string, interp Interpreter, reqs 
 	if interp.Pip == "" {
 		return &InstallError{
 			Kind:    "other",
-			Summary: fmt.Sprintf("this server has no pip that can install packages for Python %s", interp.Version),
-			Hint:    "Ask for another Python version, or run the code without requirements",
+			Summary: fmt.Sprintf("this server has no pip that can install packages for Python %s: %s", interp.Version, interp.NoPip),
+			Hint:    "Ask for another Python version (\"python\"), or run the code without requirements; the server's operator can install pip",
 		}
 	}
 

@@ -32,6 +32,9 @@ type Interpreter struct {
 	// Empty when no usable pip was found.
 	Pip        string
 	PipVersion string
+	// NoPip says why Pip is empty and how to fix it: such an interpreter
+	// runs code, but no requirements can be installed for it.
+	NoPip string
 }
 
 // Skipped is a candidate interpreter Discover rejected, and why.
@@ -172,10 +175,12 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]Interpreter, []Skipp
 		if p := pipFor(c, cands); p != nil {
 			in.Pip, in.PipVersion = p.real, p.probe.Pip
 		} else {
-			skipped = append(skipped, Skipped{Path: c.path, Reason: fmt.Sprintf(
-				"no pip >= 22.3 that supports Python %s was found (pip %q of this interpreter is too old); install a newer pip with: %s -m pip install -U pip",
-				c.probe.Version, c.probe.Pip, c.real)})
-			continue
+			// Still good for code that needs no packages.
+			fix := fmt.Sprintf("its own pip %s is too old; upgrade it with: %s -m pip install -U pip", c.probe.Pip, c.real)
+			if c.probe.Pip == "" {
+				fix = fmt.Sprintf("it has none; install one with: %s -m ensurepip && %s -m pip install -U pip", c.real, c.real)
+			}
+			in.NoPip = fmt.Sprintf("no pip >= 22.3 that supports Python %s was found (%s)", c.probe.Version, fix)
 		}
 		out = append(out, in)
 	}

@@ -2,6 +2,7 @@ package pyenv
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,10 @@ func TestDiscover(t *testing.T) {
 		if strings.Contains(in.Path, "/shims/") {
 			t.Errorf("Path %s is a pyenv shim", in.Path)
 		}
-		if in.Pip == "" || versionLess(in.PipVersion, "22.3") {
+		if in.Pip == "" && in.NoPip == "" {
+			t.Errorf("%s: no pip and no reason why", in.Path)
+		}
+		if in.Pip != "" && versionLess(in.PipVersion, "22.3") {
 			t.Errorf("%s: pip %q %q cannot install with --python", in.Path, in.Pip, in.PipVersion)
 		}
 		if versionLess(in.Version, "3.7") {
@@ -126,5 +130,37 @@ func TestSelect(t *testing.T) {
 	got, _ := Select(interps[:3], "")
 	if diff := cmp.Diff("/b/python3.12", got.Path); diff != "" {
 		t.Errorf("Select default (-want +got):\n%s", diff)
+	}
+}
+
+// TestDiscoverKeepsPiplessInterpreters: an interpreter without a usable pip
+// still runs code, so it is found, with the reason requirements cannot be
+// installed for it and the command that fixes it. The "interpreter" is a
+// script that answers the probe for an installation with no pip in it.
+func TestDiscoverKeepsPiplessInterpreters(t *testing.T) {
+	dir := t.TempDir()
+	py := filepath.Join(dir, "bin", "python3")
+	os.MkdirAll(filepath.Dir(py), 0o755)
+	script := "#!/bin/sh\necho '{\"executable\": \"" + py + "\", \"version\": \"3.12.4\", \"base_prefix\": \"" + dir + "\"}'\n"
+	if err := os.WriteFile(py, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	found, skipped := Discover(context.Background(), DiscoverOptions{Explicit: []string{py}, OnlyExplicit: true})
+	if len(found) != 1 || len(skipped) != 0 {
+		t.Fatalf("found %+v, skipped %+v; want the interpreter found", found, skipped)
+	}
+	in := found[0]
+	if in.Path != py || in.Version != "3.12.4" || in.Pip != "" || !strings.Contains(in.NoPip, py+" -m ensurepip") {
+		t.Errorf("found %+v; want no pip, and NoPip saying how to install one", in)
+	}
+	// The cache refuses requirements for it in words an agent can act on.
+	c, err := New(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Acquire(context.Background(), in, []string{"six"}, nil)
+	var ie *InstallError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Error(), "no pip") || !strings.Contains(ie.Error(), "Ask for another Python version") {
+		t.Errorf("Acquire: %v; want an InstallError about the missing pip", err)
 	}
 }
