@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -204,16 +205,9 @@ func mapsKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 }
 
 func TestShowSavesFigures(t *testing.T) {
-	srv, cs := startContent(t, Config{}, nil, "")
-	// The first run creates the workspace; then a fake matplotlib goes
-	// into it, where the code's imports find it first.
-	if res, _ := callRun(t, cs, map[string]any{"code": "pass"}); res.IsError {
-		t.Fatal(resultText(res))
-	}
-	pkg := filepath.Join(srv.Workspace(), "matplotlib")
-	if err := os.Mkdir(pkg, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	_, cs := startContent(t, Config{}, nil, "")
+	// A fake matplotlib goes into the workspace, written by a run as an
+	// agent's earlier code would, where the code's imports find it first.
 	fakePyplot := pngFunc + `
 _figs = {}
 class Figure:
@@ -234,10 +228,10 @@ def savefig(fname, **kwargs):
 def show(*args, **kwargs):
     print("the real headless show() does nothing")
 `
-	for name, src := range map[string]string{"__init__.py": "", "pyplot.py": fakePyplot} {
-		if err := os.WriteFile(filepath.Join(pkg, name), []byte(src), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	files, _ := json.Marshal(map[string]string{"__init__.py": "", "pyplot.py": fakePyplot})
+	write := "import json, os\nos.mkdir('matplotlib')\nfor name, src in json.loads(" + strconv.Quote(string(files)) + ").items():\n    open(os.path.join('matplotlib', name), 'w').write(src)"
+	if res, _ := callRun(t, cs, map[string]any{"code": write}); res.IsError {
+		t.Fatal(resultText(res))
 	}
 	const countHooks = `import sys; print(sum(type(f).__name__ == "_PrimsShowHook" for f in sys.meta_path))`
 

@@ -252,6 +252,7 @@ func (p *pool) forget(key string) {
 // ForgetDir stops the waiting sandboxes started for the workspace dir, for
 // a caller that is about to delete it.
 func (r *Runner) ForgetDir(dir string) {
+	r.shared.Delete(dir)
 	p := r.pool
 	p.mu.Lock()
 	var keys []string

@@ -30,6 +30,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -168,6 +169,10 @@ type Runner struct {
 	support Support
 	log     *slog.Logger
 	pool    *pool
+
+	// shared holds the workspaces already handed to the sandbox user
+	// (shareWorkspace): after the first run only mounts/ needs it again.
+	shared sync.Map
 }
 
 // New returns a Runner for this host. Host support is probed once per

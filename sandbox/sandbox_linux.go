@@ -256,7 +256,11 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 		cfg.TraceT0 = monotonic()
 	}
 	if root {
-		if err := shareWorkspace(dir); err != nil {
+		share := shareWorkspace
+		if _, seen := r.shared.LoadOrStore(dir, true); seen {
+			share = shareMounts
+		}
+		if err := share(dir); err != nil {
 			return nil, fmt.Errorf("hand the workspace to the sandbox user: %w", err)
 		}
 		if r.tier == TierLandlock {
@@ -358,8 +362,18 @@ func underSystemDir(p string) bool {
 // mounts/ and logs/ stay the server's, readable by all: the code reads its
 // inputs and its own source (tracebacks quote logs/NNNN-code.py) but cannot
 // change them, even in the landlock tier.
-func shareWorkspace(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+//
+// It walks the whole workspace, so a runner does it once per workspace:
+// afterwards the server adds files only under mounts/ (shareMounts) and
+// logs/ (created readable by all), and what the code creates is the
+// sandbox user's already.
+func shareWorkspace(dir string) error { return share(dir, dir) }
+
+// shareMounts makes what mount_file added since the last run readable.
+func shareMounts(dir string) error { return share(dir, filepath.Join(dir, "mounts")) }
+
+func share(dir, from string) error {
+	return filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
 		}

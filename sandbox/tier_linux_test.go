@@ -223,3 +223,37 @@ print([fd for fd in range(3, 1024) if is_open(fd)])
 		}
 	}
 }
+
+// TestLaterMountsAreShared: a root server hands the workspace to the
+// sandbox user once per workspace; inputs mounted after the first run, in
+// directories the server made private, are still readable by the next one.
+func TestLaterMountsAreShared(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the workspace is handed to another user only by a root server")
+	}
+	py := testPython(t)
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		r, err := New(Config{Tier: tier})
+		if err != nil {
+			continue
+		}
+		t.Run(string(tier), func(t *testing.T) {
+			ws := mkWorkspace(t)
+			defer r.ForgetDir(ws)
+			job := Job{Python: py, Code: "print('first')", Dir: ws, ReadOnly: []string{filepath.Join(ws, "mounts")}}
+			if res, err := r.Run(context.Background(), job); err != nil || res.ExitCode != 0 {
+				t.Fatalf("first run: %v %+v", err, res)
+			}
+			sub := filepath.Join(ws, "mounts", "later", "deep")
+			os.MkdirAll(sub, 0o700)
+			os.Chmod(filepath.Join(ws, "mounts", "later"), 0o700)
+			os.WriteFile(filepath.Join(sub, "in.txt"), []byte("mounted later"), 0o400)
+			var out, errOut lockedBuffer
+			job.Code = "print(open('mounts/later/deep/in.txt').read())"
+			job.Stdout, job.Stderr = &out, &errOut
+			if res, err := r.Run(context.Background(), job); err != nil || res.ExitCode != 0 || out.String() != "mounted later\n" {
+				t.Errorf("second run: %v, exit %d, output %q; stderr:\n%s", err, res.ExitCode, out.String(), errOut.String())
+			}
+		})
+	}
+}

@@ -259,14 +259,19 @@ func (w *Workspace) CreateLog(name string) (*os.File, string, error) {
 	}
 	f, err := create()
 	if errors.Is(err, fs.ErrNotExist) {
-		// The code removed logs/; make it again. (Not done up front: it
+		// The code moved logs/ away; make it again. (Not done up front: it
 		// costs more than the open on every run.)
 		if err := w.root.MkdirAll(LogsDir, 0o755); err != nil {
 			return nil, "", fmt.Errorf("create logs dir: %w", err)
 		}
+		_ = w.root.Chmod(LogsDir, 0o755) // whatever the umask
 		f, err = create()
 	}
 	if err != nil {
+		return nil, "", fmt.Errorf("create log %s: %w", local, err)
+	}
+	if err := f.Chmod(0o644); err != nil { // whatever the umask
+		f.Close()
 		return nil, "", fmt.Errorf("create log %s: %w", local, err)
 	}
 	return f, filepath.ToSlash(local), nil
