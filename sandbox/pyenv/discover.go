@@ -159,7 +159,7 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]Interpreter, []Skipp
 		}
 		if c.err == "" && versionLess(c.probe.Version, "3.7") {
 			// pip 22.3, the first with --python, needs Python 3.7.
-			c.err = fmt.Sprintf("Python %s is too old: installing packages needs Python 3.7 or newer", c.probe.Version)
+			c.err = fmt.Sprintf("Python %s is too old: PRIMS runs Python 3.7 or newer (pip 22.3, the first that installs into another interpreter, needs 3.7)", c.probe.Version)
 		}
 		if c.err != "" {
 			skipped = append(skipped, Skipped{Path: c.path, Reason: c.err})
