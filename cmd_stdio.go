@@ -46,6 +46,7 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 		return err
 	}
 	d.log.Info("serving MCP on stdio", "python", d.python, "isolation", d.runner.Tier())
+	srv.Prewarm()
 	serr := srv.Serve(ctx, mcp.NewStdioTransport(os.Stdin, os.Stdout))
 	if cerr := srv.Close(); cerr != nil {
 		d.log.Error("close", "err", cerr)

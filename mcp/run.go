@@ -50,6 +50,7 @@ type RunOutput struct {
 	Truncated   bool       `json:"truncated" jsonschema:"true when stdout or stderr was cut to fit; see the logs"`
 	Artifacts   []Artifact `json:"artifacts"`
 	Isolation   string     `json:"isolation" jsonschema:"the sandbox tier that ran the code"`
+	Warm        bool       `json:"warm" jsonschema:"true when the run was handed to a sandbox started ahead of time"`
 	Python      string     `json:"python" jsonschema:"the Python version that ran the code"`
 	// Requirements is the whole set installed in the run's environment.
 	Requirements []string `json:"requirements" jsonschema:"the requirements installed in the run's environment (this call's and earlier calls')"`
@@ -134,16 +135,11 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	errCap := sandbox.NewCapture(s.cfg.OutputBudget)
 	before := sess.ws.Snapshot()
 	watched := sess.subs.stamps(sess.ws)
-	res, err := s.execute(ctx, sess, prog, sandbox.Job{
-		Python:   env.executable(),
-		Code:     in.Code,
-		Filename: codePath,
-		Dir:      sess.ws.Dir(),
-		ReadOnly: append(env.readOnly(), sess.ws.Dir()+"/"+workspace.MountsDir),
-		Stdout:   io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout")),
-		Stderr:   io.MultiWriter(errCap, &limitWriter{w: stderrLog, n: s.cfg.LogLimit}, prog.stream("stderr")),
-		Timeout:  timeout,
-	})
+	job := runJob(sess, env)
+	job.Code, job.Filename, job.Timeout = in.Code, codePath, timeout
+	job.Stdout = io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout"))
+	job.Stderr = io.MultiWriter(errCap, &limitWriter{w: stderrLog, n: s.cfg.LogLimit}, prog.stream("stderr"))
+	res, err := s.execute(ctx, sess, prog, job)
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
 	}
@@ -164,6 +160,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		Truncated:    outCap.Truncated() || errCap.Truncated(),
 		Artifacts:    []Artifact{},
 		Isolation:    string(res.Tier),
+		Warm:         res.Warm,
 		Python:       env.python.Version,
 		Requirements: append([]string{}, env.reqs...),
 		EnvCached:    env.cacheHit,
@@ -181,6 +178,37 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		return s.withFix(ctx, req, sess, in.Code, result, out)
 	}
 	return result, out, nil
+}
+
+// runJob is what a run in sess with env starts: everything that decides
+// which waiting sandbox can take it (see Prewarm), without the program.
+func runJob(sess *session, env *environment) sandbox.Job {
+	return sandbox.Job{
+		Python:   env.executable(),
+		Dir:      sess.ws.Dir(),
+		ReadOnly: append(env.readOnly(), sess.ws.Dir()+"/"+workspace.MountsDir),
+	}
+}
+
+// Prewarm starts, in the background, a sandbox for the stdio session's
+// first run without requirements: the workspace, the default interpreter
+// and the sandbox are made ready while the client initializes, so even the
+// first run_code is handed to a waiting interpreter. Without a warm pool it
+// only creates the workspace early.
+func (s *Server) Prewarm() {
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		sess, err := s.session(nil)
+		if err != nil || s.runner == nil {
+			return
+		}
+		py, err := s.pythons.get(s.base, "")
+		if err != nil {
+			return // the first run reports it
+		}
+		s.runner.Prewarm(runJob(sess, &environment{python: py}))
+	}()
 }
 
 // summary is the text the model reads: what happened, then the streams.

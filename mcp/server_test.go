@@ -653,3 +653,50 @@ func TestSymlinksPlantedByCodeAreNotFollowed(t *testing.T) {
 		}
 	}
 }
+
+// TestPrewarm: the stdio server readies a sandbox for the first run before
+// any call, so the first run_code is warm, and later runs stay warm.
+func TestPrewarm(t *testing.T) {
+	runner, err := sandbox.New(sandbox.Config{Warm: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer runner.Close()
+	srv, err := New(Config{Python: testPython(t)}, runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Prewarm()
+	deadline := time.Now().Add(30 * time.Second)
+	for runner.PoolStats().Waiting == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if runner.PoolStats().Waiting == 0 {
+		t.Fatal("no sandbox is waiting 30 s after Prewarm")
+	}
+	ct, st := sdk.NewInMemoryTransports()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, st)
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "1"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for i := range 2 {
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": "print(1)"}})
+		if err != nil || res.IsError {
+			t.Fatalf("run %d: %v %+v", i, err, res)
+		}
+		var out RunOutput
+		b, _ := json.Marshal(res.StructuredContent)
+		json.Unmarshal(b, &out)
+		if !out.Warm || out.Stdout != "1\n" {
+			t.Errorf("run %d: warm %v, stdout %q; want a warm run that prints 1", i, out.Warm, out.Stdout)
+		}
+		for runner.PoolStats().Waiting == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

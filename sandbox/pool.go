@@ -249,6 +249,15 @@ func (p *pool) forget(key string) {
 	}
 }
 
+// Prewarm starts a sandbox for job in the background, to wait for the
+// code of a run like it (same interpreter, workspace, paths and
+// environment), as the pool does after each run. Without a pool (Config.Warm
+// 0) it does nothing.
+func (r *Runner) Prewarm(job Job) {
+	job.Env = r.withPreload(job.Env)
+	r.pool.refill(warmKey(job), job)
+}
+
 // ForgetDir stops the waiting sandboxes started for the workspace dir, for
 // a caller that is about to delete it.
 func (r *Runner) ForgetDir(dir string) {
