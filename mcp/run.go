@@ -192,13 +192,21 @@ func runJob(sess *session, env *environment) sandbox.Job {
 
 // Prewarm starts, in the background, a sandbox for the stdio session's
 // first run without requirements: the workspace, the default interpreter
-// and the sandbox are made ready while the client initializes, so even the
-// first run_code is handed to a waiting interpreter. Without a warm pool it
-// only creates the workspace early.
+// and the sandbox are made ready while the client's model thinks, so even
+// the first run_code is handed to a waiting interpreter. It begins once the
+// client has initialized (or after prewarmDelay, for clients of protocols
+// without initialization), not to slow the initialize response. Without a
+// warm pool it only creates the workspace early.
 func (s *Server) Prewarm() {
 	s.runs.Add(1)
 	go func() {
 		defer s.runs.Done()
+		select {
+		case <-s.initialized:
+		case <-time.After(prewarmDelay):
+		case <-s.base.Done():
+			return
+		}
 		sess, err := s.session(nil)
 		if err != nil || s.runner == nil {
 			return
@@ -210,6 +218,9 @@ func (s *Server) Prewarm() {
 		s.runner.Prewarm(runJob(sess, &environment{python: py}))
 	}()
 }
+
+// prewarmDelay bounds how long Prewarm waits for the client to initialize.
+const prewarmDelay = 100 * time.Millisecond
 
 // summary is the text the model reads: what happened, then the streams.
 func summary(o *RunOutput, timeout time.Duration, notes []string) string {

@@ -97,6 +97,9 @@ type Server struct {
 	shutdown context.CancelFunc
 	runs     sync.WaitGroup
 
+	initialized     chan struct{} // closed by the client's notifications/initialized
+	initializedOnce sync.Once
+
 	mu   sync.Mutex
 	sess *session // the one session of a stdio server
 
@@ -124,7 +127,7 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 		return nil, errors.New("mcp: no Python interpreter configured")
 	}
 	base, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel}
+	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel, initialized: make(chan struct{})}
 	s.pythons = newPythons(cfg.Python, cfg.Discover)
 	s.sdk = sdk.NewServer(&sdk.Implementation{
 		Name:    "prims",
@@ -135,6 +138,9 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 		Logger:             cfg.Logger,
 		SubscribeHandler:   s.subscribe,
 		UnsubscribeHandler: s.unsubscribe,
+		InitializedHandler: func(context.Context, *sdk.InitializedRequest) {
+			s.initializedOnce.Do(func() { close(s.initialized) })
+		},
 	})
 	s.addTools()
 	s.addPrompts()
