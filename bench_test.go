@@ -149,3 +149,42 @@ func BenchmarkStartup(b *testing.B) {
 	b.ReportMetric(float64(median(prims))/float64(median(bare)), "ratio")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkFirstRun measures the first run_code of a fresh `prims stdio`,
+// made half a second after initialize as an agent's first call is (its
+// model needs at least that long), with the default warm pool and with
+// --warm 0, against a bare interpreter spawn, interleaved in one run.
+//
+//	go test -run '^$' -bench FirstRun -benchtime 20x .
+func BenchmarkFirstRun(b *testing.B) {
+	py := testPython(b)
+	print1 := map[string]any{"code": "print(1)"}
+	first := func(args ...string) time.Duration {
+		client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)
+		cs, err := client.Connect(context.Background(), &sdk.CommandTransport{Command: primsCmd(b, append([]string{"stdio", "--python", py, "--log-level", "error"}, args...)...)}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cs.Close()
+		time.Sleep(500 * time.Millisecond)
+		t0 := time.Now()
+		callOK(b, cs, print1)
+		return time.Since(t0)
+	}
+	var bare, warm, cold []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := exec.Command(py, "-c", "print(1)").Run(); err != nil {
+			b.Fatal(err)
+		}
+		bare = append(bare, time.Since(t0))
+		warm = append(warm, first())
+		cold = append(cold, first("--warm", "0"))
+	}
+	b.ReportMetric(ms(median(bare)), "bare-ms")
+	b.ReportMetric(ms(median(warm)), "warm-ms")
+	b.ReportMetric(ms(median(cold)), "warm0-ms")
+	b.ReportMetric(float64(median(warm))/float64(median(bare)), "warm/bare")
+	b.ReportMetric(float64(median(cold))/float64(median(bare)), "warm0/bare")
+	b.ReportMetric(0, "ns/op")
+}
