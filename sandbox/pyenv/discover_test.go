@@ -164,3 +164,56 @@ func TestDiscoverKeepsPiplessInterpreters(t *testing.T) {
 		t.Errorf("Acquire: %v; want an InstallError about the missing pip", err)
 	}
 }
+
+// TestPyenvShimsAreSeenThrough: a pyenv shim whose version is plain to see
+// (PYENV_VERSION, .python-version, $PYENV_ROOT/version) is resolved
+// without running it; "system", several versions or an unknown one are
+// left to the shim, which still works, only slower.
+func TestPyenvShimsAreSeenThrough(t *testing.T) {
+	real := testInterp(t).Path
+	root := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "shim-ran")
+	shim := filepath.Join(root, "shims", "python3")
+	target := filepath.Join(root, "versions", "3.99.0", "bin", "python3")
+	for _, d := range []string{filepath.Dir(shim), filepath.Dir(target)} {
+		os.MkdirAll(d, 0o755)
+	}
+	os.WriteFile(shim, []byte("#!/bin/sh\ntouch "+marker+"\nexec "+real+" \"$@\"\n"), 0o755)
+	os.Symlink(real, target)
+	work := t.TempDir()
+	t.Chdir(work)
+
+	tests := []struct {
+		name, env, localFile, rootFile string
+		viaShim                        bool
+	}{
+		{name: "root version file", rootFile: "3.99.0\n"},
+		{name: "PYENV_VERSION", env: "3.99.0", rootFile: "system\n"},
+		{name: "local .python-version with a comment", localFile: "# pinned\n3.99.0\n", rootFile: "system\n"},
+		{name: "system", rootFile: "system\n", viaShim: true},
+		{name: "several versions", rootFile: "3.99.0 3.98.0\n", viaShim: true},
+		{name: "a version not installed", env: "3.12", rootFile: "3.99.0\n", viaShim: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			os.Remove(marker)
+			t.Setenv("PYENV_VERSION", tt.env)
+			os.WriteFile(filepath.Join(root, "version"), []byte(tt.rootFile), 0o644)
+			os.Remove(filepath.Join(work, ".python-version"))
+			if tt.localFile != "" {
+				os.WriteFile(filepath.Join(work, ".python-version"), []byte(tt.localFile), 0o644)
+			}
+			found, skipped := Discover(context.Background(), DiscoverOptions{Explicit: []string{shim}, OnlyExplicit: true})
+			if len(found) != 1 {
+				t.Fatalf("found %+v, skipped %+v", found, skipped)
+			}
+			_, err := os.Stat(marker)
+			if ran := err == nil; ran != tt.viaShim {
+				t.Errorf("shim ran: %v, want %v", ran, tt.viaShim)
+			}
+			if want, _ := filepath.EvalSymlinks(real); found[0].Path != want {
+				t.Errorf("Path %s, want the real interpreter %s", found[0].Path, want)
+			}
+		})
+	}
+}
