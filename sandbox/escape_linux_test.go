@@ -451,8 +451,8 @@ func sameFingerprint(a, b map[string][32]byte) bool {
 	return true
 }
 
-// TestEscapeUnprivileged runs TestEscape again as uid 65534, as a server
-// started by an ordinary user would be.
+// TestEscapeUnprivileged runs TestEscape and TestProgramStartsClean again
+// as uid 65534, as a server started by an ordinary user would be.
 func TestEscapeUnprivileged(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("already unprivileged: TestEscape covers this case")
@@ -491,7 +491,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 	os.Chown(home, 65534, 65534)
 	os.Chown(filepath.Join(home, ".netrc"), 65534, 65534)
 	var out bytes.Buffer
-	cmd := exec.Command(bin, "-test.run=^TestEscape$", "-test.v")
+	cmd := exec.Command(bin, "-test.run=^(TestEscape|TestProgramStartsClean)$", "-test.v")
 	cmd.Dir = dir
 	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=/tmp"}
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -499,7 +499,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 	err = cmd.Run()
 	t.Logf("as uid 65534:\n%s", failures(out.String()))
 	if err != nil {
-		t.Fatalf("TestEscape as uid 65534: %v", err)
+		t.Fatalf("TestEscape and TestProgramStartsClean as uid 65534: %v", err)
 	}
 }
 
