@@ -100,10 +100,13 @@ func probe() Support {
 	} else if auditArch == 0 {
 		s.Seccomp = fmt.Errorf("no seccomp filter for %s", runtime.GOARCH)
 	}
+	// Both probes start the init; side by side they cost one start, not
+	// two, before a server can answer.
+	userNS := make(chan error, 1)
+	go func() { userNS <- runProbe(nsAttr(false)) }()
 	s.Init = runProbe(nil)
-	if s.Init == nil {
-		s.UserNS = runProbe(nsAttr(false))
-	} else {
+	s.UserNS = <-userNS
+	if s.Init != nil {
 		s.UserNS = errors.New("not tried: the sandbox init is missing")
 	}
 	s.Memory = "RLIMIT_DATA per process (no delegated cgroup v2 memory controller)"
