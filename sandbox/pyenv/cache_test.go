@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
 
 // testPythons are tried in order; the Debian build starts fastest.
@@ -364,6 +365,9 @@ func TestAcquireCrashMidInstall(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
+	// Nothing of the install outlives the process that started it (pip's
+	// command lines name the cache directory).
+	sandboxtest.WaitGone(t, dir)
 	entries, _ := os.ReadDir(filepath.Join(dir, "tmp"))
 	if len(entries) == 0 {
 		t.Fatal("the killed build left no build directory: the test did not kill it mid-build")

@@ -112,21 +112,27 @@ func (c *Cache) runPip(ctx context.Context, interp Interpreter, envPython, tmp s
 
 	pctx, cancel := context.WithTimeout(ctx, c.opts.InstallTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(pctx, interp.Pip, args...)
-	cmd.Env = c.pipEnv(tmp)
-	cmd.Dir = tmp
-	killTree(cmd)
-	// A build backend that double-forks could hold the pipe open after the
-	// group is killed; stop waiting for it.
-	cmd.WaitDelay = 2 * time.Second
 	lw := &lineWriter{fn: func(line string) {
 		if p := progressLine(line); p != "" && progress != nil {
 			progress(p)
 		}
 	}}
-	cmd.Stdout, cmd.Stderr = lw, lw // one pipe keeps pip's stdout and stderr in order
+	newCmd := func() *exec.Cmd {
+		cmd := exec.CommandContext(pctx, interp.Pip, args...)
+		cmd.Env = c.pipEnv(tmp)
+		cmd.Dir = tmp
+		killTree(cmd)
+		// A build backend that double-forks could hold the pipe open after
+		// the group is killed; stop waiting for it.
+		cmd.WaitDelay = 2 * time.Second
+		cmd.Stdout, cmd.Stderr = lw, lw // one pipe keeps pip's stdout and stderr in order
+		return cmd
+	}
 	start := time.Now()
-	err := cmd.Run()
+	cmd, err := startContained(newCmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	lw.flush()
 	c.log.Debug("pip install", "reqs", reqs, "elapsed", time.Since(start), "err", err)
 	c.stats.pip.Add(int64(time.Since(start)))
