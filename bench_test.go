@@ -79,11 +79,23 @@ func BenchmarkRunCode(b *testing.B) {
 		time.Sleep(150 * time.Millisecond)
 		timed(&tCold, func() { callOK(b, cold, print1) })
 	}
+	reportAgainstBare(b, bare, sample{"cold", tCold}, sample{"warm", tWarm})
+}
+
+// sample is one measured variant of a benchmark.
+type sample struct {
+	name string
+	d    []time.Duration
+}
+
+// reportAgainstBare reports the median of the bare baseline and of each
+// sample, and each sample's ratio to the baseline.
+func reportAgainstBare(b *testing.B, bare []time.Duration, samples ...sample) {
 	b.ReportMetric(ms(median(bare)), "bare-ms")
-	b.ReportMetric(ms(median(tCold)), "cold-ms")
-	b.ReportMetric(ms(median(tWarm)), "warm-ms")
-	b.ReportMetric(float64(median(tCold))/float64(median(bare)), "cold/bare")
-	b.ReportMetric(float64(median(tWarm))/float64(median(bare)), "warm/bare")
+	for _, s := range samples {
+		b.ReportMetric(ms(median(s.d)), s.name+"-ms")
+		b.ReportMetric(float64(median(s.d))/float64(median(bare)), s.name+"/bare")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -181,10 +193,5 @@ func BenchmarkFirstRun(b *testing.B) {
 		warm = append(warm, first())
 		cold = append(cold, first("--warm", "0"))
 	}
-	b.ReportMetric(ms(median(bare)), "bare-ms")
-	b.ReportMetric(ms(median(warm)), "warm-ms")
-	b.ReportMetric(ms(median(cold)), "warm0-ms")
-	b.ReportMetric(float64(median(warm))/float64(median(bare)), "warm/bare")
-	b.ReportMetric(float64(median(cold))/float64(median(bare)), "warm0/bare")
-	b.ReportMetric(0, "ns/op")
+	reportAgainstBare(b, bare, sample{"warm", warm}, sample{"warm0", cold})
 }
