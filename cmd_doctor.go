@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -77,8 +76,8 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 	fmt.Fprintf(w, "  Limits per run: memory %s, CPU %s, %d processes, files up to %s, %d open files, workspace %s\n",
 		humanSize(opts.limits.Memory), opts.limits.CPUTime, opts.limits.MaxProcs, humanSize(opts.limits.MaxFileSize), opts.limits.MaxOpenFiles, humanSize(opts.limits.WorkspaceQuota))
 
-	printPythons(ctx, w, opts)
-	printWarm(ctx, w, opts)
+	def, defErr := printPythons(ctx, w, opts)
+	printWarm(ctx, w, opts, def, defErr)
 
 	if opts.isolation == string(sandbox.IsolationStrict) && tier != sandbox.TierNamespaces {
 		return fmt.Errorf("--isolation=strict cannot start here: %s", s.Missing())
@@ -87,8 +86,9 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 }
 
 // printPythons lists the interpreters runs may use, the default first, and
-// why any candidate was skipped, then where environments are cached.
-func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
+// why any candidate was skipped, then where environments are cached. It
+// returns the default interpreter, or why there is none.
+func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.Interpreter, error) {
 	fmt.Fprintln(w, "\nPython interpreters")
 	explicit := opts.pythons
 	def, err := opts.interpreter()
@@ -97,13 +97,14 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
 	} else {
 		explicit = append([]string{def}, explicit...)
 	}
+	var defInterp pyenv.Interpreter
+	if err == nil {
+		defInterp, err = pyenv.Inspect(ctx, def)
+	}
 	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: explicit})
-	// Discover tries explicit interpreters first and drops duplicates by
-	// real executable, so a usable default is the first one found.
-	defUsable := err == nil && !slices.ContainsFunc(skipped, func(s pyenv.Skipped) bool { return s.Path == def })
-	for i, in := range found {
+	for _, in := range found {
 		mark := " "
-		if i == 0 && defUsable {
+		if err == nil && in.Path == defInterp.Path {
 			mark = "*"
 		}
 		pip := "pip " + in.PipVersion
@@ -124,11 +125,12 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) {
 		dir, _ = pyenv.DefaultDir()
 	}
 	fmt.Fprintf(w, "  environments cached in %s, up to %s\n\n", dir, humanSize(opts.cacheMax))
+	return defInterp, err
 }
 
 // printWarm measures what one waiting sandbox costs: it runs a program in a
 // scratch workspace with a pool of one and reads the idle sandbox's memory.
-func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions) {
+func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pyenv.Interpreter, pythonErr error) {
 	fmt.Fprintln(w, "Warm pool")
 	if opts.warm <= 0 {
 		fmt.Fprintln(w, "  off (--warm 0): every run starts its sandbox")
@@ -138,7 +140,11 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions) {
 	if len(opts.preload) > 0 {
 		fmt.Fprintf(w, "  preloaded modules: %s\n", strings.Join(opts.preload, ", "))
 	}
-	idle, err := measureIdleSandbox(ctx, opts)
+	if pythonErr != nil {
+		fmt.Fprintf(w, "  memory of an idle sandbox: not measured: %v\n", pythonErr)
+		return
+	}
+	idle, err := measureIdleSandbox(ctx, opts, python)
 	if err != nil {
 		fmt.Fprintf(w, "  memory of an idle sandbox: not measured: %v\n", err)
 		return
@@ -146,15 +152,7 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions) {
 	fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init and interpreter, measured now)\n", float64(idle)/(1<<20))
 }
 
-func measureIdleSandbox(ctx context.Context, opts *doctorOptions) (int64, error) {
-	python, err := opts.interpreter()
-	if err != nil {
-		return 0, err
-	}
-	found, _ := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: []string{python}, OnlyExplicit: true})
-	if len(found) == 0 {
-		return 0, fmt.Errorf("python %s is unusable", python)
-	}
+func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pyenv.Interpreter) (int64, error) {
 	r, err := sandbox.New(sandbox.Config{Isolation: sandbox.Isolation(opts.isolation), Warm: 1, Preload: opts.preload, Limits: opts.limits})
 	if err != nil {
 		return 0, err
@@ -166,7 +164,7 @@ func measureIdleSandbox(ctx context.Context, opts *doctorOptions) (int64, error)
 	}
 	defer ws.Close()
 	defer r.ForgetDir(ws.Dir())
-	if _, err := r.Run(ctx, sandbox.Job{Python: found[0].Path, Code: "pass", Dir: ws.Dir(), ReadOnly: []string{found[0].BasePrefix}}); err != nil {
+	if _, err := r.Run(ctx, sandbox.Job{Python: python.Path, Code: "pass", Dir: ws.Dir(), ReadOnly: []string{python.BasePrefix}}); err != nil {
 		return 0, err
 	}
 	// Give the replacement time to start and settle in its wait.

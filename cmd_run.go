@@ -127,15 +127,10 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 // runEnvironment picks the interpreter for prims run: the default one, or a
 // cached environment with the --with requirements installed.
 func runEnvironment(ctx context.Context, d deps, opts *runCmdOptions) (python string, readOnly []string, release func(), err error) {
-	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: []string{d.python}, OnlyExplicit: true})
-	if len(found) == 0 {
-		reason := "it did not answer"
-		if len(skipped) > 0 {
-			reason = skipped[0].Reason
-		}
-		return "", nil, nil, fmt.Errorf("python %s is unusable: %s", d.python, reason)
+	interp, err := pyenv.Inspect(ctx, d.python)
+	if err != nil {
+		return "", nil, nil, err
 	}
-	interp := found[0]
 	if len(opts.with) == 0 {
 		return interp.Path, []string{interp.BasePrefix}, func() {}, nil
 	}

@@ -199,9 +199,9 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 }
 
 // interpreter finds the default Python: --python, else python3 on PATH. It
-// is not started here: the server probes it on the first run, so that
-// initialize is answered without waiting for an interpreter (a pyenv shim
-// costs a bash start on top of Python's).
+// is not started here: the server probes it once the client has
+// initialized, so that initialize is answered without waiting for an
+// interpreter.
 func (o *runOptions) interpreter() (string, error) {
 	name := "python3"
 	if len(o.pythons) > 0 {

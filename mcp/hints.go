@@ -24,9 +24,10 @@ var (
 )
 
 // hint suggests the next step after a run that did not succeed: which limit
-// ended it, which package to declare, or which line of the code failed. It
-// returns "" for a successful or cancelled run.
-func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, code string) string {
+// ended it, which package to declare, or which line of the code failed.
+// python, the interpreter that ran the code, reads its imports. It returns
+// "" for a successful or cancelled run.
+func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, code, python string) string {
 	switch {
 	case o.Cancelled:
 		return ""
@@ -48,10 +49,6 @@ func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, 
 	needs := func() []string {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		python := s.cfg.Python
-		if in, err := s.pythons.get(ctx, ""); err == nil {
-			python = in.Path // the real executable: a pyenv shim costs a bash start
-		}
 		reqs, err := inferRequirements(ctx, python, code)
 		if err != nil {
 			s.log.Debug("infer requirements for a hint", "err", err)

@@ -79,7 +79,7 @@ func TestSignalAndLimitHints(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := s.hint(t.Context(), &tt.out, time.Minute, "x = [0] * 10**12\n")
+			got := s.hint(t.Context(), &tt.out, time.Minute, "x = [0] * 10**12\n", s.cfg.Python)
 			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
 				t.Errorf("hint = %q, want it to contain %q", got, tt.want)
 			}

@@ -39,14 +39,9 @@ func (p *pythons) get(ctx context.Context, version string) (pyenv.Interpreter, e
 		p.defOnce.Do(func() {
 			// The answer is kept for the server's life: a cancelled first
 			// call must not make the default interpreter look broken.
-			found, skipped := pyenv.Discover(context.WithoutCancel(ctx), pyenv.DiscoverOptions{Explicit: []string{p.def}, OnlyExplicit: true})
-			switch {
-			case len(found) > 0:
-				p.defInfo = found[0]
-			case len(skipped) > 0:
-				p.defErr = fmt.Errorf("the server's Python %s is unusable: %s", p.def, skipped[0].Reason)
-			default:
-				p.defErr = fmt.Errorf("the server's Python %s is unusable", p.def)
+			p.defInfo, p.defErr = pyenv.Inspect(context.WithoutCancel(ctx), p.def)
+			if p.defErr != nil {
+				p.defErr = fmt.Errorf("the server's %w", p.defErr)
 			}
 		})
 		return p.defInfo, p.defErr

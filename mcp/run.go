@@ -170,7 +170,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	}
 	s.notifyUpdated(ctx, sess, watched)
 	files := s.fileContent(sess.ws, out.Artifacts)
-	out.Hint = s.hint(ctx, out, timeout, in.Code)
+	out.Hint = s.hint(ctx, out, timeout, in.Code, env.python.Path)
 	result := textResult(summary(out, timeout, notes))
 	result.Content = append(result.Content, files...)
 	result.IsError = out.ExitCode != 0 || out.TimedOut || out.Cancelled

@@ -165,13 +165,16 @@ func (p *pool) topUp(key string, k *poolKey) {
 
 func (p *pool) fill(key string, k *poolKey) {
 	stopFilling := func() {
+		p.mu.Lock()
 		k.filling = false
 		k.signal()
+		p.mu.Unlock()
 	}
 	for {
 		p.mu.Lock()
 		if p.closed || len(k.ready) >= p.size || time.Since(k.lastUsed) > p.idle || k.deaths >= 3 {
-			stopFilling()
+			k.filling = false
+			k.signal()
 			p.mu.Unlock()
 			return
 		}
@@ -186,18 +189,14 @@ func (p *pool) fill(key string, k *poolKey) {
 		select {
 		case p.starts <- struct{}{}:
 		case <-p.stop:
-			p.mu.Lock()
 			stopFilling()
-			p.mu.Unlock()
 			return
 		}
 		c, err := p.r.start(job)
 		<-p.starts
 		if err != nil {
 			p.r.log.Warn("warm sandbox did not start", "err", err)
-			p.mu.Lock()
 			stopFilling()
-			p.mu.Unlock()
 			return
 		}
 		p.mu.Lock()
@@ -254,8 +253,8 @@ func (p *pool) forget(key string) {
 // environment), as the pool does after each run. Without a pool (Config.Warm
 // 0) it does nothing.
 func (r *Runner) Prewarm(job Job) {
-	job.Env = r.withPreload(job.Env)
-	r.pool.refill(warmKey(job), job)
+	job, key := r.warmJob(job)
+	r.pool.refill(key, job)
 }
 
 // ForgetDir stops the waiting sandboxes started for the workspace dir, for

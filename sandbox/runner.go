@@ -189,6 +189,9 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Isolation == "" {
 		cfg.Isolation = IsolationAuto
 	}
+	// What this process inherited is settled by now (everything Go opens
+	// is close-on-exec already): mark it once, not at every start.
+	closeInheritedOnExec()
 	r := &Runner{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, support: Probe()}
 	switch cfg.Isolation {
 	case IsolationOff:
@@ -224,12 +227,14 @@ func (r *Runner) Close() {
 	r.pool.close()
 }
 
-// withPreload adds the preload list for the bootstrap to env.
-func (r *Runner) withPreload(env []string) []string {
-	if len(r.cfg.Preload) == 0 {
-		return env
+// warmJob is job as its sandbox starts it (with the preload list for the
+// bootstrap), and the pool key of sandboxes that can take it: Run and
+// Prewarm must agree on both.
+func (r *Runner) warmJob(job Job) (Job, string) {
+	if len(r.cfg.Preload) > 0 {
+		job.Env = append(slices.Clip(job.Env), "PRIMS_PRELOAD="+strings.Join(r.cfg.Preload, ","))
 	}
-	return append(slices.Clip(env), "PRIMS_PRELOAD="+strings.Join(r.cfg.Preload, ","))
+	return job, warmKey(job)
 }
 
 // Tier reports the isolation tier the runner uses.
@@ -286,8 +291,7 @@ var ErrStart = errors.New("cannot start python")
 // is a brand-new process, and limits, timeout and cancellation count from
 // the moment the code is handed over.
 func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
-	job.Env = r.withPreload(job.Env)
-	key := warmKey(job)
+	job, key := r.warmJob(job)
 	c := r.pool.take(ctx, key)
 	if c == nil {
 		var err error
@@ -374,7 +378,6 @@ func (r *Runner) start(job Job) (*child, error) {
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	closeInheritedOnExec()
 	err = p.cmd.Start()
 	// The child has its own copies now; closing ours makes EOF reach the
 	// pumps when the last writer in the process tree is gone.

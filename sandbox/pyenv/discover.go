@@ -187,6 +187,19 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]Interpreter, []Skipp
 	return out, skipped
 }
 
+// Inspect probes the one interpreter at path (a name on PATH, a pyenv shim
+// or a file), or says why it cannot be used.
+func Inspect(ctx context.Context, path string) (Interpreter, error) {
+	found, skipped := Discover(ctx, DiscoverOptions{Explicit: []string{path}, OnlyExplicit: true})
+	switch {
+	case len(found) > 0:
+		return found[0], nil
+	case len(skipped) > 0:
+		return Interpreter{}, fmt.Errorf("Python %s is unusable: %s", path, skipped[0].Reason)
+	}
+	return Interpreter{}, fmt.Errorf("Python %s is unusable: it did not answer", path)
+}
+
 // pipFor picks the pip that installs for c: its own when new enough, else
 // the newest pip among the other probed interpreters whose Requires-Python
 // admits c's version (pip --python runs pip's code under the target).
