@@ -17,6 +17,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
@@ -32,15 +33,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// testPython is an interpreter found the way prims finds one, that a
+// sandbox under any uid can run.
 func testPython(t testing.TB) string {
 	t.Helper()
-	for _, p := range []string{"/usr/bin/python3.11", "/usr/bin/python3"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("no system Python 3 on this machine")
-	return ""
+	return testpython.Path(t)
 }
 
 // primsCmd returns a command that runs this test binary as prims.

@@ -15,8 +15,6 @@ import (
 	"github.com/prims-mcp/prims/sandbox"
 )
 
-const contentPython = "/usr/bin/python3.11"
-
 // The two protocol generations a client may speak: Go clients negotiate the
 // newest; most other clients speak 2025-11-25.
 var contentProtocols = []string{"2026-07-28", "2025-11-25"}
@@ -25,10 +23,7 @@ var contentProtocols = []string{"2026-07-28", "2025-11-25"}
 // speaking the given protocol version ("" for the client's default).
 func startContent(t *testing.T, cfg Config, copts *sdk.ClientOptions, version string) (*Server, *sdk.ClientSession) {
 	t.Helper()
-	if _, err := os.Stat(contentPython); err != nil {
-		t.Skipf("no %s: %v", contentPython, err)
-	}
-	cfg.Python = contentPython
+	cfg.Python = testPython(t)
 	runner, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

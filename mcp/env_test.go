@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
 )
@@ -119,16 +120,20 @@ func TestMissingModuleHintNamesDistribution(t *testing.T) {
 }
 
 func TestPythonVersionSelection(t *testing.T) {
-	other := "/root/.pyenv/versions/3.12.1/bin/python3"
-	if _, err := os.Stat(other); err != nil {
-		t.Skipf("needs a second interpreter at %s", other)
+	def := testPython(t)
+	var other pyenv.Interpreter
+	for _, in := range testpython.Versions(t, 2, testpython.Want{}) {
+		if in.Path != def {
+			other = in
+		}
 	}
-	env := start(t, protocols[0], Config{Discover: pyenv.DiscoverOptions{Explicit: []string{other}}})
+	mm := strings.Join(strings.SplitN(other.Version, ".", 3)[:2], ".")
+	env := start(t, protocols[0], Config{Discover: pyenv.DiscoverOptions{Explicit: []string{other.Path}}})
 	ctx := context.Background()
 	var out RunOutput
-	env.call(t, ctx, "run_code", map[string]any{"code": "import sys; print(sys.version_info[:2])", "python": "3.12"}, &out)
-	if out.Stdout != "(3, 12)\n" || !strings.HasPrefix(out.Python, "3.12") {
-		t.Errorf("python 3.12: %+v", out)
+	env.call(t, ctx, "run_code", map[string]any{"code": "import sys; print('%d.%d' % sys.version_info[:2])", "python": mm}, &out)
+	if out.Stdout != mm+"\n" || !strings.HasPrefix(out.Python, mm) {
+		t.Errorf("python %s: %+v", mm, out)
 	}
 	res := env.call(t, ctx, "run_code", map[string]any{"code": "print(1)", "python": "2.1"}, nil)
 	if !res.IsError || !strings.Contains(text(res), "available") {

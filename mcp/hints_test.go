@@ -9,6 +9,8 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
@@ -110,19 +112,23 @@ def f():
 
 func TestInferRequirements(t *testing.T) {
 	want := []string{"beautifulsoup4", "helpers", "numpy", "opencv-python", "pandas", "pillow", "pyyaml", "requests", "scikit-learn"}
-	pythons := []string{contentPython}
+	pythons := []string{testPython(t)}
 	// Older interpreters lack sys.stdlib_module_names (3.10+): the scan
 	// falls back to looking the module up on the stdlib-only sys.path.
-	for _, p := range []string{"/root/.pyenv/versions/3.6.15/bin/python", "/root/.pyenv/versions/2.7.18/bin/python"} {
-		if _, err := os.Stat(p); err == nil {
-			pythons = append(pythons, p)
+	// Discovery names them among the skipped (too old to run code).
+	_, skipped := testpython.All()
+	for _, s := range skipped {
+		if strings.Contains(s.Reason, "too old") {
+			pythons = append(pythons, s.Path)
 		}
+	}
+	if len(pythons) == 1 {
+		t.Run("ancient", func(t *testing.T) {
+			testenv.Skip(t, testenv.Ancient, "discovery found no Python older than 3.7")
+		})
 	}
 	for _, py := range pythons {
 		t.Run(py, func(t *testing.T) {
-			if _, err := os.Stat(py); err != nil {
-				t.Skip(err)
-			}
 			got, err := inferRequirements(t.Context(), py, importsCode)
 			if err != nil {
 				t.Fatal(err)
@@ -142,9 +148,7 @@ func TestInferRequirements(t *testing.T) {
 }
 
 func TestExpandRequirements(t *testing.T) {
-	if _, err := os.Stat(contentPython); err != nil {
-		t.Skip(err)
-	}
+	py := testPython(t)
 	ws, err := workspace.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +165,7 @@ func TestExpandRequirements(t *testing.T) {
 		{[]string{"Pillow>=10", "auto", "scikit_learn"}, []string{"Pillow>=10", "scikit_learn", "beautifulsoup4", "numpy", "opencv-python", "pandas", "pyyaml", "requests"}},
 	}
 	for _, tt := range tests {
-		got, err := expandRequirements(t.Context(), contentPython, importsCode, tt.reqs, ws)
+		got, err := expandRequirements(t.Context(), py, importsCode, tt.reqs, ws)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -189,7 +190,7 @@ func TestHTTPLoad(t *testing.T) {
 func openFDs(t *testing.T) map[string]string {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
+		testenv.Skip(t, testenv.Proc, "no /proc/self/fd: %v", err)
 	}
 	fds := make(map[string]string, len(entries))
 	for _, e := range entries {

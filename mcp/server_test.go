@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -22,6 +21,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
@@ -29,18 +30,11 @@ import (
 // Both protocol generations a client may speak today.
 var protocols = []string{"2026-07-28", "2025-11-25"}
 
+// testPython is an interpreter found the way the server finds one, that a
+// sandbox under any uid can run.
 func testPython(t testing.TB) string {
 	t.Helper()
-	for _, p := range []string{"/usr/bin/python3.11", "/usr/bin/python3"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("no Python 3 interpreter on this machine")
-	}
-	return p
+	return testpython.Path(t)
 }
 
 type testEnv struct {
@@ -346,7 +340,7 @@ func waitTree(t *testing.T, token string) {
 
 func TestCancelKillsProcessTree(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("uses /proc")
+		testenv.Skip(t, testenv.Proc, "uses /proc")
 	}
 	forEachProtocol(t, func(t *testing.T, v string) {
 		env := start(t, v, Config{})
@@ -384,7 +378,7 @@ func TestCancelKillsProcessTree(t *testing.T) {
 
 func TestTimeoutKillsProcessTree(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("uses /proc")
+		testenv.Skip(t, testenv.Proc, "uses /proc")
 	}
 	env := start(t, protocols[0], Config{})
 	token := sandboxtest.Token(t)
@@ -398,7 +392,7 @@ func TestTimeoutKillsProcessTree(t *testing.T) {
 
 func TestCloseKillsRunsAndRemovesWorkspace(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("uses /proc")
+		testenv.Skip(t, testenv.Proc, "uses /proc")
 	}
 	env := start(t, protocols[0], Config{})
 	token := sandboxtest.Token(t)

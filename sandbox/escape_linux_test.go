@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -405,7 +404,7 @@ func TestEscape(t *testing.T) {
 		t.Run(string(tier), func(t *testing.T) {
 			r, err := New(Config{Tier: tier, Limits: testLimits})
 			if err != nil {
-				t.Skipf("tier %s: %v", tier, err)
+				skipTier(t, tier, err)
 			}
 			for _, a := range attacks {
 				t.Run(a.name, func(t *testing.T) {
@@ -527,22 +526,4 @@ func failures(s string) string {
 		keep = append(keep, line)
 	}
 	return strings.Join(keep, "")
-}
-
-// lockedBuffer takes both streams of a run from their two pumps.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

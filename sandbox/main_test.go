@@ -1,9 +1,13 @@
 package sandbox
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // TestMain lets the test binary serve as the sandbox init, as main does in
@@ -13,14 +17,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// testPython is Debian's interpreter, which every sandbox user can reach.
+// testPython is an interpreter discovery finds that every sandbox user can
+// reach (a run under uid 65534 cannot enter /root).
 func testPython(t testing.TB) string {
 	t.Helper()
-	const py = "/usr/bin/python3.11"
-	if _, err := os.Stat(py); err != nil {
-		t.Skipf("%s is not installed", py)
-	}
-	return py
+	return testpython.Path(t)
 }
 
 // mkWorkspace makes a directory laid out like a PRIMS workspace, private to
@@ -47,4 +48,22 @@ func mkWorkspace(t testing.TB) string {
 	}
 	os.WriteFile(filepath.Join(dir, "mounts", "input.txt"), []byte("input"), 0o600)
 	return dir
+}
+
+// lockedBuffer takes both streams of a run from their two pumps.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

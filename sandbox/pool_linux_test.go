@@ -127,7 +127,7 @@ func TestEscapeWarm(t *testing.T) {
 		t.Run(string(tier), func(t *testing.T) {
 			r, err := New(Config{Tier: tier, Limits: testLimits, Warm: 1})
 			if err != nil {
-				t.Skipf("tier %s: %v", tier, err)
+				skipTier(t, tier, err)
 			}
 			defer r.Close()
 			for _, a := range append(slices.Clip(attacks), limits...) {

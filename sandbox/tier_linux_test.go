@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 func TestTiers(t *testing.T) {
@@ -33,7 +36,7 @@ func TestTiers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.want == TierLandlock && !s.Can(TierLandlock) {
-				t.Skipf("no Landlock here: %v", s.LandlockErr)
+				testenv.Skip(t, testenv.Landlock, "no Landlock here: %v", s.LandlockErr)
 			}
 			r, err := New(tt.cfg)
 			if !errors.Is(err, tt.wantErr) {
@@ -59,19 +62,26 @@ func TestTiers(t *testing.T) {
 // the server clones with open_tree.
 func TestPyenvUnderRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs a root server: the open_tree path is for root only")
+		testenv.Skip(t, testenv.Root, "the open_tree path is for a root server only")
 	}
-	matches, _ := filepath.Glob("/root/.pyenv/versions/3.*/bin/python3")
-	if len(matches) == 0 {
-		t.Skip("no pyenv interpreter under /root")
+	var private, prefix string
+	all, _ := testpython.All()
+	for _, in := range all {
+		if strings.HasPrefix(in.Path, "/root/.pyenv/") {
+			private, prefix = in.Path, in.BasePrefix
+			break
+		}
+	}
+	if private == "" {
+		testenv.Skip(t, testenv.Pyenv, "discovery found no interpreter under /root")
 	}
 	r, err := New(Config{Tier: TierNamespaces})
 	if err != nil {
-		t.Skip(err)
+		skipTier(t, TierNamespaces, err)
 	}
 	var out strings.Builder
 	res, err := r.Run(context.Background(), Job{
-		Python: matches[0],
+		Python: private,
 		Code:   "import sys, os\nprint(sys.prefix)\nprint(sorted(os.listdir('/root')))",
 		Dir:    mkWorkspace(t),
 		Stdout: &out, Stderr: &out,
@@ -79,7 +89,6 @@ func TestPyenvUnderRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix := filepath.Dir(filepath.Dir(matches[0]))
 	if res.ExitCode != 0 || !strings.HasPrefix(out.String(), prefix+"\n") {
 		t.Fatalf("exit %d, output:\n%s", res.ExitCode, out.String())
 	}
@@ -111,7 +120,7 @@ func TestNetworkOption(t *testing.T) {
 		t.Run(string(tier), func(t *testing.T) {
 			r, err := New(Config{Tier: tier, Network: true})
 			if err != nil {
-				t.Skip(err)
+				skipTier(t, tier, err)
 			}
 			var out strings.Builder
 			res, err := r.Run(context.Background(), Job{
@@ -229,7 +238,7 @@ print([fd for fd in range(3, 1024) if is_open(fd)])
 // directories the server made private, are still readable by the next one.
 func TestLaterMountsAreShared(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the workspace is handed to another user only by a root server")
+		testenv.Skip(t, testenv.Root, "the workspace is handed to another user only by a root server")
 	}
 	py := testPython(t)
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
@@ -256,4 +265,15 @@ func TestLaterMountsAreShared(t *testing.T) {
 			}
 		})
 	}
+}
+
+// skipTier skips a test of a sandbox tier this host cannot give, or fails it
+// where PRIMS_REQUIRE names the tier's feature.
+func skipTier(t testing.TB, tier Tier, err error) {
+	t.Helper()
+	feature := testenv.Userns
+	if tier == TierLandlock {
+		feature = testenv.Landlock
+	}
+	testenv.Skip(t, feature, "tier %s: %v", tier, err)
 }

@@ -14,28 +14,74 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
 	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
 
-// testPythons are tried in order; the Debian build starts fastest.
-var testPythons = []string{"/usr/bin/python3.11", "/root/.pyenv/versions/3.11.7/bin/python3"}
-
 var (
-	interpOnce sync.Once
-	interpAll  []Interpreter
+	interpOnce    sync.Once
+	interpAll     []Interpreter // with a usable pip; those every user can run first
+	interpSkipped []Skipped
 )
 
-// testInterp returns an interpreter with a usable pip, or skips.
+// testInterps finds the interpreters with a usable pip the way the server
+// does. Those every user can run come first: they start fastest (no pyenv
+// site hooks) and a sandbox under another uid can run them.
+func testInterps() []Interpreter {
+	interpOnce.Do(func() {
+		var all []Interpreter
+		all, interpSkipped = Discover(context.Background(), DiscoverOptions{})
+		for _, shared := range []bool{true, false} {
+			for _, in := range all {
+				if in.Pip != "" && othersCanReach(in.Path) == shared {
+					interpAll = append(interpAll, in)
+				}
+			}
+		}
+	})
+	return interpAll
+}
+
+// testInterp returns an interpreter with a usable pip, or skips (fails
+// where PRIMS_REQUIRE names pip).
 func testInterp(t testing.TB) Interpreter {
 	t.Helper()
-	interpOnce.Do(func() {
-		interpAll, _ = Discover(context.Background(), DiscoverOptions{Explicit: testPythons})
-	})
-	if len(interpAll) == 0 {
-		t.Skip("no Python interpreter with a usable pip on this host")
+	all := testInterps()
+	if len(all) == 0 {
+		testenv.Skip(t, testenv.Pip, "no Python interpreter with a pip >= 22.3 found (skipped: %+v)", interpSkipped)
 	}
-	return interpAll[0]
+	return all[0]
+}
+
+// testVersions returns n interpreters with pip, of distinct minor versions.
+func testVersions(t testing.TB, n int) []Interpreter {
+	t.Helper()
+	var out []Interpreter
+	seen := map[string]bool{}
+	for _, in := range testInterps() {
+		if mm := majorMinor(in.Version); !seen[mm] {
+			seen[mm] = true
+			out = append(out, in)
+		}
+	}
+	if len(out) < n {
+		testenv.Skip(t, testenv.Pythons, "needs %d Python versions with pip, found %d", n, len(out))
+	}
+	return out[:n]
+}
+
+// othersCanReach reports whether every user may traverse to path.
+func othersCanReach(path string) bool {
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if p == filepath.Dir(p) {
+			return true
+		}
+	}
 }
 
 func newTestCache(t testing.TB, index string, mod func(*Options)) *Cache {
@@ -463,16 +509,7 @@ func TestEvictionLRU(t *testing.T) {
 
 func TestTwoInterpreters(t *testing.T) {
 	t.Parallel()
-	paths := []string{"/usr/bin/python3.11", "/root/.pyenv/versions/3.12.1/bin/python3"}
-	for _, p := range paths {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("needs both %s; %s is missing", strings.Join(paths, " and "), p)
-		}
-	}
-	interps, skipped := Discover(context.Background(), DiscoverOptions{Explicit: paths, OnlyExplicit: true})
-	if len(interps) != 2 {
-		t.Fatalf("Discover = %+v, skipped %+v; want both", interps, skipped)
-	}
+	interps := testVersions(t, 2)
 	c := newTestCache(t, basicIndex(t).URL, nil)
 	var wg sync.WaitGroup
 	envs := make([]*Env, 2)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prims-mcp/prims/internal/testenv"
 )
 
 func TestDiscover(t *testing.T) {
@@ -23,7 +24,7 @@ func TestDiscover(t *testing.T) {
 		t.Logf("skipped %+v", s)
 	}
 	if len(interps) == 0 {
-		t.Skip("no Python interpreter on this host")
+		testenv.Skip(t, testenv.Python, "no Python interpreter on this host")
 	}
 	seen := map[string]bool{}
 	for _, in := range interps {
@@ -81,10 +82,7 @@ func pyenvRoot() string {
 }
 
 func TestDiscoverExplicitFirst(t *testing.T) {
-	const py = "/usr/bin/python3.11"
-	if _, err := os.Stat(py); err != nil {
-		t.Skipf("%s not installed", py)
-	}
+	py := testInterp(t).Path
 	interps, _ := Discover(context.Background(), DiscoverOptions{Explicit: []string{py}})
 	if len(interps) == 0 || interps[0].Path != py || interps[0].Source != "flag" {
 		t.Fatalf("interps[0] = %+v, want %s from flag", interps, py)
