@@ -19,6 +19,9 @@ type launch struct {
 	status   *os.File   // read end of the init's report pipe; nil without init
 	report   chan initReport
 	cleanups []func()
+	// config sends the init its configuration; until then it waits, so
+	// the server can place it in the run's cgroup first.
+	config func()
 }
 
 // initReport is what the sandbox init writes, once, on its report pipe:
@@ -65,9 +68,18 @@ func (l *launch) afterStart() {
 	}
 }
 
+// sendConfig lets the init go on (see config). Once only.
+func (l *launch) sendConfig() {
+	if l.config != nil {
+		l.config()
+		l.config = nil
+	}
+}
+
 // abort undoes prepare after a failed start.
 func (l *launch) abort() {
 	l.afterStart()
+	l.sendConfig()
 	l.done()
 }
 

@@ -77,7 +77,7 @@ var ErrIsolation = errors.New("full isolation is not available on this host")
 
 // Limits bound what one run may use. Zero fields take DefaultLimits.
 type Limits struct {
-	Memory         int64         // bytes of data memory per process (cgroup for the whole run where delegated)
+	Memory         int64         // bytes of memory the whole run may use (see MemoryEnforcement)
 	CPUTime        time.Duration // CPU seconds per process
 	MaxProcs       int           // processes and threads the run may have at once
 	MaxFileSize    int64         // bytes one file may grow to
@@ -132,6 +132,25 @@ const (
 	LimitWorkspaceQuota = "workspace-quota"
 )
 
+// MemoryEnforcement names how Limits.Memory bounds a run.
+type MemoryEnforcement string
+
+const (
+	// MemoryCgroupV2 and MemoryCgroupV1: each run gets its own memory
+	// cgroup; the kernel bounds all its processes together, and the run is
+	// killed when its OOM killer fires.
+	MemoryCgroupV2 MemoryEnforcement = "cgroup v2"
+	MemoryCgroupV1 MemoryEnforcement = "cgroup v1"
+	// MemoryAccounting: no cgroup is available; the server adds up the
+	// memory (PSS) of the run's processes while it runs and kills the run
+	// once they hold more than the limit together.
+	MemoryAccounting MemoryEnforcement = "accounting"
+	// MemoryPerProcess: only RLIMIT_DATA, which bounds each process alone.
+	MemoryPerProcess MemoryEnforcement = "RLIMIT_DATA per process"
+	// MemoryNone: nothing bounds memory (TierNone without /proc, other OSes).
+	MemoryNone MemoryEnforcement = "not limited"
+)
+
 // Config configures a Runner.
 type Config struct {
 	// DefaultTimeout applies to jobs that set none.
@@ -148,6 +167,10 @@ type Config struct {
 	// Tier, when set, forces a tier instead of detecting one: tests use it
 	// to exercise the fallback on hosts that support more.
 	Tier Tier
+	// Memory, when set, forces how the memory limit is enforced instead of
+	// the best way available (MemoryAccounting works wherever a cgroup
+	// does); tests use it to exercise the fallback.
+	Memory MemoryEnforcement
 	// Warm is how many sandboxes to keep started and waiting for code, per
 	// interpreter, workspace and set of paths recently used; 0 disables
 	// the pool.
@@ -167,6 +190,7 @@ type Runner struct {
 	tier    Tier
 	limits  Limits
 	support Support
+	memory  MemoryEnforcement
 	log     *slog.Logger
 	pool    *pool
 
@@ -217,6 +241,19 @@ func New(cfg Config) (*Runner, error) {
 		}
 		r.tier = cfg.Tier
 	}
+	mem, memErr := detectMemory()
+	switch {
+	case cfg.Memory == "" || cfg.Memory == mem:
+	case cfg.Memory == MemoryAccounting && (mem == MemoryCgroupV1 || mem == MemoryCgroupV2),
+		cfg.Memory == MemoryPerProcess && mem != MemoryNone:
+		mem = cfg.Memory
+	default:
+		return nil, fmt.Errorf("memory enforcement %q is not available here (best: %s): %v", cfg.Memory, mem, memErr)
+	}
+	if r.tier == TierNone {
+		mem = MemoryNone // a plain process, without limits, by design
+	}
+	r.memory = mem
 	r.pool = newPool(r, cfg.Warm, cfg.WarmIdle)
 	return r, nil
 }
@@ -242,6 +279,10 @@ func (r *Runner) Tier() Tier { return r.tier }
 
 // Limits reports the limits every run gets.
 func (r *Runner) Limits() Limits { return r.limits }
+
+// MemoryEnforcement reports how the memory limit bounds runs (a run whose
+// cgroup could not be made says so in Result.Memory).
+func (r *Runner) MemoryEnforcement() MemoryEnforcement { return r.memory }
 
 // Job is one program to run.
 type Job struct {
@@ -273,6 +314,8 @@ type Result struct {
 	// Limit names the resource limit that ended or broke the run (one of
 	// the Limit* constants), or is empty. Output captured before is kept.
 	Limit string
+	// Memory says how the memory limit bounded this run.
+	Memory MemoryEnforcement
 	// Warm reports that the run was handed to a sandbox started ahead of
 	// time (Config.Warm).
 	Warm bool
@@ -315,6 +358,7 @@ type child struct {
 	errR     *os.File
 	waitDone chan struct{} // closed once the process has been waited for
 	warm     bool          // taken from the pool
+	mem      *memGuard     // bounds the memory of the run as a whole
 }
 
 // dead reports whether the child exited before it was given code.
@@ -331,6 +375,7 @@ func (c *child) dead() bool {
 func (c *child) kill() {
 	killTree(c.l.cmd.Process.Pid)
 	<-c.waitDone
+	c.mem.remove()
 	c.codeW.Close()
 	c.outR.Close()
 	c.errR.Close()
@@ -378,6 +423,8 @@ func (r *Runner) start(job Job) (*child, error) {
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
+	mem := r.newMemGuard()
+	mem.attach(p.cmd)
 	err = p.cmd.Start()
 	// The child has its own copies now; closing ours makes EOF reach the
 	// pumps when the last writer in the process tree is gone.
@@ -387,12 +434,22 @@ func (r *Runner) start(job Job) (*child, error) {
 	p.afterStart()
 	if err != nil {
 		p.abort()
+		mem.remove()
 		codeW.Close()
 		outR.Close()
 		errR.Close()
 		return nil, fmt.Errorf("%w %s: %w", ErrStart, filepath.Base(job.Python), err)
 	}
-	c := &child{l: p, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{})}
+	// The init waits for its configuration before it does anything: it
+	// joins its cgroup first (v1; v2 was born in it), so the program it
+	// starts is inside from its first instruction.
+	if err := mem.place(p.cmd.Process.Pid); err != nil {
+		r.log.Warn("could not place the run in its memory cgroup; counting its processes instead", "err", err)
+		mem.remove()
+		mem.mode = MemoryAccounting
+	}
+	p.sendConfig()
+	c := &child{l: p, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: mem}
 	go func() {
 		_ = p.cmd.Wait()
 		close(c.waitDone)
@@ -407,7 +464,8 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	if timeout <= 0 {
 		timeout = r.cfg.DefaultTimeout
 	}
-	res := Result{Tier: r.tier, Warm: c.warm}
+	res := Result{Tier: r.tier, Warm: c.warm, Memory: c.mem.mode}
+	defer c.mem.remove()
 	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
 	defer cancel()
 	cmd := c.l.cmd
@@ -428,12 +486,20 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 
 	quotaHit := make(chan struct{})
 	stopQuota := watchQuota(job.Dir, r.limits.WorkspaceQuota, quotaHit)
+	memHit := make(chan struct{})
+	c.mem.arm()
+	stopMem := c.mem.watch(memHit)
 	select {
 	case <-c.waitDone:
 	case <-quotaHit:
 		killTree(pid)
 		<-c.waitDone
 		res.Limit = LimitWorkspaceQuota
+	case <-memHit:
+		killTree(pid)
+		c.mem.killAll()
+		<-c.waitDone
+		res.Limit = LimitMemory
 	case <-runCtx.Done():
 		killTree(pid)
 		<-c.waitDone
@@ -445,9 +511,12 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 		}
 	}
 	stopQuota()
+	stopMem()
 	res.Duration = time.Since(start)
-	// Whatever the program left running in its group dies with it.
+	// Whatever the program left running in its group, or its cgroup,
+	// dies with it.
 	killTree(pid)
+	c.mem.killAll()
 
 	// Descendants that escaped the group may still hold the pipes; give
 	// the pumps a moment to drain, then cut them off.
@@ -470,6 +539,10 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 		return res, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	res.ExitCode, res.Signal = exitStatus(st.ws)
+	if res.Limit == "" && res.ExitCode != 0 && !res.Cancelled && c.mem.exceeded() {
+		// The OOM killer ended the run between two polls.
+		res.Limit = LimitMemory
+	}
 	if res.Limit == "" {
 		res.Limit = r.limitHit(res, st, tail.String())
 	}
@@ -482,13 +555,20 @@ type childStatus struct {
 	cpu time.Duration       // user + system CPU of the program and its children
 }
 
-// limitHit names the resource limit that most likely ended a run, from its
-// status, its CPU time and the last lines of its stderr.
+// limitHit names the resource limit that most likely ended a run that the
+// server did not stop itself (wall time, quota and memory are known
+// already), from its status, its CPU time and the last lines of its stderr.
 func (r *Runner) limitHit(res Result, st childStatus, stderrTail string) string {
 	if res.ExitCode == 0 || res.Cancelled {
 		return ""
 	}
-	if (res.Signal == "killed" || res.Signal == "CPU time limit exceeded") && st.cpu >= r.limits.CPUTime-time.Second {
+	// RLIMIT_CPU is set soft = hard to whole seconds (rlimits): the kernel
+	// sends SIGKILL once the program's CPU time reaches it, so a SIGKILL
+	// with that much CPU behind it is the CPU limit. Anything less is not:
+	// the old test (a second of slack) called every SIGKILL of a run under
+	// a one-second limit a CPU kill. The time comes from the program's own
+	// rusage (plus its reaped children's), tick-accurate.
+	if r.tier != TierNone && (res.Signal == "killed" || res.Signal == "CPU time limit exceeded") && st.cpu >= cpuLimit(r.limits)-cpuSlack {
 		return LimitCPUTime
 	}
 	switch {
@@ -504,6 +584,16 @@ func (r *Runner) limitHit(res Result, st childStatus, stderrTail string) string 
 	}
 	return ""
 }
+
+// cpuLimit is the CPU time RLIMIT_CPU enforces for l: whole seconds,
+// rounded up, as rlimits sets it.
+func cpuLimit(l Limits) time.Duration {
+	return (l.CPUTime + time.Second - 1).Truncate(time.Second)
+}
+
+// cpuSlack allows for the rounding between the scheduler's CPU clock, which
+// the kernel checks against the limit, and the rusage the status reports.
+const cpuSlack = 50 * time.Millisecond
 
 var errTimeout = errors.New("wall-clock timeout")
 

@@ -109,7 +109,6 @@ func probe() Support {
 	if s.Init != nil {
 		s.UserNS = errors.New("not tried: the sandbox init is missing")
 	}
-	s.Memory = "RLIMIT_DATA per process (no delegated cgroup v2 memory controller)"
 	s.Procs = "RLIMIT_NPROC, counted in the run's own user namespace"
 	switch {
 	case s.Can(TierNamespaces):
@@ -119,8 +118,9 @@ func probe() Support {
 		s.Procs = "RLIMIT_NPROC, counted per host uid"
 	default:
 		s.Best = TierNone
-		s.Memory, s.Procs = "not limited", "not limited"
+		s.Procs = "not limited"
 	}
+	s.Memory = memorySupport(s.Best)
 	return s
 }
 
@@ -302,10 +302,12 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 		return nil, err
 	}
 	cfgJSON, _ := json.Marshal(cfg)
-	go func() {
-		cfgW.Write(cfgJSON)
-		cfgW.Close()
-	}()
+	l.config = func() {
+		go func() {
+			cfgW.Write(cfgJSON)
+			cfgW.Close()
+		}()
+	}
 
 	cmd := initCommand()
 	cmd.Stdout = stdout

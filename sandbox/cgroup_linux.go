@@ -1,0 +1,539 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The memory limit bounds a whole run, every process it starts together,
+// not each process alone (RLIMIT_DATA, which stays on as well, is per
+// process: five processes could each take the limit). Where the server can
+// get a cgroup with the memory controller, each run gets its own, and the
+// kernel does the counting; elsewhere the server adds up the memory of the
+// run's processes while it runs and kills the run past the limit.
+
+// cgroupHost is where this server can make a memory cgroup per run.
+type cgroupHost struct {
+	mode MemoryEnforcement // MemoryCgroupV2 or MemoryCgroupV1
+	dir  string            // the cgroup directory run cgroups are made in
+}
+
+var (
+	cgroupOnce = sync.OnceValues(findCgroup)
+	cgroupSeq  atomic.Uint64
+)
+
+// findCgroup looks for a place to make run cgroups: a cgroup v2 subtree
+// of the server's own cgroup with the memory controller enabled for its
+// children (a delegated subtree), else, as root, the server's own cgroup
+// in the v1 memory hierarchy. The error says why neither works.
+func findCgroup() (cgroupHost, error) {
+	v2, err2 := findCgroupV2()
+	if err2 == nil {
+		return v2, nil
+	}
+	v1, err1 := findCgroupV1()
+	if err1 == nil {
+		return v1, nil
+	}
+	return cgroupHost{}, fmt.Errorf("cgroup v2: %w; cgroup v1: %w", err2, err1)
+}
+
+// cgroupMount is one mounted cgroup hierarchy: where it is mounted, and the
+// cgroup path that mount shows as its root.
+type cgroupMount struct{ point, root string }
+
+// cgroupMounts lists mounted hierarchies of fstype ("cgroup2" or "cgroup")
+// whose super options include opt ("" for any).
+func cgroupMounts(fstype, opt string) []cgroupMount {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []cgroupMount
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 3 || g[0] != fstype {
+			continue
+		}
+		if opt != "" && !hasWord(g[2], ",", opt) {
+			continue
+		}
+		out = append(out, cgroupMount{point: f[4], root: f[3]})
+	}
+	return out
+}
+
+func hasWord(list, sep, w string) bool {
+	for _, x := range strings.Split(list, sep) {
+		if x == w {
+			return true
+		}
+	}
+	return false
+}
+
+// ownCgroup is this process's cgroup path in the hierarchy whose
+// /proc/self/cgroup controller list includes ctrl ("" for v2's "0::").
+func ownCgroup(ctrl string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if (ctrl == "" && f[0] == "0" && f[1] == "") || (ctrl != "" && hasWord(f[1], ",", ctrl)) {
+			return f[2], true
+		}
+	}
+	return "", false
+}
+
+// cgroupDir joins a mount and a cgroup path seen from this process.
+func cgroupDir(m cgroupMount, path string) string {
+	rel := path
+	if m.root != "/" {
+		rel = strings.TrimPrefix(path, m.root)
+	}
+	return filepath.Join(m.point, rel)
+}
+
+func findCgroupV2() (cgroupHost, error) {
+	ms := cgroupMounts("cgroup2", "")
+	own, ok := ownCgroup("")
+	if len(ms) == 0 || !ok {
+		return cgroupHost{}, errors.New("not mounted")
+	}
+	dir := cgroupDir(ms[0], own)
+	ctrls, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return cgroupHost{}, err
+	}
+	if !hasWord(strings.TrimSpace(string(ctrls)), " ", "memory") {
+		return cgroupHost{}, errors.New("the memory controller is not available to this process's cgroup (it may be bound to the v1 hierarchy)")
+	}
+	sub, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil {
+		return cgroupHost{}, err
+	}
+	if !hasWord(strings.TrimSpace(string(sub)), " ", "memory") {
+		// A cgroup that holds processes cannot pass controllers to
+		// children ("no internal processes"): the server would have to
+		// move itself into a leaf first, which is its supervisor's call.
+		return cgroupHost{}, errors.New("the memory controller is not enabled for this process's cgroup's children (delegate a subtree with memory enabled, e.g. systemd Delegate=yes)")
+	}
+	h := cgroupHost{mode: MemoryCgroupV2, dir: dir}
+	return h, h.try("memory.max")
+}
+
+func findCgroupV1() (cgroupHost, error) {
+	if os.Geteuid() != 0 {
+		return cgroupHost{}, errors.New("needs root")
+	}
+	ms := cgroupMounts("cgroup", "memory")
+	if len(ms) == 0 {
+		return cgroupHost{}, errors.New("no memory controller mounted")
+	}
+	dir := ms[0].point
+	if own, ok := ownCgroup("memory"); ok {
+		if d := cgroupDir(ms[0], own); isDir(d) {
+			dir = d
+		}
+	}
+	h := cgroupHost{mode: MemoryCgroupV1, dir: dir}
+	return h, h.try("memory.limit_in_bytes")
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// try makes and removes a cgroup, which must show file, and sweeps what
+// servers that died left behind.
+func (h cgroupHost) try(file string) error {
+	h.sweep()
+	d := filepath.Join(h.dir, fmt.Sprintf("prims-%d-probe", os.Getpid()))
+	if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	defer os.Remove(d)
+	if _, err := os.Stat(filepath.Join(d, file)); err != nil {
+		return fmt.Errorf("a new cgroup has no %s", file)
+	}
+	return nil
+}
+
+// sweep removes the empty run cgroups of servers that are gone (killed
+// before they could remove them).
+func (h cgroupHost) sweep() {
+	ents, _ := os.ReadDir(h.dir)
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), "prims-")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		_ = os.Remove(filepath.Join(h.dir, e.Name()))
+	}
+}
+
+// detectMemory reports how runs' memory can be bounded here, and why
+// nothing better was available.
+func detectMemory() (MemoryEnforcement, error) {
+	h, err := cgroupOnce()
+	if err == nil {
+		return h.mode, nil
+	}
+	if _, serr := os.Stat("/proc/self/smaps_rollup"); serr != nil {
+		if _, serr := os.Stat("/proc/self/statm"); serr != nil {
+			return MemoryPerProcess, fmt.Errorf("%w; /proc cannot be read to count processes", err)
+		}
+	}
+	return MemoryAccounting, err
+}
+
+// memGuard bounds one run's memory as a whole, from the child's start to
+// the run's end.
+type memGuard struct {
+	mode  MemoryEnforcement
+	limit int64
+	dir   string // the run's cgroup; "" without one
+	fd    int    // an O_PATH descriptor of dir for CLONE_INTO_CGROUP (v2); -1
+	pid   int    // the child (its process group has the same id)
+	ooms  int64  // the cgroup's OOM kills when the code was handed over
+}
+
+// newMemGuard makes the guard for one child in mode. A cgroup that cannot
+// be made leaves the run to accounting, which Result.Memory then says.
+func (r *Runner) newMemGuard() *memGuard {
+	g := &memGuard{mode: r.memory, limit: r.limits.Memory, fd: -1}
+	if g.mode != MemoryCgroupV1 && g.mode != MemoryCgroupV2 {
+		return g
+	}
+	h, _ := cgroupOnce()
+	if err := g.makeCgroup(h); err != nil {
+		r.log.Warn("no memory cgroup for this run; counting its processes instead", "err", err)
+		g.remove()
+		g.mode = MemoryAccounting
+	}
+	return g
+}
+
+func (g *memGuard) makeCgroup(h cgroupHost) error {
+	g.dir = filepath.Join(h.dir, fmt.Sprintf("prims-%d-%d", os.Getpid(), cgroupSeq.Add(1)))
+	if err := os.Mkdir(g.dir, 0o755); err != nil {
+		g.dir = ""
+		return err
+	}
+	limit := strconv.FormatInt(g.limit, 10)
+	var files [][2]string
+	if h.mode == MemoryCgroupV2 {
+		// No swap to spill into, and an OOM kill takes the whole run at
+		// once rather than one process the program may just restart.
+		files = [][2]string{{"memory.max", limit}, {"memory.swap.max", "0"}, {"memory.oom.group", "1"}}
+	} else {
+		// memsw (memory + swap) exists where swap is accounted; it must
+		// not be below limit_in_bytes, so it comes second.
+		files = [][2]string{{"memory.limit_in_bytes", limit}, {"memory.memsw.limit_in_bytes", limit}}
+	}
+	for i, f := range files {
+		err := os.WriteFile(filepath.Join(g.dir, f[0]), []byte(f[1]), 0)
+		if err != nil && (i == 0 || !errors.Is(err, os.ErrNotExist)) {
+			return fmt.Errorf("set %s: %w", f[0], err)
+		}
+	}
+	if h.mode == MemoryCgroupV2 {
+		fd, err := unix.Open(g.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return os.NewSyscallError("open cgroup", err)
+		}
+		g.fd = fd
+	}
+	return nil
+}
+
+// attach makes cmd start inside the run's cgroup v2 (CLONE_INTO_CGROUP):
+// not one instruction of the child runs outside it.
+func (g *memGuard) attach(cmd *exec.Cmd) {
+	if g.fd < 0 {
+		return
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = g.fd
+}
+
+// place puts the started child into the run's cgroup v1. The caller does
+// it before the child is sent its configuration, so the init, and the
+// program it starts, allocate nothing of the run outside the cgroup.
+func (g *memGuard) place(pid int) error {
+	g.pid = pid
+	if g.mode != MemoryCgroupV1 {
+		return nil
+	}
+	return os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+}
+
+// arm starts counting at the handover of the code: what a waiting sandbox
+// did before does not count against the run.
+func (g *memGuard) arm() {
+	g.ooms = g.oomKills()
+}
+
+// oomKills is how many processes the kernel's OOM killer took in the
+// run's cgroup.
+func (g *memGuard) oomKills() int64 {
+	file, key := "memory.events", "oom_kill"
+	switch g.mode {
+	case MemoryCgroupV1:
+		file = "memory.oom_control"
+	case MemoryCgroupV2:
+	default:
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(g.dir, file))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// memPoll is how often a run's memory is checked. In accounting mode a run
+// can overshoot the limit by what it allocates in one interval (and
+// RLIMIT_DATA still bounds each process); a cgroup never lets it.
+const memPoll = 50 * time.Millisecond
+
+// exceeded reports whether the run has gone over its limit: the kernel
+// OOM-killed one of its processes (cgroups), or its processes together hold
+// more than the limit (accounting).
+func (g *memGuard) exceeded() bool {
+	switch g.mode {
+	case MemoryCgroupV1, MemoryCgroupV2:
+		return g.oomKills() > g.ooms
+	case MemoryAccounting:
+		return runMemory(g.pid) > g.limit
+	}
+	return false
+}
+
+// watch polls exceeded and closes hit when it turns true.
+func (g *memGuard) watch(hit chan<- struct{}) (stop func()) {
+	if g.mode == MemoryPerProcess || g.mode == MemoryNone {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(memPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if g.exceeded() {
+					close(hit)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// killAll kills every process left in the run's cgroup, wherever it went:
+// a cgroup holds what a process group may lose.
+func (g *memGuard) killAll() {
+	if g.dir == "" {
+		return
+	}
+	if g.mode == MemoryCgroupV2 && os.WriteFile(filepath.Join(g.dir, "cgroup.kill"), []byte("1"), 0) == nil {
+		return
+	}
+	for range 10 {
+		b, err := os.ReadFile(filepath.Join(g.dir, "cgroup.procs"))
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			return
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// remove kills what is left in the run's cgroup and removes it. Killed
+// processes leave the cgroup as they finish exiting: wait a little for
+// that, and leave the cgroup to the next server's sweep if it never empties.
+func (g *memGuard) remove() {
+	if g.fd >= 0 {
+		unix.Close(g.fd)
+		g.fd = -1
+	}
+	if g.dir == "" {
+		return
+	}
+	g.killAll()
+	for i := range 100 {
+		err := unix.Rmdir(g.dir)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if !errors.Is(err, unix.EBUSY) || i == 99 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+		g.killAll()
+	}
+	g.dir = ""
+}
+
+// runMemory adds up the proportional set size (RSS where PSS is not
+// available) of the run's processes: the child, its descendants, and
+// whatever still has its process group (an orphan reparented outside
+// the tree). Pages shared between them (a fork's copy-on-write pages) count
+// once, split between the sharers.
+func runMemory(pid int) int64 {
+	var total int64
+	for _, p := range runProcs(pid) {
+		total += processMemory(p)
+	}
+	return total
+}
+
+// runProcs lists the run's processes from one pass over /proc.
+func runProcs(root int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{root}
+	}
+	children := map[int][]int{}
+	var out []int
+	in := map[int]bool{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, pgrp, ok := procStat(pid)
+		if !ok {
+			continue
+		}
+		children[ppid] = append(children[ppid], pid)
+		if pgrp == root {
+			in[pid] = true
+			out = append(out, pid)
+		}
+	}
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if !in[p] {
+			in[p] = true
+			out = append(out, p)
+		}
+		queue = append(queue, children[p]...)
+	}
+	return out
+}
+
+// procStat reads the parent and process group of pid from /proc/pid/stat.
+func procStat(pid int) (ppid, pgrp int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name may hold spaces and parentheses: fields start
+	// after its last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	pgrp, _ = strconv.Atoi(f[2])
+	return ppid, pgrp, true
+}
+
+var pageSize = int64(os.Getpagesize())
+
+// processMemory is pid's PSS in bytes, or its RSS where smaps_rollup is
+// missing (kernels before 4.14).
+func processMemory(pid int) int64 {
+	dir := "/proc/" + strconv.Itoa(pid)
+	if f, err := os.Open(dir + "/smaps_rollup"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				return kb << 10
+			}
+		}
+		return 0
+	}
+	b, err := os.ReadFile(dir + "/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * pageSize
+}
+
+// memorySupport says, for `prims doctor`, how a run's memory is bounded
+// here when best is the tier.
+func memorySupport(best Tier) string {
+	if best == TierNone {
+		return string(MemoryNone)
+	}
+	const perProcess = "; RLIMIT_DATA bounds each process too"
+	mode, err := detectMemory()
+	switch mode {
+	case MemoryCgroupV2, MemoryCgroupV1:
+		h, _ := cgroupOnce()
+		return fmt.Sprintf("%s: a memory cgroup per run (under %s) bounds the whole run%s", mode, h.dir, perProcess)
+	case MemoryAccounting:
+		return fmt.Sprintf("%s: the memory of the run's processes is added up every %s and the run is killed past the limit%s (no cgroup: %v)", mode, memPoll, perProcess, err)
+	}
+	return fmt.Sprintf("%s only: a run of several processes may use more (%v)", MemoryPerProcess, err)
+}

@@ -1,0 +1,143 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// manyProcs starts five processes that each fill 120 MiB (under the 256 MiB
+// limit, which RLIMIT_DATA also puts on each one) and hold it together: 600
+// MiB for the run. It prints "all allocated" once they all hold theirs, and
+// ends on its own after a few seconds.
+const manyProcs = `
+import os, sys, time
+print("start", flush=True)
+r, w = os.pipe()
+kids = []
+for i in range(5):
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        x = b"x" * (120 << 20)
+        os.write(w, b".")
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+os.close(w)
+got = 0
+while got < 5:
+    b = os.read(r, 5)
+    if not b:
+        break
+    got += len(b)
+print("all allocated" if got == 5 else "a process died: %d of 5 allocated" % got, flush=True)
+time.sleep(3)
+for k in kids:
+    os.kill(k, 9)
+`
+
+// TestMemoryBoundsTheRun: processes that each stay under the memory limit
+// but together go over it get the run killed with Limit memory, in every
+// way of enforcing it that works here (a cgroup, and accounting forced),
+// cold and warm, in both sandbox tiers; the same program fits under a
+// limit that holds it all. Nothing of a run's cgroup is left afterwards.
+func TestMemoryBoundsTheRun(t *testing.T) {
+	py := testPython(t)
+	modes := []MemoryEnforcement{MemoryAccounting}
+	if best, err := detectMemory(); best == MemoryCgroupV1 || best == MemoryCgroupV2 {
+		modes = append(modes, best)
+	} else {
+		t.Logf("no memory cgroup here (%v): testing accounting only", err)
+	}
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		for _, mode := range modes {
+			for _, warm := range []int{0, 1} {
+				name := fmt.Sprintf("%s/%s/warm=%d", tier, mode, warm)
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					if !Probe().Can(tier) {
+						t.Skipf("tier %s is not available here: %s", tier, Probe().Missing())
+					}
+					for _, tt := range []struct {
+						limit int64
+						want  string
+					}{{256 << 20, LimitMemory}, {2 << 30, ""}} {
+						limits := testLimits
+						limits.Memory = tt.limit
+						limits.CPUTime = time.Minute
+						r, err := New(Config{Tier: tier, Memory: mode, Limits: limits, Warm: warm})
+						if err != nil {
+							t.Fatal(err)
+						}
+						dir := mkWorkspace(t)
+						job := Job{Python: py, Code: manyProcs, Dir: dir, Timeout: 50 * time.Second}
+						if warm > 0 {
+							r.Prewarm(job)
+							waitWarm(t, r)
+						}
+						var out lockedBuffer
+						job.Stdout, job.Stderr = &out, &out
+						res, err := r.Run(context.Background(), job)
+						r.Close()
+						if err != nil {
+							t.Fatal(err)
+						}
+						if res.Memory != mode || res.Warm != (warm > 0) {
+							t.Errorf("limit %d: Result.Memory %q warm %v, want %q warm %v", tt.limit, res.Memory, res.Warm, mode, warm > 0)
+						}
+						if res.Limit != tt.want {
+							t.Errorf("limit %d MiB: Limit %q, want %q (exit %d %s, timed out %v)\n%s", tt.limit>>20, res.Limit, tt.want, res.ExitCode, res.Signal, res.TimedOut, out.String())
+						}
+						if tt.want == "" && (res.ExitCode != 0 || !strings.Contains(out.String(), "all allocated")) {
+							t.Errorf("control: exit %d, output:\n%s", res.ExitCode, out.String())
+						}
+						if tt.want != "" && strings.Contains(out.String(), "all allocated") && mode != MemoryAccounting {
+							t.Errorf("the cgroup let the run hold all of it:\n%s", out.String())
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRunCgroupsAreRemoved: once runs end and the pool is closed, none of
+// the cgroups this process made for them is left.
+func TestRunCgroupsAreRemoved(t *testing.T) {
+	h, err := cgroupOnce()
+	if err != nil {
+		t.Skipf("no memory cgroup here: %v", err)
+	}
+	py := testPython(t)
+	r, err := New(Config{Tier: Probe().Best, Warm: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := mkWorkspace(t)
+	mine := func() []string {
+		m, _ := filepath.Glob(filepath.Join(h.dir, fmt.Sprintf("prims-%d-*", os.Getpid())))
+		return m
+	}
+	var out lockedBuffer
+	// The program leaves a process behind in its own session, out of its
+	// process group: the cgroup still holds it, and killing the cgroup
+	// ends it.
+	res, err := r.Run(context.Background(), Job{Python: py, Dir: dir, Stdout: &out, Stderr: &out, Timeout: 20 * time.Second,
+		Code: "import os, time\nif os.fork() == 0:\n    try: os.setsid()\n    except OSError: pass\n    time.sleep(30)\n    os._exit(0)\nprint('ok')"})
+	if err != nil || res.ExitCode != 0 || res.Memory != h.mode {
+		t.Fatalf("exit %d memory %q err %v\n%s", res.ExitCode, res.Memory, err, out.String())
+	}
+	waitWarm(t, r)
+	if len(mine()) != 1 {
+		t.Errorf("with one sandbox waiting, cgroups %v, want one", mine())
+	}
+	r.Close()
+	if left := mine(); len(left) != 0 {
+		t.Errorf("cgroups left after the runs: %v", left)
+	}
+}
