@@ -121,7 +121,20 @@ func findCgroupV2() (cgroupHost, error) {
 	if len(ms) == 0 || !ok {
 		return cgroupHost{}, errors.New("not mounted")
 	}
-	dir := cgroupDir(ms[0], own)
+	h, err := cgroupV2At(cgroupDir(ms[0], own))
+	if err != nil && os.Geteuid() == 0 {
+		// Root may use the root cgroup, which may hold processes and
+		// still pass controllers on (as with v1 below).
+		if hr, rerr := cgroupV2At(ms[0].point); rerr == nil {
+			return hr, nil
+		}
+	}
+	return h, err
+}
+
+// cgroupV2At checks that run cgroups with the memory controller can be
+// made in dir.
+func cgroupV2At(dir string) (cgroupHost, error) {
 	ctrls, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return cgroupHost{}, err

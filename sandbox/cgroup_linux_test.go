@@ -2,12 +2,15 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testenv"
 )
 
 // manyProcs starts five processes that each fill 120 MiB (under the 256 MiB
@@ -48,20 +51,21 @@ for k in kids:
 // limit that holds it all. Nothing of a run's cgroup is left afterwards.
 func TestMemoryBoundsTheRun(t *testing.T) {
 	py := testPython(t)
-	modes := []MemoryEnforcement{MemoryAccounting}
-	if best, err := detectMemory(); best == MemoryCgroupV1 || best == MemoryCgroupV2 {
-		modes = append(modes, best)
-	} else {
-		t.Logf("no memory cgroup here (%v): testing accounting only", err)
-	}
+	best, cgErr := detectMemory()
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
-		for _, mode := range modes {
+		for _, mode := range []MemoryEnforcement{MemoryAccounting, "cgroup"} {
+			if mode == "cgroup" && (best == MemoryCgroupV1 || best == MemoryCgroupV2) {
+				mode = best
+			}
 			for _, warm := range []int{0, 1} {
 				name := fmt.Sprintf("%s/%s/warm=%d", tier, mode, warm)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
+					if mode == "cgroup" {
+						testenv.Skip(t, testenv.Cgroup, "no memory cgroup here: %v", cgErr)
+					}
 					if !Probe().Can(tier) {
-						t.Skipf("tier %s is not available here: %s", tier, Probe().Missing())
+						skipTier(t, tier, errors.New(Probe().Missing()))
 					}
 					for _, tt := range []struct {
 						limit int64
@@ -111,7 +115,7 @@ func TestMemoryBoundsTheRun(t *testing.T) {
 func TestRunCgroupsAreRemoved(t *testing.T) {
 	h, err := cgroupOnce()
 	if err != nil {
-		t.Skipf("no memory cgroup here: %v", err)
+		testenv.Skip(t, testenv.Cgroup, "no memory cgroup here: %v", err)
 	}
 	py := testPython(t)
 	r, err := New(Config{Tier: Probe().Best, Warm: 1})
