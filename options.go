@@ -16,6 +16,7 @@ import (
 	"github.com/prims-mcp/prims/mcp"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/workspace"
 )
 
 // runOptions are the flags shared by every command that runs code.
@@ -27,12 +28,13 @@ type runOptions struct {
 	jsonLogs   bool // log JSON lines (prims serve) instead of text
 	envOptions
 
-	isolation string
-	network   bool
-	limits    sandbox.Limits
-	warm      int
-	warmIdle  time.Duration
-	preload   []string
+	isolation         string
+	network           bool
+	allowPrivateFetch bool
+	limits            sandbox.Limits
+	warm              int
+	warmIdle          time.Duration
+	preload           []string
 }
 
 // envOptions configure the cache of environments that requirements are
@@ -57,6 +59,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	o.envOptions.addFlags(fs)
 	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox policy: strict (full isolation or refuse to start), auto (the strongest the host supports) or off (development only: no isolation)")
 	fs.BoolVar(&o.network, "network", false, "let the code reach the network (off by default)")
+	fs.BoolVar(&o.allowPrivateFetch, "allow-private-fetch", false, "let mount_file, run_code's files and persist_artifact reach loopback, private, link-local and metadata addresses (refused by default)")
 	d := sandbox.DefaultLimits
 	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a process of a run may use (e.g. 512MiB, 2GiB)")
 	fs.DurationVar(&o.limits.CPUTime, "cpu-time", d.CPUTime, "CPU time a process of a run may use")
@@ -239,6 +242,7 @@ func serverConfig(d deps, r *runOptions, c *contentOptions) mcp.Config {
 		Discover:                d.discover,
 		Envs:                    d.envs,
 		AllowDirectRequirements: r.allowDirect,
+		Transfer:                workspace.Limits{AllowPrivate: r.allowPrivateFetch},
 		DefaultTimeout:          r.timeout,
 		MaxTimeout:              r.maxTimeout,
 		OutputBudget:            c.outputBudget,

@@ -25,6 +25,7 @@ import (
 	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/sandboxtest"
+	"github.com/prims-mcp/prims/workspace"
 )
 
 // Both protocol generations a client may speak today.
@@ -574,9 +575,24 @@ func TestFileTools(t *testing.T) {
 	}))
 	defer srv.Close()
 	forEachProtocol(t, func(t *testing.T, v string) {
-		env := start(t, v, Config{})
+		// By default the server refuses loopback destinations (issue 12):
+		// the model is told why and what to do.
 		ctx := context.Background()
+		def := start(t, v, Config{})
+		for _, tt := range []struct {
+			tool string
+			args map[string]any
+		}{
+			{"mount_file", map[string]any{"url": srv.URL + "/scores.csv", "mount_path": "s.csv"}},
+			{"run_code", map[string]any{"code": "print(1)", "files": []any{map[string]any{"url": srv.URL + "/a.csv", "mount_path": "a.csv"}}}},
+		} {
+			res := def.call(t, ctx, tt.tool, tt.args, nil)
+			if !res.IsError || !strings.Contains(text(res), "--allow-private-fetch") {
+				t.Errorf("%s from a loopback URL by default: %s", tt.tool, text(res))
+			}
+		}
 
+		env := start(t, v, Config{Transfer: workspace.Limits{AllowPrivate: true}})
 		var m MountOutput
 		res := env.call(t, ctx, "mount_file", map[string]any{"url": srv.URL + "/scores.csv", "mount_path": "data/scores.csv"}, &m)
 		if res.IsError || m.Path != "mounts/data/scores.csv" || m.Size != 18 {

@@ -19,6 +19,13 @@ type Limits struct {
 	MaxDownload int64         // bytes one mounted file may have
 	MaxUpload   int64         // bytes one persisted artifact may have
 	Timeout     time.Duration // for one whole transfer
+
+	// AllowPrivate lets transfers reach loopback, private, link-local and
+	// metadata addresses (and go through HTTP_PROXY). Off, a URL whose
+	// host resolves to one is refused (--allow-private-fetch).
+	AllowPrivate bool
+
+	test *transferHooks // tests only
 }
 
 // DefaultLimits are the limits used when a field is zero.
@@ -35,18 +42,6 @@ func (l Limits) withDefaults() Limits {
 		l.Timeout = DefaultLimits.Timeout
 	}
 	return l
-}
-
-var httpClient = &http.Client{
-	CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 5 {
-			return errors.New("too many redirects")
-		}
-		if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
-			return fmt.Errorf("redirect to a %s: URL", req.URL.Scheme)
-		}
-		return nil
-	},
 }
 
 func checkURL(raw string) (*url.URL, error) {
@@ -97,7 +92,7 @@ func (w *Workspace) Fetch(ctx context.Context, rawURL, mountPath string, lim Lim
 	if err != nil {
 		return Entry{}, errorf(err, "%q is not a valid URL", rawURL)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := lim.client().Do(req)
 	if err != nil {
 		return Entry{}, errorf(err, "download %s failed: %s", redact(u), netErrText(ctx, err, lim.Timeout))
 	}
@@ -188,19 +183,16 @@ func (w *Workspace) Upload(ctx context.Context, name, rawURL string, lim Limits)
 	}
 	req.ContentLength = e.Size
 	req.Header.Set("Content-Type", e.MIME)
-	resp, err := httpClient.Do(req)
+	resp, err := lim.client().Do(req)
 	if err != nil {
 		return UploadResult{}, errorf(err, "upload to %s failed: %s", redact(u), netErrText(ctx, err, lim.Timeout))
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	r := UploadResult{Entry: e, Status: resp.StatusCode, StatusText: resp.Status}
 	if resp.StatusCode/100 != 2 {
-		msg := strings.ToValidUTF8(strings.TrimSpace(string(body)), "?")
-		if msg != "" {
-			msg = ": " + msg
-		}
-		return r, errorf(nil, "upload to %s failed: the server answered %s%s", redact(u), resp.Status, msg)
+		// The status line only: a body would hand the model whatever the
+		// destination answers, which is a way to read a service.
+		return r, errorf(nil, "upload to %s failed: the server answered %s", redact(u), resp.Status)
 	}
 	return r, nil
 }
@@ -221,6 +213,9 @@ func netErrText(ctx context.Context, err error, timeout time.Duration) string {
 	}
 	if errors.Is(err, context.Canceled) {
 		return "it was cancelled"
+	}
+	if msg := privateRefusal(err); msg != "" {
+		return msg
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {

@@ -273,7 +273,7 @@ func TestFetch(t *testing.T) {
 	defer srv.Close()
 	w := newWS(t)
 	ctx := context.Background()
-	lim := Limits{MaxDownload: 1 << 20, Timeout: 2 * time.Second}
+	lim := Limits{MaxDownload: 1 << 20, Timeout: 2 * time.Second, AllowPrivate: true}
 
 	e, err := w.Fetch(ctx, srv.URL+"/data.csv", "in/data.csv", lim)
 	if err != nil {
@@ -312,7 +312,7 @@ func TestFetch(t *testing.T) {
 		{srv.URL + "/data.csv", "", "must name a file"},
 	}
 	for _, tt := range bad {
-		_, err := w.Fetch(ctx, tt.url, tt.path, Limits{MaxDownload: 1 << 20, Timeout: 500 * time.Millisecond})
+		_, err := w.Fetch(ctx, tt.url, tt.path, Limits{MaxDownload: 1 << 20, Timeout: 500 * time.Millisecond, AllowPrivate: true})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Fetch(%q, %q) err = %v, want %q", tt.url, tt.path, err, tt.want)
 		}
@@ -353,7 +353,7 @@ func TestUpload(t *testing.T) {
 	os.Symlink("/etc", filepath.Join(w.Dir(), "output", "etcdir"))
 	ctx := context.Background()
 
-	r, err := w.Upload(ctx, "output/report.csv", srv.URL+"/bucket/key?X-Signature=abc", Limits{})
+	r, err := w.Upload(ctx, "output/report.csv", srv.URL+"/bucket/key?X-Signature=abc", Limits{AllowPrivate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,15 +376,18 @@ func TestUpload(t *testing.T) {
 		{"output/report.csv", srv.URL + "/k?fail=1&X-Signature=secret", "403"},
 	}
 	for _, tt := range bad {
-		_, err := w.Upload(ctx, tt.path, tt.url, Limits{})
+		_, err := w.Upload(ctx, tt.path, tt.url, Limits{AllowPrivate: true})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Upload(%q, %q) err = %v, want %q", tt.path, tt.url, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "AccessDenied") {
+			t.Errorf("error shows the destination's answer, not only its status line: %v", err)
 		}
 		if err != nil && strings.Contains(err.Error(), "X-Signature") {
 			t.Errorf("error leaks the presigned query: %v", err)
 		}
 	}
-	if _, err := w.Upload(ctx, "output/report.csv", srv.URL, Limits{MaxUpload: 4}); err == nil || !strings.Contains(err.Error(), "limit") {
+	if _, err := w.Upload(ctx, "output/report.csv", srv.URL, Limits{MaxUpload: 4, AllowPrivate: true}); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("over-cap upload err = %v", err)
 	}
 }
