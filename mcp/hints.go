@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 )
 
@@ -27,16 +28,17 @@ var (
 // ended it, which package to declare, or which line of the code failed.
 // python, the interpreter that ran the code, reads its imports. It returns
 // "" for a successful or cancelled run.
+//
+// The limit comes from o.Limit, which the sandbox sets from what it saw
+// fire (sandbox.Result.Limit): a signal name cannot tell the memory limit
+// from the CPU-time limit or the workspace quota, which all end a run with
+// SIGKILL.
 func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, code, python string) string {
-	switch {
-	case o.Cancelled:
+	if o.Cancelled {
 		return ""
-	case o.TimedOut:
-		h := fmt.Sprintf("the wall-clock limit of %s ended the run and the whole process tree was killed; output printed before that is above.", timeout)
-		if timeout < s.cfg.MaxTimeout {
-			return h + fmt.Sprintf(" Make the program faster, print progress as it goes, or pass a larger timeout_s (at most %g).", s.cfg.MaxTimeout.Seconds())
-		}
-		return h + " This is the server's maximum timeout: make the program faster, or split the work into several runs that save intermediate results under output/."
+	}
+	if h := s.limitHint(o, timeout, code); h != "" {
+		return h
 	}
 	if h := signalHint(o.Signal); h != "" {
 		return h
@@ -58,21 +60,78 @@ func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, 
 	return exceptionHint(o.Stderr, code, needs)
 }
 
-// signalHint names the limit behind a signal the sandbox's limits send.
+// limitHint names the sandbox limit that ended or broke the run, with its
+// value, and what to do about it; "" when no limit fired.
+func (s *Server) limitHint(o *RunOutput, timeout time.Duration, code string) string {
+	var l sandbox.Limits
+	mem := sandbox.MemoryPerProcess
+	if s.runner != nil {
+		l, mem = s.runner.Limits(), s.runner.MemoryEnforcement()
+	}
+	of := func(what string, set bool) string {
+		if set {
+			return what + " "
+		}
+		return ""
+	}
+	switch o.Limit {
+	case sandbox.LimitWallTime:
+		h := fmt.Sprintf("the wall-clock limit of %s ended the run and the whole process tree was killed; output printed before that is above.", timeout)
+		if timeout < s.cfg.MaxTimeout {
+			return h + fmt.Sprintf(" Make the program faster, print progress as it goes, or pass a larger timeout_s (at most %g).", s.cfg.MaxTimeout.Seconds())
+		}
+		return h + " This is the server's maximum timeout: make the program faster, or split the work into several runs that save intermediate results under output/."
+	case sandbox.LimitCPUTime:
+		return fmt.Sprintf("the CPU-time limit %sended the run: the program used that much processor time and was killed. Make it do less work per run (a better algorithm, vectorized code), or save partial results under output/ and continue in the next run.", of(fmt.Sprintf("of %s per process", l.CPUTime), l.CPUTime > 0))
+	case sandbox.LimitMemory:
+		scope := "the run's processes together"
+		if mem == sandbox.MemoryPerProcess {
+			scope = "each process"
+		}
+		at := ""
+		if where := tracebackLine(o.Stderr, code); where != "" {
+			at = " (MemoryError at " + where + ")"
+		}
+		return fmt.Sprintf("the memory limit %sended the run%s: it counts %s. Use less memory: process the data in chunks, use smaller data types, or start fewer processes.", of("of "+humanBytes(l.Memory), l.Memory > 0), at, scope)
+	case sandbox.LimitMaxProcs:
+		return fmt.Sprintf("the limit %son processes and threads broke the run: the program started too many at once. Use a small fixed pool (for example multiprocessing.Pool(4)) and make sure finished processes are joined.", of(fmt.Sprintf("of %d", l.MaxProcs), l.MaxProcs > 0))
+	case sandbox.LimitWorkspaceQuota:
+		return fmt.Sprintf("the workspace quota %sended the run: the files in the workspace grew past it and the program was killed. Delete files you no longer need, write less, or compress the output.", of("of "+humanBytes(l.WorkspaceQuota), l.WorkspaceQuota > 0))
+	case sandbox.LimitMaxFileSize:
+		return fmt.Sprintf("the file-size limit %sbroke the run: the program wrote a file larger than the sandbox allows. Write less, split the output into several files, or compress it.", of("of "+humanBytes(l.MaxFileSize), l.MaxFileSize > 0))
+	case sandbox.LimitMaxOpenFiles:
+		return fmt.Sprintf("the limit %son open files broke the run: the program opened too many files at once. Close files when done with them (use `with open(...)`).", of(fmt.Sprintf("of %d", l.MaxOpenFiles), l.MaxOpenFiles > 0))
+	}
+	return ""
+}
+
+// signalHint explains a signal that no sandbox limit sent: a crash, or a
+// kill from elsewhere.
 func signalHint(sig string) string {
 	switch sig {
 	case "":
 		return ""
-	case "CPU time limit exceeded":
-		return "the CPU-time limit ended the run (SIGXCPU). Make the program do less work per run, or save partial results to output/ and continue in the next run."
-	case "file size limit exceeded":
-		return "the file-size limit ended the run (SIGXFSZ): the program wrote a file larger than the sandbox allows. Write less, or compress the output."
-	case "killed":
-		return "the process was killed (SIGKILL), most likely by the memory limit. Use less memory: process the data in chunks, or use smaller data types."
 	case "segmentation fault", "aborted", "bus error":
 		return fmt.Sprintf("the interpreter crashed (%s) inside native code, usually a C extension. Check the package versions and the data passed to it.", sig)
+	case "killed":
+		return "the process was killed (SIGKILL), not by one of the sandbox's limits: the program (or the host) killed it."
 	}
 	return fmt.Sprintf("the process was ended by a signal (%s).", sig)
+}
+
+// tracebackLine is where in the model's code the last traceback points:
+// "line N (`code`)", or "".
+func tracebackLine(stderr, code string) string {
+	fs := codeFrame.FindAllStringSubmatch(stderr, -1)
+	if fs == nil {
+		return ""
+	}
+	n, _ := strconv.Atoi(fs[len(fs)-1][1])
+	where := fmt.Sprintf("line %d", n)
+	if line := codeLine(code, n); line != "" {
+		where += fmt.Sprintf(" (`%s`)", line)
+	}
+	return where
 }
 
 // exceptionHint reads the end of a Python traceback. needs, if not nil,
@@ -83,14 +142,7 @@ func exceptionHint(stderr, code string, needs func() []string) string {
 		return ""
 	}
 	exc, msg := ms[len(ms)-1][1], strings.TrimSpace(ms[len(ms)-1][2])
-	where := ""
-	if fs := codeFrame.FindAllStringSubmatch(stderr, -1); fs != nil {
-		n, _ := strconv.Atoi(fs[len(fs)-1][1])
-		where = fmt.Sprintf("line %d", n)
-		if line := codeLine(code, n); line != "" {
-			where += fmt.Sprintf(" (`%s`)", line)
-		}
-	}
+	where := tracebackLine(stderr, code)
 	at := func(what string) string {
 		if where == "" {
 			return what

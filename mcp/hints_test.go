@@ -11,6 +11,7 @@ import (
 
 	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/internal/testpython"
+	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
@@ -67,17 +68,25 @@ func TestSignalAndLimitHints(t *testing.T) {
 		name string
 		out  RunOutput
 		want string
+		not  []string
 	}{
-		{"ok", RunOutput{}, ""},
-		{"cancelled", RunOutput{Cancelled: true, ExitCode: -9, Signal: "killed"}, ""},
-		{"cpu", RunOutput{ExitCode: -24, Signal: "CPU time limit exceeded"}, "CPU-time limit"},
-		{"fsize", RunOutput{ExitCode: -25, Signal: "file size limit exceeded"}, "file-size limit"},
-		{"oom kill", RunOutput{ExitCode: -9, Signal: "killed"}, "memory limit"},
-		{"timeout at max", RunOutput{TimedOut: true, ExitCode: -9, Signal: "killed"}, "server's maximum timeout"},
-		{"MemoryError", RunOutput{ExitCode: 1, Stderr: "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\nMemoryError\n"}, "MemoryError at line 1 (`x = [0] * 10**12`): the program hit the memory limit"},
-		{"read-only mounts", RunOutput{ExitCode: 1, Stderr: "  File \"<code>\", line 1, in <module>\nOSError: [Errno 30] Read-only file system: 'mounts/a.csv'\n"}, "mounts/ is read-only"},
-		{"no traceback", RunOutput{ExitCode: 3, Stderr: "bye\n"}, ""},
-		{"exit", RunOutput{ExitCode: 2, Stderr: "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\nSystemExit: 2\n"}, ""},
+		{"ok", RunOutput{}, "", nil},
+		{"cancelled", RunOutput{Cancelled: true, ExitCode: -9, Signal: "killed"}, "", nil},
+		// Every limit below ends a run with the same SIGKILL: only the
+		// typed Limit tells them apart.
+		{"cpu", RunOutput{ExitCode: -9, Signal: "killed", Limit: sandbox.LimitCPUTime}, "CPU-time limit", []string{"memory"}},
+		{"memory", RunOutput{ExitCode: -9, Signal: "killed", Limit: sandbox.LimitMemory}, "memory limit", []string{"CPU"}},
+		{"quota", RunOutput{ExitCode: -9, Signal: "killed", Limit: sandbox.LimitWorkspaceQuota}, "workspace quota", []string{"memory"}},
+		{"max procs", RunOutput{ExitCode: 1, Limit: sandbox.LimitMaxProcs, Stderr: "BlockingIOError: [Errno 11] Resource temporarily unavailable\n"}, "processes and threads", []string{"memory"}},
+		{"fsize", RunOutput{ExitCode: 1, Limit: sandbox.LimitMaxFileSize}, "file-size limit", nil},
+		{"open files", RunOutput{ExitCode: 1, Limit: sandbox.LimitMaxOpenFiles}, "open files", nil},
+		{"timeout at max", RunOutput{TimedOut: true, ExitCode: -9, Signal: "killed", Limit: sandbox.LimitWallTime}, "server's maximum timeout", []string{"memory"}},
+		{"killed by no limit", RunOutput{ExitCode: -9, Signal: "killed"}, "not by one of the sandbox's limits", []string{"memory limit"}},
+		{"segfault", RunOutput{ExitCode: -11, Signal: "segmentation fault"}, "crashed", nil},
+		{"MemoryError", RunOutput{ExitCode: 1, Limit: sandbox.LimitMemory, Stderr: "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\nMemoryError\n"}, "memory limit ended the run (MemoryError at line 1 (`x = [0] * 10**12`))", nil},
+		{"read-only mounts", RunOutput{ExitCode: 1, Stderr: "  File \"<code>\", line 1, in <module>\nOSError: [Errno 30] Read-only file system: 'mounts/a.csv'\n"}, "mounts/ is read-only", nil},
+		{"no traceback", RunOutput{ExitCode: 3, Stderr: "bye\n"}, "", nil},
+		{"exit", RunOutput{ExitCode: 2, Stderr: "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\nSystemExit: 2\n"}, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,8 +94,95 @@ func TestSignalAndLimitHints(t *testing.T) {
 			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
 				t.Errorf("hint = %q, want it to contain %q", got, tt.want)
 			}
+			for _, n := range tt.not {
+				if strings.Contains(got, n) {
+					t.Errorf("hint = %q names %q", got, n)
+				}
+			}
 		})
 	}
+}
+
+// TestLimitHintsEndToEnd: a run ended by each limit reaches the client,
+// through run_code, with that limit in the result's typed field and a hint
+// that names it and no other, although most of them end the program with
+// the same SIGKILL.
+func TestLimitHintsEndToEnd(t *testing.T) {
+	if best := sandbox.Probe().Best; best == sandbox.TierNone {
+		testenv.Skip(t, testenv.Landlock, "the limits need a sandbox tier: %s", sandbox.Probe().Missing())
+	}
+	limits := sandbox.Limits{Memory: 256 << 20, CPUTime: time.Second, MaxProcs: 32, WorkspaceQuota: 32 << 20, MaxFileSize: 16 << 20}
+	tests := []struct {
+		name  string
+		code  string
+		limit string
+		want  string
+	}{
+		{"cpu time", "while True:\n    pass\n", sandbox.LimitCPUTime, "CPU-time limit of 1s"},
+		// Five processes of 120 MiB each: every one under the limit,
+		// together over it.
+		{"memory", "import os, time\nfor i in range(5):\n    if os.fork() == 0:\n        x = b'x' * (120 << 20)\n        time.sleep(60)\n        os._exit(0)\ntime.sleep(60)\n", sandbox.LimitMemory, "memory limit of 256.0 MiB"},
+		{"max procs", "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n", sandbox.LimitMaxProcs, "processes and threads"},
+		{"wall time", "import time\ntime.sleep(60)\n", sandbox.LimitWallTime, "wall-clock limit"},
+		// Last: its files stay in the session's workspace.
+		{"workspace quota", "chunk = b'x' * (4 << 20)\nfor i in range(1000):\n    open('output/f%d' % i, 'wb').write(chunk)\n", sandbox.LimitWorkspaceQuota, "workspace quota of 32.0 MiB"},
+	}
+	others := map[string]string{
+		sandbox.LimitWorkspaceQuota: "workspace quota", sandbox.LimitCPUTime: "CPU-time", sandbox.LimitMemory: "memory limit",
+		sandbox.LimitMaxProcs: "processes and threads", sandbox.LimitWallTime: "wall-clock",
+	}
+	runner, err := sandbox.New(sandbox.Config{Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := serveRunner(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := map[string]any{"code": tt.code}
+			if tt.limit == sandbox.LimitWallTime {
+				args["timeout_s"] = 1
+			}
+			res, out := callRun(t, cs, args)
+			if !res.IsError || out.Limit != tt.limit {
+				t.Fatalf("limit %q, want %q (error %v, exit %d %s)\n%s", out.Limit, tt.limit, res.IsError, out.ExitCode, out.Signal, resultText(res))
+			}
+			if !strings.Contains(out.Hint, tt.want) {
+				t.Errorf("hint %q lacks %q", out.Hint, tt.want)
+			}
+			for l, n := range others {
+				if l != tt.limit && strings.Contains(out.Hint, n) {
+					t.Errorf("hint %q names %q", out.Hint, n)
+				}
+			}
+			if !strings.Contains(resultText(res), "Hint: "+out.Hint) {
+				t.Errorf("the summary does not carry the hint:\n%s", resultText(res))
+			}
+		})
+	}
+}
+
+// serveRunner serves a Server with runner's limits to an SDK client over
+// in-memory transports.
+func serveRunner(t *testing.T, cfg Config, runner *sandbox.Runner) *sdk.ClientSession {
+	t.Helper()
+	cfg.Python = testPython(t)
+	srv, err := New(cfg, runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	st, ct := sdk.NewInMemoryTransports()
+	ss, err := srv.SDK().Connect(t.Context(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test-client", Version: "v0"}, nil).Connect(t.Context(), ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
 }
 
 func TestDistributionFor(t *testing.T) {

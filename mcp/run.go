@@ -38,6 +38,7 @@ type Artifact struct {
 type RunOutput struct {
 	ExitCode    int        `json:"exit_code" jsonschema:"the program's exit status; negative when killed by a signal"`
 	Signal      string     `json:"signal,omitempty"`
+	Limit       string     `json:"limit,omitempty" jsonschema:"the sandbox limit that ended or broke the run: wall-time, cpu-time, memory, max-procs, max-file-size, max-open-files or workspace-quota"`
 	Stdout      string     `json:"stdout"`
 	Stderr      string     `json:"stderr"`
 	StdoutBytes int64      `json:"stdout_bytes"`
@@ -148,6 +149,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	out := &RunOutput{
 		ExitCode:     res.ExitCode,
 		Signal:       res.Signal,
+		Limit:        res.Limit,
 		Stdout:       outCap.String(),
 		Stderr:       errCap.String(),
 		StdoutBytes:  outCap.Total(),
