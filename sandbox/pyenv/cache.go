@@ -57,6 +57,7 @@ func DefaultDir() (string, error) {
 //
 //	envs/<key>/   published environments (venv roots), read-only once there
 //	tmp/          builds in progress, renamed into envs/ when complete
+//	locks/<key>   held while a process builds <key>, so another waits for it
 //	pip/          pip's download and wheel cache, shared by all builds
 //
 // Several processes may share one directory.
@@ -65,13 +66,15 @@ type Cache struct {
 	log      *slog.Logger
 	envsDir  string
 	tmpDir   string
+	locksDir string
 	pipCache string
 
 	builds sync.WaitGroup // running fly goroutines
 
-	mu      sync.Mutex
-	pins    map[string]*pin
-	flights map[string]*flight
+	mu        sync.Mutex
+	pins      map[string]*pin
+	flights   map[string]*flight
+	manifests map[string]*manifest // parsed metadata of published environments, by key
 
 	stats struct {
 		builds atomic.Int64 // builds started
@@ -84,8 +87,9 @@ type Cache struct {
 // pin holds a shared flock on a published environment, telling evictors in
 // every process that it is in use.
 type pin struct {
-	n int
-	f *os.File
+	key string
+	n   int
+	f   *os.File
 }
 
 // flight is one build that concurrent Acquires for the same key wait on.
@@ -94,7 +98,8 @@ type flight struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error
-	waiters int // Acquires still waiting; the build is cancelled at zero
+	pin     *pin // taken once for each waiter when the build succeeds
+	waiters int  // Acquires still waiting; the build is cancelled at zero
 
 	pmu  sync.Mutex
 	subs map[int]func(string)
@@ -130,12 +135,13 @@ const metaFile = "prims-env.json"
 // meta is written into each environment before it is published. Its mtime
 // records the environment's last use, for LRU eviction.
 type meta struct {
-	Key          string    `json:"key"`
-	Python       string    `json:"python"`
-	Version      string    `json:"version"`
-	Requirements []string  `json:"requirements"`
-	Bytes        int64     `json:"bytes"`
-	Created      time.Time `json:"created"`
+	Key          string       `json:"key"`
+	Python       string       `json:"python"`
+	Version      string       `json:"version"`
+	Requirements []string     `json:"requirements"`
+	Bytes        int64        `json:"bytes"`
+	Created      time.Time    `json:"created"`
+	Files        []fileRecord `json:"files"`
 }
 
 // New opens (creating if needed) the cache directory and removes what
@@ -175,13 +181,15 @@ func New(opts Options) (*Cache, error) {
 	c := &Cache{
 		opts:     opts,
 		log:      log,
-		envsDir:  filepath.Join(dir, "envs"),
-		tmpDir:   filepath.Join(dir, "tmp"),
-		pipCache: filepath.Join(dir, "pip"),
-		pins:     map[string]*pin{},
-		flights:  map[string]*flight{},
+		envsDir:   filepath.Join(dir, "envs"),
+		tmpDir:    filepath.Join(dir, "tmp"),
+		locksDir:  filepath.Join(dir, "locks"),
+		pipCache:  filepath.Join(dir, "pip"),
+		pins:      map[string]*pin{},
+		flights:   map[string]*flight{},
+		manifests: map[string]*manifest{},
 	}
-	for _, d := range []string{c.envsDir, c.tmpDir, c.pipCache} {
+	for _, d := range []string{c.envsDir, c.tmpDir, c.locksDir, c.pipCache} {
 		// 0755: a sandboxed run under another uid must read environments.
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create cache directory: %w", err)
@@ -223,7 +231,7 @@ func (c *Cache) cleanStale() {
 // what pip would install.
 func (c *Cache) Key(interp Interpreter, reqs []string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "prims-env v1\npython %s\nversion %s\n", interp.Path, interp.Version)
+	fmt.Fprintf(h, "prims-env v2\npython %s\nversion %s\n", interp.Path, interp.Version)
 	fmt.Fprintf(h, "index %q\nextra %q\nfind-links %q\noffline %t\nonly-binary %t\n",
 		c.opts.IndexURL, c.opts.ExtraIndexURLs, c.opts.FindLinks, c.opts.Offline, c.opts.OnlyBinary)
 	for _, r := range reqs {
@@ -243,6 +251,7 @@ type Env struct {
 
 	release sync.Once
 	c       *Cache
+	pin     *pin
 }
 
 // Release unpins the environment; it may be evicted afterwards. Calling it
@@ -251,13 +260,13 @@ func (e *Env) Release() {
 	e.release.Do(func() {
 		e.c.mu.Lock()
 		defer e.c.mu.Unlock()
-		e.c.unpinLocked(e.Key)
+		e.c.unpinLocked(e.pin)
 	})
 }
 
-func (c *Cache) newEnv(key string, reqs []string, hit bool) *Env {
+func (c *Cache) newEnv(key string, reqs []string, hit bool, p *pin) *Env {
 	dir := filepath.Join(c.envsDir, key)
-	return &Env{Key: key, Dir: dir, Python: filepath.Join(dir, "bin", "python"), Hit: hit, Requirements: reqs, c: c}
+	return &Env{Key: key, Dir: dir, Python: filepath.Join(dir, "bin", "python"), Hit: hit, Requirements: reqs, c: c, pin: p}
 }
 
 // Acquire returns a ready environment with reqs installed for interp,
@@ -279,12 +288,39 @@ func (c *Cache) Acquire(ctx context.Context, interp Interpreter, reqs []string, 
 		return nil, errors.New("acquire environment: no interpreter given")
 	}
 	key := c.Key(interp, norm)
+	for range 3 {
+		env, err := c.acquire(ctx, key, interp, norm, progress)
+		if !errors.Is(err, errBroken) {
+			return env, err
+		}
+		// Rebuilt environments that fail their check again (another
+		// process corrupting them, a disk dropping writes) are retried a
+		// bounded number of times.
+	}
+	return nil, errors.New("acquire environment: the environment was found damaged after every rebuild; check the cache directory's disk")
+}
 
+// errBroken is an environment that failed its check; acquire moved it out.
+var errBroken = errors.New("environment damaged")
+
+func (c *Cache) acquire(ctx context.Context, key string, interp Interpreter, norm []string, progress func(string)) (*Env, error) {
 	c.mu.Lock()
-	if c.pinLocked(key, 1) {
+	if p := c.pinLocked(key, 1); p != nil {
 		c.mu.Unlock()
+		if err := c.verify(key); err != nil {
+			c.log.Warn("cached environment damaged: rebuilding it", "key", key, "err", err)
+			if progress != nil {
+				progress("the cached environment is damaged: rebuilding it")
+			}
+			c.mu.Lock()
+			trash := c.quarantineLocked(key, p)
+			c.unpinLocked(p)
+			c.mu.Unlock()
+			c.removeIfFree(trash)
+			return nil, errBroken
+		}
 		c.touch(key)
-		return c.newEnv(key, norm, true), nil
+		return c.newEnv(key, norm, true, p), nil
 	}
 	var sub int
 	f := c.flights[key]
@@ -311,14 +347,14 @@ func (c *Cache) Acquire(ctx context.Context, interp Interpreter, reqs []string, 
 			return nil, f.err
 		}
 		// fly pinned the environment once for each waiter.
-		return c.newEnv(key, norm, false), nil
+		return c.newEnv(key, norm, false, f.pin), nil
 	case <-ctx.Done():
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		select {
 		case <-f.done:
 			if f.err == nil {
-				c.unpinLocked(key)
+				c.unpinLocked(f.pin)
 			}
 		default:
 			f.waiters--
@@ -343,8 +379,10 @@ func (c *Cache) fly(ctx context.Context, f *flight, interp Interpreter, reqs []s
 	if c.flights[f.key] == f {
 		delete(c.flights, f.key)
 	}
-	if err == nil && f.waiters > 0 && !c.pinLocked(f.key, f.waiters) {
-		err = errors.New("acquire environment: evicted by another process right after its build; retry")
+	if err == nil && f.waiters > 0 {
+		if f.pin = c.pinLocked(f.key, f.waiters); f.pin == nil {
+			err = errors.New("acquire environment: evicted by another process right after its build; retry")
+		}
 	}
 	f.err = err
 	close(f.done)
@@ -355,22 +393,29 @@ func (c *Cache) fly(ctx context.Context, f *flight, interp Interpreter, reqs []s
 	}
 }
 
-// pinLocked takes n pins on a published environment, reporting false when
-// it is not there. c.mu is held.
-func (c *Cache) pinLocked(key string, n int) bool {
-	if p := c.pins[key]; p != nil {
-		p.n += n
-		return true
-	}
+// pinLocked takes n pins on a published environment, returning nil when it
+// is not there. c.mu is held.
+func (c *Cache) pinLocked(key string, n int) *pin {
 	dir := filepath.Join(c.envsDir, key)
+	if p := c.pins[key]; p != nil {
+		// The directory may have been replaced behind our pin (another
+		// process found it damaged and rebuilt it): pin the new one.
+		fi, err1 := p.f.Stat()
+		di, err2 := os.Stat(dir)
+		if err1 == nil && err2 == nil && os.SameFile(fi, di) {
+			p.n += n
+			return p
+		}
+		delete(c.pins, key) // its holders keep it until they release it
+	}
 	f, err := os.Open(dir)
 	if err != nil {
-		return false
+		return nil
 	}
 	if err := lockShared(f); err != nil {
 		c.log.Warn("lock environment", "key", key, "err", err)
 		f.Close()
-		return false
+		return nil
 	}
 	// An evictor in another process may have renamed the directory away
 	// between our open and our lock.
@@ -378,20 +423,22 @@ func (c *Cache) pinLocked(key string, n int) bool {
 	di, err2 := os.Stat(dir)
 	if err1 != nil || err2 != nil || !os.SameFile(fi, di) {
 		f.Close()
-		return false
+		return nil
 	}
-	c.pins[key] = &pin{n: n, f: f}
-	return true
+	p := &pin{key: key, n: n, f: f}
+	c.pins[key] = p
+	return p
 }
 
-func (c *Cache) unpinLocked(key string) {
-	p := c.pins[key]
+func (c *Cache) unpinLocked(p *pin) {
 	if p == nil {
 		return
 	}
 	if p.n--; p.n == 0 {
 		p.f.Close()
-		delete(c.pins, key)
+		if c.pins[p.key] == p {
+			delete(c.pins, p.key)
+		}
 	}
 }
 
@@ -415,6 +462,23 @@ func (c *Cache) build(ctx context.Context, key string, interp Interpreter, reqs 
 			Summary: fmt.Sprintf("this server has no pip that can install packages for Python %s: %s", interp.Version, interp.NoPip),
 			Hint:    "Ask for another Python version (\"python\"), or run the code without requirements; the server's operator can install pip",
 		}
+	}
+
+	// One build per key across every process sharing this cache: the
+	// second waits here and then finds the first one's environment.
+	unlock, err := c.lockKey(ctx, key, progress)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(filepath.Join(c.envsDir, key)); err == nil {
+		if err := c.verify(key); err == nil {
+			return nil
+		}
+		c.mu.Lock()
+		trash := c.quarantineLocked(key, nil)
+		c.mu.Unlock()
+		c.removeIfFree(trash)
 	}
 
 	work, err := os.MkdirTemp(c.tmpDir, "build-"+key[:12]+"-")
@@ -458,12 +522,12 @@ func (c *Cache) build(ctx context.Context, key string, interp Interpreter, reqs 
 		}
 	}
 
-	size, err := dirSize(envDir)
+	files, size, err := record(envDir)
 	if err != nil {
 		return fmt.Errorf("measure environment: %w", err)
 	}
-	m, _ := json.MarshalIndent(meta{Key: key, Python: interp.Path, Version: interp.Version,
-		Requirements: reqs, Bytes: size, Created: time.Now().UTC()}, "", "  ")
+	m, _ := json.Marshal(meta{Key: key, Python: interp.Path, Version: interp.Version,
+		Requirements: reqs, Bytes: size, Created: time.Now().UTC(), Files: files})
 	if err := os.WriteFile(filepath.Join(envDir, metaFile), m, 0o644); err != nil {
 		return fmt.Errorf("write environment metadata: %w", err)
 	}
@@ -575,12 +639,22 @@ func (c *Cache) listEnvs() []envInfo {
 	var envs []envInfo
 	for _, e := range entries {
 		mp := filepath.Join(c.envsDir, e.Name(), metaFile)
-		fi, err := os.Stat(mp)
-		if err != nil {
-			continue
-		}
 		var m meta
-		if data, err := os.ReadFile(mp); err != nil || json.Unmarshal(data, &m) != nil {
+		fi, err := os.Stat(mp)
+		if err == nil {
+			var data []byte
+			if data, err = os.ReadFile(mp); err == nil {
+				err = json.Unmarshal(data, &m)
+			}
+		}
+		if err != nil {
+			// Damaged metadata: the environment still takes its space,
+			// and it goes first (it is rebuilt on its next use anyway).
+			n, err := dirSize(filepath.Join(c.envsDir, e.Name()))
+			if err != nil {
+				continue
+			}
+			envs = append(envs, envInfo{key: e.Name(), bytes: n})
 			continue
 		}
 		envs = append(envs, envInfo{key: e.Name(), bytes: m.Bytes, lastUsed: fi.ModTime()})
@@ -595,6 +669,7 @@ func (c *Cache) evictOne(key string) bool {
 		c.mu.Unlock()
 		return false
 	}
+	delete(c.manifests, key)
 	dir := filepath.Join(c.envsDir, key)
 	f, err := os.Open(dir)
 	if err != nil {

@@ -597,3 +597,169 @@ func TestNewTakesIndexFromEnvironment(t *testing.T) {
 		t.Errorf("explicit index args (-want +got):\n%s", diff)
 	}
 }
+
+// TestDamagedEnvironmentRebuilt damages a published environment in each way
+// a disk, a cleaner or a hand can, and checks that the next Acquire notices,
+// rebuilds, and hands out a working environment, never the broken one.
+func TestDamagedEnvironmentRebuilt(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	idx := basicIndex(t)
+	sitePackages := func(t *testing.T, env *Env) string {
+		m, _ := filepath.Glob(filepath.Join(env.Dir, "lib", "python*", "site-packages"))
+		if len(m) != 1 {
+			t.Fatalf("site-packages of %s: %v", env.Dir, m)
+		}
+		return m[0]
+	}
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, env *Env) error
+	}{
+		{"deleted bin/python", func(t *testing.T, env *Env) error { return os.Remove(env.Python) }},
+		{"truncated package file", func(t *testing.T, env *Env) error {
+			return os.Truncate(filepath.Join(sitePackages(t, env), "app", "__init__.py"), 0)
+		}},
+		{"deleted package file", func(t *testing.T, env *Env) error {
+			return os.Remove(filepath.Join(sitePackages(t, env), "base_pkg", "__init__.py"))
+		}},
+		{"deleted package", func(t *testing.T, env *Env) error {
+			return os.RemoveAll(filepath.Join(sitePackages(t, env), "app"))
+		}},
+		{"deleted metadata", func(t *testing.T, env *Env) error { return os.Remove(filepath.Join(env.Dir, metaFile)) }},
+		{"truncated metadata", func(t *testing.T, env *Env) error { return os.Truncate(filepath.Join(env.Dir, metaFile), 10) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newTestCache(t, idx.URL, nil)
+			first, err := c.Acquire(context.Background(), interp, []string{"app"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first.Release()
+			if err := tt.damage(t, first); err != nil {
+				t.Fatal(err)
+			}
+			var lines []string
+			var mu sync.Mutex
+			env, err := c.Acquire(context.Background(), interp, []string{"app"}, func(s string) {
+				mu.Lock()
+				lines = append(lines, s)
+				mu.Unlock()
+			})
+			if err != nil {
+				t.Fatalf("Acquire after damage: %v", err)
+			}
+			defer env.Release()
+			if env.Hit || c.stats.builds.Load() != 2 {
+				t.Errorf("Acquire after damage: hit %t, %d builds; want a rebuild (no hit, 2 builds)", env.Hit, c.stats.builds.Load())
+			}
+			mu.Lock()
+			if len(lines) == 0 || !strings.Contains(lines[0], "damaged") {
+				t.Errorf("progress = %q, want it to say the environment was damaged", lines)
+			}
+			mu.Unlock()
+			if got := pyRun(t, env.Python, "import app, base_pkg; print(app.__version__, base_pkg.__version__)"); got != "2.0 1.0" {
+				t.Errorf("rebuilt environment: %q", got)
+			}
+			if again := acquire(t, c, interp, "app"); !again.Hit {
+				t.Error("the rebuilt environment is not reused")
+			}
+			c.builds.Wait()
+			if entries, _ := os.ReadDir(c.tmpDir); len(entries) != 0 {
+				t.Errorf("tmp/ keeps %d entries, want the damaged environment removed", len(entries))
+			}
+		})
+	}
+}
+
+// TestDamagedEnvironmentHeldByARun damages an environment a run still
+// holds: the next Acquire rebuilds beside it, and the holder's copy stays
+// until it lets go (a running program keeps its files).
+func TestDamagedEnvironmentHeldByARun(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	c := newTestCache(t, basicIndex(t).URL, nil)
+	held := acquire(t, c, interp, "app")
+	heldDir, err := os.Open(held.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer heldDir.Close()
+	if err := os.Remove(filepath.Join(held.Dir, metaFile)); err != nil {
+		t.Fatal(err)
+	}
+	env := acquire(t, c, interp, "app")
+	if env.Hit {
+		t.Fatal("a damaged environment was handed out")
+	}
+	fi, _ := heldDir.Stat()
+	if di, err := os.Stat(env.Dir); err != nil || os.SameFile(fi, di) {
+		t.Fatalf("the rebuilt environment is the damaged directory (err %v)", err)
+	}
+	if _, err := heldDir.Readdirnames(-1); err != nil {
+		t.Errorf("the holder's environment is gone: %v", err)
+	}
+	env.Release()
+	if again := acquire(t, c, interp, "app"); !again.Hit {
+		t.Error("the rebuilt environment is not reused while the damaged one is held")
+	}
+}
+
+// TestSizeAccountingWithoutMetadata deletes an environment's metadata: its
+// bytes still count against the cap.
+func TestSizeAccountingWithoutMetadata(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	c := newTestCache(t, basicIndex(t).URL, nil)
+	env := acquire(t, c, interp, "app")
+	want, err := dirSize(env.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(env.Dir, metaFile)); err != nil {
+		t.Fatal(err)
+	}
+	var got []envInfo
+	for _, e := range c.listEnvs() {
+		if e.key == env.Key {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 || got[0].bytes < want/2 || got[0].bytes > want {
+		t.Errorf("listEnvs for the environment without metadata = %+v, want its %d bytes counted", got, want)
+	}
+}
+
+// BenchmarkVerify times the check every cache hit pays, on a small
+// environment (two packages) and on one with 2,000 package files.
+func BenchmarkVerify(b *testing.B) {
+	interp := testInterp(b)
+	big := map[string]string{}
+	for i := range 2000 {
+		big[fmt.Sprintf("bigpkg/m%04d.py", i)] = "x = 1\n"
+	}
+	idx := pyenvtest.NewIndex(b,
+		pyenvtest.Package{Name: "Base-Pkg", Version: "1.0"},
+		pyenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base-pkg>=1"}},
+		pyenvtest.Package{Name: "bigpkg", Version: "1.0", Files: big},
+	)
+	c := newTestCache(b, idx.URL, nil)
+	for _, req := range []string{"app", "bigpkg"} {
+		b.Run(req, func(b *testing.B) {
+			env := acquire(b, c, interp, req)
+			if err := c.verify(env.Key); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if err := c.verify(env.Key); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.mu.Lock()
+			b.ReportMetric(float64(len(c.manifests[env.Key].files)), "files")
+			c.mu.Unlock()
+		})
+	}
+}
