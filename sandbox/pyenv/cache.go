@@ -179,8 +179,8 @@ func New(opts Options) (*Cache, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Cache{
-		opts:     opts,
-		log:      log,
+		opts:      opts,
+		log:       log,
 		envsDir:   filepath.Join(dir, "envs"),
 		tmpDir:    filepath.Join(dir, "tmp"),
 		locksDir:  filepath.Join(dir, "locks"),
