@@ -62,12 +62,19 @@ func newPool(r *Runner, size int, idle time.Duration) *pool {
 	return p
 }
 
-// warmKey identifies what a waiting sandbox was started for.
+// warmKey identifies what a waiting sandbox was started for. Paths count
+// with the identity of what is there now: a waiting sandbox holds the
+// trees it mounted, so once an environment is evicted and rebuilt under the
+// same path, sandboxes started for the old one must not take its runs.
 func warmKey(job Job) string {
 	h := sha256.New()
 	ro := slices.Clone(job.ReadOnly)
 	slices.Sort(ro)
-	for _, part := range [][]string{{job.Python, job.Dir}, ro, job.Env} {
+	ids := []string{fileID(job.Python), fileID(job.Dir)}
+	for _, p := range ro {
+		ids = append(ids, fileID(p))
+	}
+	for _, part := range [][]string{{job.Python, job.Dir}, ro, job.Env, ids} {
 		h.Write([]byte(strconv.Itoa(len(part))))
 		for _, s := range part {
 			h.Write([]byte{0})

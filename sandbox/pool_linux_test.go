@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -335,5 +336,62 @@ func TestPoolLeaksNothing(t *testing.T) {
 	}
 	if live := sandboxtest.EnvProcs(token); len(live) > 0 {
 		t.Errorf("sandboxes survived Close: %v", live)
+	}
+}
+
+// TestWarmSandboxFollowsRebuiltEnvironment replaces an environment under
+// the same path (as the cache does when it evicts and rebuilds one) while
+// a sandbox started for the old one waits: the next run must see the new
+// one. A sandbox keyed by path alone hands it the deleted tree.
+func TestWarmSandboxFollowsRebuiltEnvironment(t *testing.T) {
+	for _, tier := range poolTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			r := warmRunner(t, Config{Tier: tier, Limits: testLimits})
+			ws := mkWorkspace(t)
+			parent, err := os.MkdirTemp("", "prims-envs-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(parent) })
+			os.Chmod(parent, 0o755) // the sandbox user reads it
+			env := filepath.Join(parent, "env")
+			build := func(version string) {
+				t.Helper()
+				if err := os.RemoveAll(env); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Mkdir(env, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(env, "envmod.py"), []byte("VERSION = "+version+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			run := func(wantWarm bool, want string) {
+				t.Helper()
+				var out lockedBuffer
+				job := warmJob(t, ws, "import sys\nsys.path.insert(0, "+strconv.Quote(env)+")\nimport envmod\nprint(envmod.VERSION)", &out)
+				job.ReadOnly = append(job.ReadOnly, env)
+				res, err := r.Run(context.Background(), job)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.ExitCode != 0 || out.String() != want+"\n" {
+					t.Fatalf("exit %d, output %q; want %q", res.ExitCode, out.String(), want)
+				}
+				if res.Warm != wantWarm {
+					t.Errorf("warm = %t, want %t", res.Warm, wantWarm)
+				}
+			}
+			build("1")
+			run(false, "1")
+			waitWarm(t, r)
+			run(true, "1") // control: an unchanged environment keeps its waiting sandbox
+			waitWarm(t, r)
+			build("2")
+			run(false, "2")
+			waitWarm(t, r)
+			run(true, "2")
+		})
 	}
 }
