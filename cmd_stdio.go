@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +36,12 @@ Logs go to stderr.`,
 
 func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 	ctx := cmd.Context()
+	// A client that closes its end of stdout must not kill us with SIGPIPE
+	// before the workspace is removed: with SIGPIPE caught, the write fails
+	// with EPIPE and the session ends like any other.
+	ignorePipe := make(chan os.Signal, 1)
+	signal.Notify(ignorePipe, syscall.SIGPIPE)
+	defer signal.Stop(ignorePipe)
 	d, err := opts.deps(ctx)
 	if err != nil {
 		return err

@@ -146,6 +146,7 @@ func TestStdioSDKClient(t *testing.T) {
 type rawClient struct {
 	t     *testing.T
 	in    io.WriteCloser
+	pipe  io.ReadCloser // what out reads
 	out   *bufio.Scanner
 	lines []map[string]any // everything read so far
 }
@@ -195,7 +196,7 @@ func startRaw(t *testing.T, args ...string) (*rawClient, *exec.Cmd, *strings.Bui
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	return &rawClient{t: t, in: in, out: sc}, cmd, stderr
+	return &rawClient{t: t, in: in, pipe: out, out: sc}, cmd, stderr
 }
 
 // TestStdioRawJSONRPC is a client written by hand, as a non-Go agent would
@@ -303,14 +304,20 @@ func TestStdioRawJSONRPC(t *testing.T) {
 }
 
 // TestStdioSignalsRemoveWorkspace sends SIGTERM or SIGINT to a server with a
-// run in flight, or closes its stdin: the run's process tree dies and the
-// workspace is removed.
+// run in flight, closes its stdin, or closes the client's end of its stdout:
+// the run's process tree dies and the workspace is removed. A closed stdout
+// is a client leaving, not a crash: the server exits with status 0, not of
+// SIGPIPE.
 func TestStdioSignalsRemoveWorkspace(t *testing.T) {
 	py := testPython(t)
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, 0} {
+	const closeStdout = syscall.Signal(-1)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, 0, closeStdout} {
 		name := sig.String()
-		if sig == 0 {
+		switch sig {
+		case 0:
 			name = "stdin EOF"
+		case closeStdout:
+			name = "stdout closed"
 		}
 		t.Run(name, func(t *testing.T) {
 			token := sandboxtest.Token(t)
@@ -335,15 +342,21 @@ func TestStdioSignalsRemoveWorkspace(t *testing.T) {
 			if ws == "" {
 				t.Fatalf("never saw the run start; stderr:\n%s", stderr)
 			}
-			if sig == 0 {
+			switch sig {
+			case 0:
 				c.in.Close()
-			} else {
+			case closeStdout:
+				c.pipe.Close()
+			default:
 				cmd.Process.Signal(sig)
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
 			select {
-			case <-done:
+			case err := <-done:
+				if sig == closeStdout && err != nil {
+					t.Errorf("server exit: %v (want status 0)\n%s", err, stderr)
+				}
 			case <-time.After(20 * time.Second):
 				t.Fatal("server did not exit on " + name)
 			}

@@ -2,10 +2,10 @@ package mcp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -24,7 +24,7 @@ func (s *Server) addPrompts() {
 func (s *Server) pythonProgrammer(ctx context.Context, req *sdk.GetPromptRequest) (*sdk.GetPromptResult, error) {
 	task := strings.TrimSpace(req.Params.Arguments["task"])
 	if task == "" {
-		return nil, errors.New("the python_programmer prompt needs a task")
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: `the python_programmer prompt needs its "task" argument`}
 	}
 	var b strings.Builder
 	b.WriteString("You are an expert Python programmer. You have PRIMS: a sandboxed Python 3 workspace that you use through its tools. Solve the task by running code, not by guessing results.\n\n")
