@@ -433,18 +433,104 @@ func TestAcquireCrashMidInstall(t *testing.T) {
 	}
 }
 
-// TestHelperProcess is the body of the process TestAcquireCrashMidInstall kills.
+// TestHelperProcess is the body of the processes TestAcquireCrashMidInstall
+// kills and TestTwoProcessesBuildOnce runs side by side.
 func TestHelperProcess(t *testing.T) {
-	if os.Getenv("PYENV_HELPER") != "acquire" {
-		t.Skip("helper process for TestAcquireCrashMidInstall")
+	mode := os.Getenv("PYENV_HELPER")
+	if mode == "" {
+		t.Skip("helper process for TestAcquireCrashMidInstall and TestTwoProcessesBuildOnce")
 	}
 	interps, _ := Discover(context.Background(), DiscoverOptions{Explicit: []string{os.Getenv("PYENV_HELPER_PYTHON")}})
 	c, err := New(Options{Dir: os.Getenv("PYENV_HELPER_DIR"), IndexURL: os.Getenv("PYENV_HELPER_INDEX")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Acquire(context.Background(), interps[0], []string{"app"}, func(line string) { fmt.Println(line) })
-	t.Fatal("Acquire returned; it should have been killed")
+	env, err := c.Acquire(context.Background(), interps[0], []string{"app"}, func(line string) { fmt.Println(line) })
+	if mode == "acquire" {
+		t.Fatal("Acquire returned; it should have been killed")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("env %s %s\n", env.Dir, pyRun(t, env.Python, "import app; print(app.__version__)"))
+	env.Release()
+}
+
+// TestTwoProcessesBuildOnce runs two processes that share one cache and
+// want the same new environment at the same time: one builds it, the other
+// waits for that build and uses it, so pip goes to the index once.
+func TestTwoProcessesBuildOnce(t *testing.T) {
+	t.Parallel()
+	interp := testInterp(t)
+	idx := basicIndex(t)
+	dir := t.TempDir()
+	idx.HangDownloads(true) // the first build holds its lock until released
+
+	type helper struct {
+		cmd   *exec.Cmd
+		lines chan string
+	}
+	start := func() helper {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+		cmd.Env = append(os.Environ(), "PYENV_HELPER=share", "PYENV_HELPER_DIR="+dir,
+			"PYENV_HELPER_INDEX="+idx.URL, "PYENV_HELPER_PYTHON="+interp.Path)
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		h := helper{cmd, make(chan string, 100)}
+		go func() {
+			defer close(h.lines)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				h.lines <- sc.Text()
+			}
+		}()
+		return h
+	}
+	// await reads h's output until a line starts with prefix.
+	await := func(h helper, prefix string) string {
+		t.Helper()
+		timeout := time.After(2 * time.Minute)
+		for {
+			select {
+			case line, ok := <-h.lines:
+				if !ok {
+					t.Fatalf("helper ended before saying %q", prefix)
+				}
+				if strings.HasPrefix(line, prefix) {
+					return line
+				}
+			case <-timeout:
+				t.Fatalf("helper did not say %q in 2 minutes", prefix)
+			}
+		}
+	}
+
+	first := start()
+	await(first, "downloading app")
+	second := start()
+	await(second, "waiting for another process building the same environment")
+	idx.HangDownloads(false)
+	got := []string{await(first, "env "), await(second, "env ")}
+	for _, h := range []helper{first, second} {
+		for range h.lines {
+		}
+		if err := h.cmd.Wait(); err != nil {
+			t.Errorf("helper: %v", err)
+		}
+	}
+	if got[0] != got[1] || !strings.HasSuffix(got[0], " 2.0") {
+		t.Errorf("the two processes got %q and %q, want one environment with app 2.0", got[0], got[1])
+	}
+	if n := idx.Pages("app"); n != 1 {
+		t.Errorf("pip asked the index for app %d times, want 1 (one build)", n)
+	}
 }
 
 func TestEvictionHonorsPins(t *testing.T) {

@@ -72,8 +72,9 @@ type Index struct {
 
 	mu        sync.Mutex
 	downloads map[string]int
-	hang      chan struct{} // non-nil while downloads hang
-	done      chan struct{} // closed when the test ends
+	pages     map[string]int // project page requests, by normalized name
+	hang      chan struct{}  // non-nil while downloads hang
+	done      chan struct{}  // closed when the test ends
 }
 
 // HangDownloads makes file downloads stall after their headers (until turned
@@ -89,6 +90,15 @@ func (ix *Index) HangDownloads(on bool) {
 		close(ix.hang)
 		ix.hang = nil
 	}
+}
+
+// Pages reports how many times the project page of name was requested:
+// one pip run resolving name asks once, so this counts the installs that
+// went to the index for it.
+func (ix *Index) Pages(name string) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.pages[Normalize(name)]
 }
 
 // Downloads reports how many times the file with this name was fetched.
@@ -124,7 +134,7 @@ func NewIndex(t testing.TB, pkgs ...Package) *Index {
 		projects[n] = append(projects[n], file{name, data})
 		byName[name] = data
 	}
-	ix := &Index{downloads: map[string]int{}, done: make(chan struct{})}
+	ix := &Index{downloads: map[string]int{}, pages: map[string]int{}, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /simple/{$}", func(w http.ResponseWriter, r *http.Request) {
 		names := make([]string, 0, len(projects))
@@ -142,6 +152,9 @@ func NewIndex(t testing.TB, pkgs ...Package) *Index {
 		w.Write([]byte(b.String()))
 	})
 	mux.HandleFunc("GET /simple/{project}/{$}", func(w http.ResponseWriter, r *http.Request) {
+		ix.mu.Lock()
+		ix.pages[r.PathValue("project")]++
+		ix.mu.Unlock()
 		files, ok := projects[r.PathValue("project")]
 		if !ok {
 			http.NotFound(w, r)
