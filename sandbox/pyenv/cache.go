@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -455,7 +456,10 @@ func (c *Cache) touch(key string) {
 func (c *Cache) build(ctx context.Context, key string, interp Interpreter, reqs []string, progress func(string)) (err error) {
 	c.stats.builds.Add(1)
 	start := time.Now()
-	defer func() { c.stats.build.Add(int64(time.Since(start))) }()
+	defer func() {
+		c.stats.build.Add(int64(time.Since(start)))
+		err = diskFull(err)
+	}()
 	if interp.Pip == "" {
 		return &InstallError{
 			Kind:    "other",
@@ -575,6 +579,37 @@ func (c *Cache) createVenv(ctx context.Context, interp Interpreter, envDir, tmp 
 		}
 	}
 	return nil
+}
+
+// diskFull turns a build that failed for want of disk space into an
+// InstallError that says so, so that the model is not told to check its
+// requirements: pip reports it as an OSError with errno 28 among its lines,
+// Go as ENOSPC.
+func diskFull(err error) error {
+	if err == nil {
+		return nil
+	}
+	full := errors.Is(err, syscall.ENOSPC)
+	var lines []string
+	var ie *InstallError
+	if errors.As(err, &ie) {
+		lines = ie.PipLines
+		for _, l := range lines {
+			if strings.Contains(l, "[Errno 28]") || strings.Contains(l, "No space left on device") ||
+				strings.Contains(l, "Disk quota exceeded") {
+				full = true
+			}
+		}
+	}
+	if !full {
+		return err
+	}
+	return &InstallError{
+		Kind:     "disk_full",
+		Summary:  "the server's disk that holds the package cache is full, so the packages could not be installed",
+		Hint:     "This is not a problem with the requirements. Run the code without requirements, or with fewer or smaller packages; the server's operator must free space in its cache directory (or lower --cache-max-bytes)",
+		PipLines: lines,
+	}
 }
 
 func dirSize(dir string) (int64, error) {

@@ -17,7 +17,7 @@ import (
 // written for a model to act on and carry no host paths.
 type InstallError struct {
 	// Kind is one of "not_found", "no_matching_version", "build_failed",
-	// "index_unreachable", "timeout" or "other".
+	// "index_unreachable", "timeout", "disk_full" or "other".
 	Kind     string
 	Summary  string   // what went wrong, one sentence
 	Hint     string   // what the caller can do next
