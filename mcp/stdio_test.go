@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -360,4 +361,34 @@ func TestAcceptKeepsNothingForResponses(t *testing.T) {
 	if out.Len() != 0 {
 		t.Errorf("a response was answered: %s", out.String())
 	}
+}
+
+var fuzzRunner = sync.OnceValues(func() (*sandbox.Runner, error) { return sandbox.New(sandbox.Config{}) })
+
+// FuzzStdioTransport sends an initialized session random lines, then a
+// ping: whatever came before, every line the server writes is a JSON-RPC 2.0
+// message and the ping is answered. The seed corpus in
+// testdata/fuzz/FuzzStdioTransport holds the wrong shapes met in the field.
+func FuzzStdioTransport(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, `[]`, `1`, `null`, `{"jsonrpc":"2.0","id":true,"method":"ping"}`,
+		`{"jsonrpc":"1.0","id":1,"method":"ping"}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"}]`,
+		`{"jsonrpc":"2.0","id":1` + strings.Repeat("0", 400) + `,"method":"ping"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/list"}` + "\n" + `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		runner, err := fuzzRunner()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := startRaw(t, newStdioServer(t, runner))
+		c.initialize("2025-11-25")
+		if _, err := c.in.Write(append(input, '\n')); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		c.ping(`"fuzz-ping-after-the-input"`)
+	})
 }
