@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +139,56 @@ func TestPythonVersionSelection(t *testing.T) {
 	res := env.call(t, ctx, "run_code", map[string]any{"code": "print(1)", "python": "2.1"}, nil)
 	if !res.IsError || !strings.Contains(text(res), "available") {
 		t.Errorf("python 2.1: %s", text(res))
+	}
+}
+
+// TestDamagedEnvironmentRebuilt damages the cached environment between
+// calls in each way the cache must notice: the next run_code rebuilds it
+// (env_cached false) and the code runs.
+func TestDamagedEnvironmentRebuilt(t *testing.T) {
+	ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "greeting", Version: "1.0", Requires: []string{"shout"}},
+		pyenvtest.Package{Name: "shout", Version: "2.0"})
+	cacheDir := t.TempDir()
+	envs, err := pyenv.New(pyenv.Options{Dir: cacheDir, IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := start(t, protocols[0], Config{Envs: envs})
+	ctx := context.Background()
+	run := func(wantCached bool) {
+		t.Helper()
+		var out RunOutput
+		res := env.call(t, ctx, "run_code", map[string]any{"code": "import greeting, shout\nprint(greeting.__version__, shout.__version__)", "requirements": []string{"greeting"}}, &out)
+		if res.IsError || out.Stdout != "1.0 2.0\n" || out.EnvCached != wantCached {
+			t.Fatalf("env_cached %t, want %t: %+v\n%s", out.EnvCached, wantCached, out, text(res))
+		}
+	}
+	// inEnv names a path in the one published environment.
+	inEnv := func(pattern string) string {
+		t.Helper()
+		m, _ := filepath.Glob(filepath.Join(cacheDir, "envs", "*", pattern))
+		if len(m) != 1 {
+			t.Fatalf("%s in the environment: %v", pattern, m)
+		}
+		return m[0]
+	}
+	run(false)
+	run(true)
+	for _, damage := range []struct {
+		name string
+		do   func() error
+	}{
+		{"deleted bin/python", func() error { return os.Remove(inEnv("bin/python")) }},
+		{"truncated package file", func() error { return os.Truncate(inEnv("lib/python*/site-packages/greeting/__init__.py"), 0) }},
+		{"deleted package file", func() error { return os.Remove(inEnv("lib/python*/site-packages/shout/__init__.py")) }},
+		{"deleted metadata", func() error { return os.Remove(inEnv("prims-env.json")) }},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			if err := damage.do(); err != nil {
+				t.Fatal(err)
+			}
+			run(false)
+			run(true)
+		})
 	}
 }
