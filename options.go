@@ -80,11 +80,11 @@ func (o *envOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.findLinks, "find-links", nil, "directory or page of wheels to install from (repeatable; default: $PIP_FIND_LINKS)")
 	fs.BoolVar(&o.offline, "offline", false, "install only from --find-links and pip's cache, never from an index")
 	fs.BoolVar(&o.allowDirect, "allow-direct-requirements", false, "allow requirements that are local paths or URLs")
-	fs.BoolVar(&o.onlyBinary, "only-binary", false, "install wheels only: never build a source distribution (which runs the package's code outside the sandbox)")
+	fs.BoolVar(&o.onlyBinary, "only-binary", false, "install wheels only: never build a source distribution (whose build runs the package's own code, in the install sandbox)")
 	fs.DurationVar(&o.installTimeout, "install-timeout", 5*time.Minute, "limit for one environment install")
 }
 
-func (o *envOptions) cache(log *slog.Logger) (*pyenv.Cache, error) {
+func (o *envOptions) cache(log *slog.Logger, confine pyenv.ConfineFunc) (*pyenv.Cache, error) {
 	return pyenv.New(pyenv.Options{
 		Dir:            o.cacheDir,
 		MaxBytes:       o.cacheMax,
@@ -95,6 +95,7 @@ func (o *envOptions) cache(log *slog.Logger) (*pyenv.Cache, error) {
 		AllowDirect:    o.allowDirect,
 		OnlyBinary:     o.onlyBinary,
 		InstallTimeout: o.installTimeout,
+		Confine:        confine,
 		Logger:         log,
 	})
 }
@@ -171,11 +172,11 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	if err != nil {
 		return deps{}, err
 	}
-	envs, err := o.cache(log)
+	runner, err := o.runner(log)
 	if err != nil {
 		return deps{}, err
 	}
-	runner, err := o.runner(log)
+	envs, err := o.cache(log, mcp.ConfineInstalls(runner))
 	if err != nil {
 		return deps{}, err
 	}

@@ -37,6 +37,9 @@ type initReport struct {
 func (r *Runner) prepare(job Job, code, stdout, stderr *os.File) (*launch, error) {
 	if r.tier == TierNone {
 		cmd := exec.Command(job.Python, "-s", "-c", bootstrap)
+		if job.cmd != nil {
+			cmd = exec.Command(job.cmd.Args[0], job.cmd.Args[1:]...)
+		}
 		cmd.Dir = job.Dir
 		cmd.Env = childEnv(job)
 		cmd.Stdout = stdout

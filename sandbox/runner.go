@@ -301,6 +301,8 @@ type Job struct {
 	// called from one goroutine each and should not block for long.
 	Stdout, Stderr io.Writer
 	Timeout        time.Duration // wall-clock limit; 0 means Config.DefaultTimeout
+
+	cmd *Command // RunCommand's: runs instead of the bootstrap
 }
 
 // Result describes how a job ended.
@@ -485,7 +487,11 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	g.Go(func() error { return pump(c.errR, io.MultiWriter(tail, orDiscard(job.Stderr))) })
 
 	quotaHit := make(chan struct{})
-	stopQuota := watchQuota(job.Dir, r.limits.WorkspaceQuota, quotaHit)
+	quota := r.limits.WorkspaceQuota
+	if job.cmd != nil {
+		quota = 1 << 62 // an install is bounded by its own timeout, not the workspace's quota
+	}
+	stopQuota := watchQuota(job.Dir, quota, quotaHit)
 	memHit := make(chan struct{})
 	c.mem.arm()
 	stopMem := c.mem.watch(memHit)
@@ -651,6 +657,9 @@ func (t *tailBuffer) String() string { return string(t.b) }
 // childEnv is the whole environment of the child: nothing of the server's
 // own environment (where API keys live) leaks through.
 func childEnv(job Job) []string {
+	if job.cmd != nil {
+		return job.cmd.Env
+	}
 	home := filepath.Join(job.Dir, ".home")
 	pathDirs := []string{filepath.Dir(job.Python), "/usr/local/bin", "/usr/bin", "/bin"}
 	env := []string{

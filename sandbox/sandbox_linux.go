@@ -84,7 +84,7 @@ var etcEntries = []string{
 	"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone",
 	"nsswitch.conf", "hosts", "host.conf", "gai.conf", "resolv.conf", "protocols", "services",
 	"ssl", "ca-certificates", "pki", "fonts", "mime.types", "alternatives", "os-release",
-	"matplotlibrc", "python3", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13",
+	"matplotlibrc", "debian_version", "lsb-release", "python3", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13",
 }
 
 func probe() Support {
@@ -254,6 +254,9 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 		Network: r.cfg.Network,
 		Limits:  r.limits,
 	}
+	if job.cmd != nil {
+		cfg.Args, cfg.Network = job.cmd.Args, cfg.Network || job.cmd.Network
+	}
 	if os.Getenv(traceEnv) == "1" {
 		cfg.TraceT0 = monotonic()
 	}
@@ -313,7 +316,7 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = append([]*os.File{code, cfgR, repW}, trees...)
 	if r.tier == TierNamespaces {
-		cmd.SysProcAttr = nsAttr(r.cfg.Network)
+		cmd.SysProcAttr = nsAttr(cfg.Network)
 	} else {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
@@ -328,6 +331,13 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 // before children so that mounts/ lands on top of the workspace.
 func sandboxBinds(job Job, dir string) []bind {
 	binds := []bind{{Path: dir, Src: dir, Write: true}}
+	if job.cmd != nil {
+		for _, p := range job.cmd.Writable {
+			if src, err := filepath.EvalSymlinks(p); err == nil {
+				binds = append(binds, bind{Path: p, Src: src, Write: true})
+			}
+		}
+	}
 	ro := slices.Clone(job.ReadOnly)
 	// The interpreter's own prefix (a venv, or a pyenv version under
 	// /root) is needed to run it at all.

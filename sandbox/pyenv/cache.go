@@ -37,11 +37,15 @@ type Options struct {
 	AllowDirect bool // allow local paths and direct URLs in requirements (operator flag)
 
 	// OnlyBinary refuses source distributions: building one runs the
-	// package's own code on the host, outside any sandbox.
+	// package's own code (confined by Confine when set).
 	OnlyBinary bool
 
 	InstallTimeout time.Duration // bounds one pip run; default 5 minutes
-	Logger         *slog.Logger
+
+	// Confine, when set, runs pip and every build it starts in a sandbox
+	// (Confined says what it may touch); without it pip runs on the host.
+	Confine ConfineFunc
+	Logger  *slog.Logger
 }
 
 // DefaultDir is $XDG_CACHE_HOME/prims, or ~/.cache/prims (the platform's

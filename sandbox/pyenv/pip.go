@@ -129,9 +129,15 @@ func (c *Cache) runPip(ctx context.Context, interp Interpreter, envPython, tmp s
 		return cmd
 	}
 	start := time.Now()
-	cmd, err := startContained(newCmd)
-	if err == nil {
-		err = cmd.Wait()
+	var err error
+	if c.opts.Confine != nil {
+		err = c.runConfined(pctx, interp, envPython, tmp, args, lw)
+	} else {
+		var cmd *exec.Cmd
+		cmd, err = startContained(newCmd)
+		if err == nil {
+			err = cmd.Wait()
+		}
 	}
 	lw.flush()
 	c.log.Debug("pip install", "reqs", reqs, "elapsed", time.Since(start), "err", err)
@@ -152,8 +158,11 @@ func (c *Cache) runPip(ctx context.Context, interp Interpreter, envPython, tmp s
 	ie := classify(lw.lines, interp.Version)
 	ie.PipLines = sanitize(ie.PipLines, c.pathsToHide(interp, tmp))
 	var ee *exec.ExitError
+	var ce confinedExit
 	if ie.Kind == "other" && errors.As(err, &ee) {
 		ie.Summary = fmt.Sprintf("pip failed with exit status %d", ee.ExitCode())
+	} else if ie.Kind == "other" && errors.As(err, &ce) {
+		ie.Summary = fmt.Sprintf("pip failed with exit status %d", int(ce))
 	} else if ie.Kind == "other" {
 		c.log.Error("run pip", "pip", interp.Pip, "err", err)
 		ie.Summary = "pip could not be run on the server"

@@ -48,6 +48,13 @@ type Package struct {
 	// from the index.
 	Broken bool
 
+	// Build, when set, serves an sdist whose in-tree build backend runs
+	// this Python code and then builds a working wheel: the code appends
+	// lines to the list named report, which the wheel installs as
+	// <module>/build_report.txt. It is how tests watch what a package's
+	// build code can do.
+	Build string
+
 	// ImportDelay makes the module sleep this long when imported, for
 	// benchmarks that need a slow import.
 	ImportDelay time.Duration
@@ -122,9 +129,12 @@ func NewIndex(t testing.TB, pkgs ...Package) *Index {
 		var name string
 		var data []byte
 		var err error
-		if p.Broken {
+		switch {
+		case p.Broken:
 			name, data, err = Sdist(p)
-		} else {
+		case p.Build != "":
+			name, data, err = BuildingSdist(p)
+		default:
 			name, data, err = Wheel(p)
 		}
 		if err != nil {
@@ -285,18 +295,65 @@ func Wheel(p Package) (filename string, data []byte, err error) {
 // Sdist builds p as a source distribution whose build always fails: its
 // in-tree PEP 517 backend raises, so no build dependency is fetched.
 func Sdist(p Package) (filename string, data []byte, err error) {
-	base := fmt.Sprintf("%s-%s", p.Module(), p.Version)
-	files := map[string]string{
-		base + "/PKG-INFO":       metadata(p, "2.1"),
-		base + "/pyproject.toml": "[build-system]\nrequires = []\nbuild-backend = \"pyenvtest_backend\"\nbackend-path = [\".\"]\n",
-		base + "/pyenvtest_backend.py": `def _fail(*args, **kwargs):
+	return sdist(p, `def _fail(*args, **kwargs):
     raise RuntimeError("pyenvtest: deliberate build failure")
 
 get_requires_for_build_wheel = lambda config_settings=None: []
 prepare_metadata_for_build_wheel = _fail
 build_wheel = _fail
 build_sdist = _fail
-`,
+`)
+}
+
+// BuildingSdist builds p as a source distribution whose in-tree backend
+// runs p.Build, then writes a pure-Python wheel holding the module and the
+// build's report (see Package.Build). It needs nothing from the index.
+func BuildingSdist(p Package) (filename string, data []byte, err error) {
+	dist := strings.ReplaceAll(p.Module(), "-", "_")
+	backend := fmt.Sprintf(`import base64, hashlib, os, zipfile
+
+MODULE, DIST, VERSION = %q, %q, %q
+METADATA = base64.b64decode(%q).decode()
+BUILD = base64.b64decode(%q).decode()
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    report = []
+    exec(compile(BUILD, "pyenvtest-build", "exec"), {"report": report})
+    info = "%%s-%%s.dist-info" %% (DIST, VERSION)
+    files = {
+        MODULE + "/__init__.py": "__version__ = %%r\n" %% VERSION,
+        MODULE + "/build_report.txt": "\n".join(report) + "\n",
+        info + "/METADATA": METADATA,
+        info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: pyenvtest\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    name = "%%s-%%s-py3-none-any.whl" %% (DIST, VERSION)
+    record = []
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        for path, text in sorted(files.items()):
+            data = text.encode()
+            z.writestr(path, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append("%%s,sha256=%%s,%%d" %% (path, digest, len(data)))
+        record.append(info + "/RECORD,,")
+        z.writestr(info + "/RECORD", "\n".join(record) + "\n")
+    return name
+`, p.Module(), dist, p.Version,
+		base64.StdEncoding.EncodeToString([]byte(metadata(p, "2.1"))),
+		base64.StdEncoding.EncodeToString([]byte(p.Build)))
+	return sdist(p, backend)
+}
+
+func sdist(p Package, backend string) (filename string, data []byte, err error) {
+	base := fmt.Sprintf("%s-%s", p.Module(), p.Version)
+	files := map[string]string{
+		base + "/PKG-INFO":             metadata(p, "2.1"),
+		base + "/pyproject.toml":       "[build-system]\nrequires = []\nbuild-backend = \"pyenvtest_backend\"\nbackend-path = [\".\"]\n",
+		base + "/pyenvtest_backend.py": backend,
 	}
 	paths := make([]string, 0, len(files))
 	for k := range files {

@@ -1,0 +1,52 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Command is a program other than a Python run that must still run
+// confined: pip installing requirements, whose source builds run the
+// packages' own code. It gets the run's tier, limits and read-only system,
+// but its own argv and environment, and may write Dir and Writable only.
+type Command struct {
+	Args     []string // Args[0] is the executable, a host path
+	Env      []string // the whole environment
+	Dir      string   // working directory, writable
+	Writable []string // other host paths it may write
+	ReadOnly []string // host paths it may read besides the system's
+	// Network lets it reach the host's network even when the runner's
+	// code may not (installs need their index).
+	Network bool
+	Output  io.Writer     // stdout and stderr, in order
+	Timeout time.Duration // wall-clock limit; 0 means Config.DefaultTimeout
+}
+
+// RunCommand runs c in a sandbox of its own (never a warm one) and waits for
+// it and everything it started. Like Run, the error is non-nil only when it
+// could not be started.
+func (r *Runner) RunCommand(ctx context.Context, c Command) (Result, error) {
+	if len(c.Args) == 0 {
+		return Result{Tier: r.tier}, errors.New("run command: no program")
+	}
+	if err := r.shareWritable(c.Writable); err != nil {
+		return Result{Tier: r.tier}, err
+	}
+	job := Job{
+		Python:   c.Args[0],
+		Dir:      c.Dir,
+		ReadOnly: c.ReadOnly,
+		Stdout:   c.Output,
+		Stderr:   c.Output,
+		Timeout:  c.Timeout,
+		cmd:      &c,
+	}
+	ch, err := r.start(job)
+	if err != nil {
+		return Result{Tier: r.tier}, err
+	}
+	defer r.shared.Delete(c.Dir) // each command's directory is new
+	return r.execute(ctx, ch, job)
+}

@@ -1,0 +1,246 @@
+package pyenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+)
+
+// confineWith is mcp.ConfineInstalls (which this package cannot import):
+// pip in a sandbox of r's tier.
+func confineWith(r *sandbox.Runner, out io.Writer) ConfineFunc {
+	return func(ctx context.Context, c Confined) (int, error) {
+		res, err := r.RunCommand(ctx, sandbox.Command{
+			Args: c.Args, Env: c.Env, Dir: c.Dir, Writable: c.Writable, ReadOnly: c.ReadOnly,
+			Network: len(c.Hosts) > 0, Output: io.MultiWriter(c.Output, out), Timeout: c.Timeout,
+		})
+		if err != nil {
+			return 0, err
+		}
+		if res.ExitCode == 0 && (res.TimedOut || res.Cancelled) {
+			return -1, nil
+		}
+		return res.ExitCode, nil
+	}
+}
+
+// hostileBuild is the build code of a hostile source distribution: it
+// leaves a marker in its own build directory (proof it ran), then tries to
+// write outside the environment, read secrets in the home and in /tmp and
+// reach a loopback service. Each probe's outcome goes into the report the
+// wheel installs.
+const hostileBuild = `
+import os, socket
+def probe(name, fn):
+    try:
+        report.append("%s: %s" % (name, fn()))
+    except Exception as e:
+        report.append("%s: refused (%s)" % (name, type(e).__name__))
+probe("marker", lambda: open("hostile-marker", "w").write("built here") and os.path.exists("hostile-marker"))
+for i, p in enumerate(OUTSIDE):
+    probe("write-outside-%d" % i, lambda: open(p, "w").write("PWNED") and "written")
+probe("home-secret", lambda: open(HOME_SECRET).read())
+probe("tmp-secret", lambda: open(TMP_SECRET).read())
+probe("loopback", lambda: socket.create_connection(("127.0.0.1", PORT), timeout=3).close() or "connected")
+`
+
+// TestHostileSdist is issue 12's attack: a requirement served only as a
+// source distribution runs its build code during the install. Confined,
+// that code runs (its marker is written in its build directory) but cannot
+// write outside the environment, read a secret in the home or in /tmp, or
+// connect to a loopback service. The control installs the same package
+// with pip on the host and sees every hole.
+func TestHostileSdist(t *testing.T) {
+	in := testInterp(t)
+	if !othersCanReach(in.Path) && os.Geteuid() == 0 {
+		testenv.Skip(t, testenv.Shared, "the sandbox user cannot run %s", in.Path)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
+	homeSecret := filepath.Join(home, ".prims-test-secret-"+tag)
+	tmpSecret := filepath.Join(os.TempDir(), "prims-test-secret-"+tag)
+	for _, p := range []string{homeSecret, tmpSecret} {
+		if err := os.WriteFile(p, []byte("TOP-SECRET-"+tag), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(p) })
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+
+	// install builds the hostile package into a fresh cache and returns its
+	// build report and the paths it tried to write outside the environment.
+	install := func(t *testing.T, confine func(io.Writer) ConfineFunc) (report string, outside []string) {
+		dir := t.TempDir()
+		// The landlock tier runs a root server's pip as another uid.
+		os.Chmod(dir, 0o755)
+		os.Chmod(filepath.Dir(dir), 0o755)
+		outside = []string{
+			filepath.Join(os.TempDir(), "prims-hostile-"+tag),
+			filepath.Join(home, ".prims-hostile-"+tag),
+			filepath.Join(dir, "pwned"), // the cache's root
+			filepath.Join(dir, "envs", "pwned"),
+		}
+		for _, p := range outside {
+			t.Cleanup(func() { os.Remove(p) })
+		}
+		build := fmt.Sprintf("OUTSIDE = %s\nHOME_SECRET = %q\nTMP_SECRET = %q\nPORT = %d\n",
+			pyList(outside), homeSecret, tmpSecret, ln.Addr().(*net.TCPAddr).Port) + hostileBuild
+		ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "hostile", Version: "1.0", Build: build})
+		var out bytes.Buffer
+		opts := Options{Dir: dir, IndexURL: ix.URL, InstallTimeout: 2 * time.Minute}
+		if confine != nil {
+			opts.Confine = confine(&out)
+		}
+		c, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := c.Acquire(context.Background(), in, []string{"hostile"}, nil)
+		if err != nil {
+			t.Fatalf("install: %v\n%s", err, out.String())
+		}
+		defer env.Release()
+		b, err := exec.Command(env.Python, "-c", "import hostile, os; print(open(os.path.join(os.path.dirname(hostile.__file__), 'build_report.txt')).read())").CombinedOutput()
+		if err != nil {
+			t.Fatalf("read the build report: %v\n%s", err, b)
+		}
+		return string(b), outside
+	}
+
+	t.Run("control", func(t *testing.T) {
+		before := accepted.Load()
+		report, outside := install(t, nil)
+		t.Logf("build report on the host:\n%s", report)
+		if !strings.Contains(report, "marker: True") || !strings.Contains(report, "TOP-SECRET-"+tag) || accepted.Load() == before {
+			t.Errorf("the probe cannot see the holes it looks for:\n%s", report)
+		}
+		if _, err := os.Stat(outside[0]); err != nil {
+			t.Errorf("control: the build could not write %s: %v", outside[0], err)
+		}
+	})
+
+	for _, tier := range []sandbox.Tier{sandbox.TierNamespaces, sandbox.TierLandlock} {
+		t.Run(string(tier), func(t *testing.T) {
+			s := sandbox.Probe()
+			if !s.Can(tier) {
+				feature := testenv.Userns
+				if tier == sandbox.TierLandlock {
+					feature = testenv.Landlock
+				}
+				testenv.Skip(t, feature, "tier %s: %s", tier, s.Missing())
+			}
+			r, err := sandbox.New(sandbox.Config{Tier: tier})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			before := accepted.Load()
+			report, outside := install(t, func(out io.Writer) ConfineFunc { return confineWith(r, out) })
+			t.Logf("build report in the %s sandbox:\n%s", tier, report)
+			if !strings.Contains(report, "marker: True") {
+				t.Errorf("the build did not run, or could not write its own build directory:\n%s", report)
+			}
+			if strings.Contains(report, "TOP-SECRET") {
+				t.Errorf("the build read a secret:\n%s", report)
+			}
+			// A write may land in the sandbox's own /tmp; none may reach
+			// the host.
+			for _, p := range outside {
+				if _, err := os.Lstat(p); err == nil {
+					t.Errorf("%s exists after the build", p)
+				}
+			}
+			if checkLoopback && (accepted.Load() != before || !strings.Contains(report, "loopback: refused")) {
+				t.Errorf("the build connected to a loopback service:\n%s", report)
+			}
+		})
+	}
+}
+
+// checkLoopback is off until installs reach their index only through the
+// egress proxy.
+const checkLoopback = false
+
+func pyList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// TestHostileSdistUnprivileged runs TestHostileSdist again as uid 65534, as
+// a server started by an ordinary user would be.
+func TestHostileSdistUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("already unprivileged: TestHostileSdist covers this case")
+	}
+	in := testInterp(t)
+	if !othersCanReach(in.Path) {
+		testenv.Skip(t, testenv.Shared, "uid 65534 cannot run %s", in.Path)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "prims-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "pyenv.test")
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(dir, "home")
+	os.Mkdir(home, 0o700)
+	os.Chown(home, 65534, 65534)
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "-test.run=^TestHostileSdist$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=/tmp", "PRIMS_REQUIRE=" + os.Getenv("PRIMS_REQUIRE")}
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	err = cmd.Run()
+	t.Logf("as uid 65534 (%v, %d bytes):\n%s", err, out.Len(), out.String())
+	if err != nil {
+		t.Fatalf("TestHostileSdist as uid 65534: %v", err)
+	}
+}
