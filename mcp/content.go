@@ -28,8 +28,10 @@ const maxLinks = 50
 // fileContent returns what the model sees of the files a run wrote, newest
 // first: images as image content while they fit the per-result budget, every
 // other file (and every image over the budget) as a resource link. It sets
-// each artifact's Note to say which, and why.
-func (s *Server) fileContent(ws *workspace.Workspace, arts []Artifact) []sdk.Content {
+// each artifact's Note to say which, and why. Clients of a protocol older
+// than resource links get no link: the note names the resource to read.
+func (s *Server) fileContent(ws *workspace.Workspace, arts []Artifact, version string) []sdk.Content {
+	canLink := hasResourceLinks(version)
 	var images, links []sdk.Content
 	budget := s.cfg.ImageBudget
 	for i := range arts {
@@ -44,6 +46,13 @@ func (s *Server) fileContent(ws *workspace.Workspace, arts []Artifact) []sdk.Con
 				continue
 			}
 			a.Note = why
+		}
+		if !canLink {
+			if a.Note != "" {
+				a.Note += "; "
+			}
+			a.Note += "read it as resource " + a.URI
+			continue
 		}
 		if len(links) == maxLinks {
 			if a.Note == "" {
@@ -89,4 +98,43 @@ func readImage(ws *workspace.Workspace, name, mediaType string, left, total int6
 		return nil, fmt.Sprintf("not shown inline: its content is %s, not %s", got, mediaType)
 	}
 	return data, ""
+}
+
+// Protocol versions that introduced content types. Versions are dates, so
+// they compare as strings; "" (not known) is taken as the newest.
+const (
+	versionAudio         = "2025-03-26"
+	versionResourceLinks = "2025-06-18"
+)
+
+func hasResourceLinks(version string) bool { return version == "" || version >= versionResourceLinks }
+
+// contentFor returns content with what the client's protocol version
+// cannot parse replaced by text: a client of 2024-11-05 or 2025-03-26
+// rejects a whole result over one resource_link (the TypeScript SDK 1.11
+// does), one of 2024-11-05 over audio.
+func contentFor(version string, content []sdk.Content) []sdk.Content {
+	if version == "" || version >= versionResourceLinks {
+		return content
+	}
+	out := make([]sdk.Content, 0, len(content))
+	for _, c := range content {
+		switch c := c.(type) {
+		case *sdk.ResourceLink:
+			name := c.Title
+			if name == "" {
+				name = c.Name
+			}
+			out = append(out, &sdk.TextContent{Text: fmt.Sprintf("%s (%s): read it as resource %s", name, c.MIMEType, c.URI)})
+		case *sdk.AudioContent:
+			if version < versionAudio {
+				out = append(out, &sdk.TextContent{Text: fmt.Sprintf("[%s audio not shown: this client's protocol has no audio content]", c.MIMEType)})
+				continue
+			}
+			out = append(out, c)
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package mcp
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
@@ -264,5 +266,103 @@ def show(*args, **kwargs):
 	slices.Sort(paths)
 	if want := []string{"output/figure-3.png", "output/mine.png"}; !slices.Equal(paths, want) {
 		t.Errorf("artifacts = %v, want %v", paths, want)
+	}
+}
+
+// TestContentPerProtocolVersion: a raw JSON-RPC client of each protocol
+// version gets only the content types that version defines. resource_link
+// came with 2025-06-18; older clients read the file's resource URI in text.
+func TestContentPerProtocolVersion(t *testing.T) {
+	t.Parallel()
+	runner, err := sandbox.New(sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := `import base64
+open("output/h.txt", "w").write("hello")
+open("output/p.png", "wb").write(base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))`
+	args, _ := json.Marshal(map[string]any{"code": code})
+	tests := []struct {
+		version string
+		want    []string // content types in order
+		link    bool     // the text names the resource to read
+	}{
+		{"2024-11-05", []string{"text", "image"}, true},
+		{"2025-03-26", []string{"text", "image"}, true},
+		{"2025-06-18", []string{"text", "image", "resource_link"}, false},
+		{"2025-11-25", []string{"text", "image", "resource_link"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			t.Parallel()
+			c := startRaw(t, newStdioServer(t, runner))
+			c.send(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"` + tt.version + `","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
+			var init struct {
+				ProtocolVersion string `json:"protocolVersion"`
+			}
+			if err := json.Unmarshal(c.reply(`0`)["result"], &init); err != nil || init.ProtocolVersion != tt.version {
+				t.Fatalf("negotiated %q (%v), want %s", init.ProtocolVersion, err, tt.version)
+			}
+			c.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+			c.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"run_code","arguments":` + string(args) + `}}`)
+			m := c.reply(`1`)
+			var res struct {
+				IsError bool `json:"isError"`
+				Content []struct {
+					Type string `json:"type"`
+					Text string `json:"text"`
+				} `json:"content"`
+			}
+			if err := json.Unmarshal(m["result"], &res); err != nil || res.IsError {
+				t.Fatalf("run_code: %s %s", m["result"], m["error"])
+			}
+			var types []string
+			for _, c := range res.Content {
+				types = append(types, c.Type)
+			}
+			if diff := cmp.Diff(tt.want, types); diff != "" {
+				t.Errorf("content types (-want +got):\n%s", diff)
+			}
+			named := strings.Contains(res.Content[0].Text, "output/h.txt (5 B, text/plain; charset=utf-8): read it as resource prims://workspace/output/h.txt")
+			if named != tt.link {
+				t.Errorf("text names the resource to read: %v, want %v:\n%s", named, tt.link, res.Content[0].Text)
+			}
+		})
+	}
+}
+
+// TestContentFor downgrades what a protocol version cannot carry.
+func TestContentFor(t *testing.T) {
+	size := int64(3)
+	in := []sdk.Content{
+		&sdk.TextContent{Text: "t"},
+		&sdk.ResourceLink{URI: "prims://workspace/output/a.csv", Name: "a.csv", Title: "output/a.csv", MIMEType: "text/csv", Size: &size},
+		&sdk.AudioContent{MIMEType: "audio/wav", Data: []byte("RIFF")},
+		&sdk.ImageContent{MIMEType: "image/png", Data: []byte("x")},
+	}
+	kinds := func(cs []sdk.Content) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, fmt.Sprintf("%T", c))
+		}
+		return out
+	}
+	tests := []struct {
+		version string
+		want    []string
+	}{
+		{"2024-11-05", []string{"*mcp.TextContent", "*mcp.TextContent", "*mcp.TextContent", "*mcp.ImageContent"}},
+		{"2025-03-26", []string{"*mcp.TextContent", "*mcp.TextContent", "*mcp.AudioContent", "*mcp.ImageContent"}},
+		{"2025-06-18", []string{"*mcp.TextContent", "*mcp.ResourceLink", "*mcp.AudioContent", "*mcp.ImageContent"}},
+		{"2026-07-28", []string{"*mcp.TextContent", "*mcp.ResourceLink", "*mcp.AudioContent", "*mcp.ImageContent"}},
+		{"", []string{"*mcp.TextContent", "*mcp.ResourceLink", "*mcp.AudioContent", "*mcp.ImageContent"}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, kinds(contentFor(tt.version, in))); diff != "" {
+			t.Errorf("%q (-want +got):\n%s", tt.version, diff)
+		}
+	}
+	if got := contentFor("2025-03-26", in)[1].(*sdk.TextContent).Text; got != "output/a.csv (text/csv): read it as resource prims://workspace/output/a.csv" {
+		t.Errorf("link as text: %q", got)
 	}
 }

@@ -171,7 +171,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})
 	}
 	s.notifyUpdated(ctx, sess, watched)
-	files := s.fileContent(sess.ws, out.Artifacts)
+	files := s.fileContent(sess.ws, out.Artifacts, req.ProtocolVersion())
 	out.Hint = s.hint(ctx, out, timeout, in.Code, env.python.Path)
 	result := textResult(summary(out, timeout, notes))
 	result.Content = append(result.Content, files...)

@@ -145,6 +145,19 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 	s.addTools()
 	s.addPrompts()
 	s.addResources()
+	// Whatever a tool returns, a client gets only the content types its
+	// protocol version has (content.go).
+	s.sdk.AddReceivingMiddleware(func(next sdk.MethodHandler) sdk.MethodHandler {
+		return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
+			res, err := next(ctx, method, req)
+			if r, ok := res.(*sdk.CallToolResult); ok && r != nil {
+				if cr, ok := req.(*sdk.CallToolRequest); ok {
+					r.Content = contentFor(cr.ProtocolVersion(), r.Content)
+				}
+			}
+			return res, err
+		}
+	})
 	return s, nil
 }
 
