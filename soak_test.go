@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/workspace"
+)
+
+var (
+	soak     = flag.Bool("soak", false, "run the soak test: many runs through one prims stdio")
+	soakRuns = flag.Int("soak-runs", 2000, "runs of the soak test")
+)
+
+// TestSoak sends -soak-runs run_code calls through one real prims stdio and
+// checks that the server's memory and descriptors stay flat and that the
+// logs stay within their bounds. Opt-in: go test -run TestSoak -soak -v .
+func TestSoak(t *testing.T) {
+	if !*soak {
+		t.Skip("pass -soak to run the soak test")
+	}
+	if runtime.GOOS != "linux" {
+		testenv.Skip(t, testenv.Proc, "reads the server's memory and descriptors from /proc")
+	}
+	py := testPython(t)
+	ws := t.TempDir()
+	cmd := primsCmd(t, "stdio", "--python", py, "--workspace", ws)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	ctx := context.Background()
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "soak"}, nil).Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	pid := cmd.Process.Pid
+
+	// Each run prints 1 KiB to stdout and a line to stderr, and writes
+	// and removes a file: the work of a typical small call.
+	const code = "import sys, os\nprint('x' * 1023)\nprint('err', file=sys.stderr)\nopen('scratch', 'w').write('y')\nos.remove('scratch')\n"
+	type sample struct {
+		run      int
+		rss, fds int64
+	}
+	var samples []sample
+	start := time.Now()
+	for i := 1; i <= *soakRuns; i++ {
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": code}})
+		if err != nil {
+			t.Fatalf("run %d: %v\nserver stderr:\n%s", i, err, stderr.String())
+		}
+		if res.IsError {
+			sc, _ := json.Marshal(res.StructuredContent)
+			t.Fatalf("run %d failed: %s", i, sc)
+		}
+		if i%(*soakRuns/10) == 0 {
+			// Let the refill of the warm pool that follows a run finish:
+			// its pipes are not a leak.
+			time.Sleep(300 * time.Millisecond)
+			s := sample{run: i, rss: procRSS(t, pid), fds: procFDs(t, pid)}
+			samples = append(samples, s)
+			t.Logf("run %5d: server RSS %6.1f MiB, %d descriptors, %.1f runs/s", s.run, float64(s.rss)/(1<<20), s.fds, float64(i)/time.Since(start).Seconds())
+		}
+	}
+	// The first tenth warms up (pool, caches, GC target); from there on,
+	// a leak of a few kB per run would show.
+	base, last := samples[0], samples[len(samples)-1]
+	var peak int64
+	for _, s := range samples[1:] {
+		peak = max(peak, s.rss)
+	}
+	if limit := base.rss + base.rss/4 + 8<<20; peak > limit {
+		t.Errorf("server RSS grew from %d to %d bytes (peak %d) over %d runs: more than 25%% + 8 MiB", base.rss, last.rss, peak, last.run-base.run)
+	}
+	if last.fds > base.fds+2 {
+		t.Errorf("server descriptors grew from %d to %d over %d runs", base.fds, last.fds, last.run-base.run)
+	}
+
+	// Logs: every file within the per-stream limit, and no more in total
+	// than the runs wrote (code, stdout and stderr of each).
+	var total, files int64
+	perRun := int64(len(code) + 1024 + len("err\n"))
+	filepath.WalkDir(filepath.Join(ws, workspace.LogsDir), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		files++
+		total += fi.Size()
+		if fi.Size() > 64<<20 {
+			t.Errorf("%s holds %d bytes, over the 64 MiB a stream keeps", d.Name(), fi.Size())
+		}
+		return nil
+	})
+	t.Logf("logs: %d files, %d bytes", files, total)
+	if total > int64(*soakRuns)*perRun {
+		t.Errorf("logs hold %d bytes, more than the %d the runs wrote", total, int64(*soakRuns)*perRun)
+	}
+	if strings.Contains(stderr.String(), "panic") {
+		t.Errorf("server stderr:\n%s", stderr.String())
+	}
+}
+
+// procRSS is the resident set of pid, in bytes.
+func procRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// procFDs counts the open descriptors of pid.
+func procFDs(t *testing.T, pid int) int64 {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(entries))
+}
