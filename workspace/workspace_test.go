@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/prims-mcp/prims/internal/testenv"
 )
 
 func newWS(t *testing.T) *Workspace {
@@ -221,7 +223,7 @@ func TestPreviewBinary(t *testing.T) {
 func TestOpenRefusesSpecialFiles(t *testing.T) {
 	w := newWS(t)
 	if err := mkfifo(filepath.Join(w.Dir(), "output", "fifo")); err != nil {
-		t.Skipf("no FIFOs here: %v", err)
+		testenv.Skip(t, testenv.FIFO, "no FIFOs here: %v", err)
 	}
 	if _, _, err := w.Open("output/fifo"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("Open(fifo) err = %v", err)

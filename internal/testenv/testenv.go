@@ -32,11 +32,12 @@ const (
 	Landlock = "landlock" // the landlock sandbox tier
 	Root     = "root"     // tests run as root
 	Proc     = "proc"     // a Linux /proc
+	FIFO     = "fifo"     // named pipes
 	Cgroup   = "cgroup"   // a memory cgroup per run: a delegated cgroup v2 subtree, or v1 as root
 )
 
 // Features lists every feature name PRIMS_REQUIRE may hold.
-var Features = []string{Python, Pip, Shared, Pythons, Pyenv, Ancient, Userns, Landlock, Root, Proc, Cgroup}
+var Features = []string{Python, Pip, Shared, Pythons, Pyenv, Ancient, Userns, Landlock, Root, Proc, FIFO, Cgroup}
 
 // Var is the environment variable that lists the required features,
 // separated by commas or spaces; "all" requires every one.
