@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/netguard"
 )
 
 // PrivateAddrError is the cause of a fetch or upload refused because the
@@ -23,61 +25,6 @@ func (e *PrivateAddrError) Error() string {
 		return "address is not an IP address"
 	}
 	return fmt.Sprintf("%s is a %s address", e.Addr, e.Kind)
-}
-
-// nonPublic are the ranges no host-side fetch may reach besides the ones
-// netip classifies itself: shared address space (carrier NAT, and Alibaba's
-// metadata service at 100.100.100.200), IETF protocol assignments, benchmark
-// nets, the reserved and broadcast block, and the IPv6 prefixes that embed
-// an IPv4 address (NAT64, 6to4, IPv4-compatible) or are documentation.
-var nonPublic = []struct {
-	p    netip.Prefix
-	kind string
-}{
-	{netip.MustParsePrefix("0.0.0.0/8"), "unspecified"},
-	{netip.MustParsePrefix("100.64.0.0/10"), "shared (carrier NAT)"},
-	{netip.MustParsePrefix("192.0.0.0/24"), "reserved"},
-	{netip.MustParsePrefix("192.0.2.0/24"), "documentation"},
-	{netip.MustParsePrefix("198.18.0.0/15"), "benchmark"},
-	{netip.MustParsePrefix("198.51.100.0/24"), "documentation"},
-	{netip.MustParsePrefix("203.0.113.0/24"), "documentation"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
-	{netip.MustParsePrefix("::/96"), "IPv4-compatible"},
-	{netip.MustParsePrefix("64:ff9b::/96"), "NAT64"},
-	{netip.MustParsePrefix("64:ff9b:1::/48"), "NAT64"},
-	{netip.MustParsePrefix("2002::/16"), "6to4"},
-	{netip.MustParsePrefix("2001:db8::/32"), "documentation"},
-	{netip.MustParsePrefix("100::/64"), "discard"},
-}
-
-// addrKind names why ip is not a public unicast address, or returns "".
-func addrKind(ip netip.Addr) string {
-	ip = ip.Unmap()
-	switch {
-	case !ip.IsValid():
-		return "invalid"
-	case ip.IsUnspecified():
-		return "unspecified"
-	case ip.IsLoopback():
-		return "loopback"
-	case ip.IsPrivate():
-		if ip.Is6() {
-			return "unique-local"
-		}
-		return "private"
-	case ip == netip.AddrFrom4([4]byte{169, 254, 169, 254}):
-		return "cloud metadata"
-	case ip.IsLinkLocalUnicast():
-		return "link-local"
-	case ip.IsMulticast(), ip.IsLinkLocalMulticast(), ip.IsInterfaceLocalMulticast():
-		return "multicast"
-	}
-	for _, r := range nonPublic {
-		if r.p.Contains(ip) {
-			return r.kind
-		}
-	}
-	return ""
 }
 
 // transferHooks let tests resolve names through a fake DNS server and
@@ -98,7 +45,7 @@ func refusePrivate(public netip.AddrPort) func(network, address string, _ syscal
 			return &PrivateAddrError{}
 		}
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if k := addrKind(ap.Addr()); k != "" && ap != public {
+		if k := netguard.Kind(ap.Addr()); k != "" && ap != public {
 			return &PrivateAddrError{Addr: ap.Addr(), Kind: k}
 		}
 		return nil
