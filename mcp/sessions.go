@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/workspace"
@@ -27,8 +27,7 @@ type sessionTable struct {
 	pending     int // new-session requests in flight, counted against maxSessions
 	maxSessions int // 0 = unlimited
 
-	slots   *semaphore.Weighted // nil = unlimited
-	maxRuns int
+	slots *runSlots // nil = unlimited
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed when the server stops taking new work
@@ -54,8 +53,7 @@ func (t *sessionTable) init(maxSessions, maxRuns int) {
 	defer t.mu.Unlock()
 	t.maxSessions = maxSessions
 	if maxRuns > 0 {
-		t.maxRuns = maxRuns
-		t.slots = semaphore.NewWeighted(int64(maxRuns))
+		t.slots = newRunSlots(maxRuns)
 	}
 }
 
@@ -311,7 +309,7 @@ func (s *Server) execute(ctx context.Context, sess *session, prog *progress, job
 		defer cancel()
 		defer context.AfterFunc(sess.gone, cancel)()
 	}
-	release, err := s.acquire(ctx, prog)
+	release, err := s.acquire(ctx, sess, prog)
 	if err != nil {
 		s.metrics.countRun(outcomeRefused)
 		return sandbox.Result{}, err
@@ -328,11 +326,11 @@ func (s *Server) execute(ctx context.Context, sess *session, prog *progress, job
 	return res, err
 }
 
-// acquire waits for a run slot. Waiting ends when the call is cancelled or
-// the server starts shutting down.
-func (s *Server) acquire(ctx context.Context, prog *progress) (func(), error) {
+// acquire waits for a run slot for sess. Waiting ends when the call is
+// cancelled or the server starts shutting down.
+func (s *Server) acquire(ctx context.Context, sess *session, prog *progress) (func(), error) {
 	s.table.mu.Lock()
-	slots, max := s.table.slots, s.table.maxRuns
+	slots := s.table.slots
 	draining := s.table.drainChLocked()
 	s.table.mu.Unlock()
 	select {
@@ -343,33 +341,157 @@ func (s *Server) acquire(ctx context.Context, prog *progress) (func(), error) {
 	if slots == nil {
 		return func() {}, nil
 	}
-	if !slots.TryAcquire(1) {
-		start := time.Now()
-		s.metrics.queued.Add(1)
-		prog.status(fmt.Sprintf("queued: all %d run slots of the server are busy; the program starts when one is free", max))
-		wctx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-draining:
-				cancel()
-			case <-wctx.Done():
-			}
-		}()
-		err := slots.Acquire(wctx, 1)
-		cancel()
-		s.metrics.queued.Add(-1)
-		s.metrics.queueWait.observe(time.Since(start).Seconds())
-		if err != nil {
-			select {
-			case <-draining:
-				return nil, errShuttingDown
-			default:
-			}
-			return nil, fmt.Errorf("the run was waiting for a slot: %w", err)
-		}
-		prog.status("dequeued: starting the program")
-	} else {
+	w, why := slots.enter(sess)
+	if w.granted() {
 		s.metrics.queueWait.observe(0)
+		return func() { slots.release(sess) }, nil
 	}
-	return func() { slots.Release(1) }, nil
+	start := time.Now()
+	s.metrics.queued.Add(1)
+	prog.status("queued: " + why + "; the program starts when a slot is free")
+	var err error
+	select {
+	case <-w.ready:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-draining:
+		err = errShuttingDown
+	}
+	if err != nil && slots.leave(sess, w) {
+		// Granted as it gave up: the slot goes to the next in line.
+		slots.release(sess)
+	}
+	s.metrics.queued.Add(-1)
+	s.metrics.queueWait.observe(time.Since(start).Seconds())
+	switch {
+	case errors.Is(err, errShuttingDown):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("the run was waiting for a slot: %w", err)
+	}
+	prog.status("dequeued: starting the program")
+	return func() { slots.release(sess) }, nil
+}
+
+// runSlots shares the server's run slots (--max-runs) between sessions, so
+// that one client's long runs cannot stall everyone else's:
+//
+//   - A session holds at most all slots but one (when there are two or
+//     more): one slot is always left for the other sessions. Runs cannot be
+//     preempted, so this is the only way a print(1) from a second session
+//     starts at once however many long runs the first has going, rather
+//     than after the shortest of them.
+//   - A freed slot goes to the waiting sessions in turn (round robin), not
+//     to the run that waited longest: a session with ten runs queued gets
+//     one of them started, then it is another session's turn. Within a
+//     session, runs start in the order they came.
+type runSlots struct {
+	mu   sync.Mutex
+	max  int              // slots in all
+	cap  int              // slots one session may hold
+	used int              // slots held
+	held map[*session]int // slots held, per session
+	// line holds the sessions with runs waiting, in the order they are
+	// served: a session served goes to the back.
+	line  []*session
+	queue map[*session][]*slotWaiter
+}
+
+// slotWaiter is one run waiting for a slot: ready is closed when it gets one.
+type slotWaiter struct {
+	ready chan struct{}
+}
+
+func (w *slotWaiter) granted() bool {
+	select {
+	case <-w.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+func newRunSlots(n int) *runSlots {
+	return &runSlots{max: n, cap: max(1, n-1), held: map[*session]int{}, queue: map[*session][]*slotWaiter{}}
+}
+
+// enter takes a slot for sess at once, or puts it in line; why says, for
+// the client, what it waits for.
+func (q *runSlots) enter(sess *session) (w *slotWaiter, why string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w = &slotWaiter{ready: make(chan struct{})}
+	if len(q.queue[sess]) == 0 && q.used < q.max && q.held[sess] < q.cap {
+		q.grant(sess, w)
+		return w, ""
+	}
+	if len(q.queue[sess]) == 0 {
+		q.line = append(q.line, sess)
+	}
+	q.queue[sess] = append(q.queue[sess], w)
+	if q.used < q.max {
+		return w, fmt.Sprintf("this session already runs %d programs, as many as one session may while others can come (%d run slots in all)", q.held[sess], q.max)
+	}
+	return w, fmt.Sprintf("all %d run slots of the server are busy", q.max)
+}
+
+func (q *runSlots) grant(sess *session, w *slotWaiter) {
+	q.used++
+	q.held[sess]++
+	close(w.ready)
+}
+
+// release gives back a slot of sess and hands free slots on.
+func (q *runSlots) release(sess *session) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.used--
+	if q.held[sess]--; q.held[sess] <= 0 {
+		delete(q.held, sess)
+	}
+	q.dispatch()
+}
+
+// dispatch gives free slots to the first sessions in line that may take
+// one more, each then going to the back of the line. Called with q.mu held.
+func (q *runSlots) dispatch() {
+	for q.used < q.max {
+		i := slices.IndexFunc(q.line, func(s *session) bool { return q.held[s] < q.cap })
+		if i < 0 {
+			return
+		}
+		sess := q.line[i]
+		ws := q.queue[sess]
+		q.grant(sess, ws[0])
+		q.line = slices.Delete(q.line, i, i+1)
+		if ws = ws[1:]; len(ws) > 0 {
+			q.queue[sess] = ws
+			q.line = append(q.line, sess)
+		} else {
+			delete(q.queue, sess)
+		}
+	}
+}
+
+// leave takes a run that gives up out of line. It reports true when the
+// run had been granted a slot meanwhile, which the caller must release.
+func (q *runSlots) leave(sess *session, w *slotWaiter) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if w.granted() {
+		return true
+	}
+	ws := q.queue[sess]
+	if i := slices.Index(ws, w); i >= 0 {
+		ws = slices.Delete(ws, i, i+1)
+	}
+	if len(ws) > 0 {
+		q.queue[sess] = ws
+		return false
+	}
+	delete(q.queue, sess)
+	if i := slices.Index(q.line, sess); i >= 0 {
+		q.line = slices.Delete(q.line, i, i+1)
+	}
+	return false
 }
