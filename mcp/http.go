@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -120,11 +121,17 @@ func (s *Server) Handler(hc HTTPConfig) (http.Handler, error) {
 		mux.Handle("/.well-known/oauth-protected-resource", meta)
 	}
 
+	// The event store gives every event of a stream an id, so that a
+	// client whose connection drops during a long run reconnects with
+	// Last-Event-ID and gets the progress it missed and the result.
+	events := sdk.NewMemoryEventStore(nil)
+	events.SetMaxBytes(eventStoreBytes)
 	streamable := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
 		SessionTimeout: hc.SessionTTL,
 		Logger:         s.log,
+		EventStore:     events,
 	})
-	mux.Handle("/mcp", protect(s.sessionHooks(streamable)))
+	mux.Handle("/mcp", protect(s.sessionHooks(withRetry(streamable))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -149,6 +156,59 @@ func (s *Server) Handler(hc HTTPConfig) (http.Handler, error) {
 	root = checkHost(root, hc.AllowedHosts)
 	return s.logRequests(root), nil
 }
+
+// eventStoreBytes bounds the events kept for resumption, across sessions:
+// enough for the progress of a few long runs; a client that comes back
+// for events already dropped is told so and must call again.
+const eventStoreBytes = 32 << 20
+
+// retryMillis is the reconnection delay sent at the start of each event
+// stream (the SSE "retry" field): a client whose connection drops tries
+// again after this long instead of its own default.
+const retryMillis = 1000
+
+// withRetry starts every event stream with a "retry" field. The SDK's
+// streams carry event ids once there is an event store, but a retry only
+// when the server itself closes a stream.
+func withRetry(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&retryWriter{ResponseWriter: w}, r)
+	})
+}
+
+type retryWriter struct {
+	http.ResponseWriter
+	decided bool
+}
+
+func (w *retryWriter) WriteHeader(code int) {
+	if !w.decided {
+		w.decided = true
+		ct := w.Header().Get("Content-Type")
+		w.ResponseWriter.WriteHeader(code)
+		if code == http.StatusOK && strings.HasPrefix(ct, "text/event-stream") {
+			fmt.Fprintf(w.ResponseWriter, "retry: %d\n\n", retryMillis)
+		}
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *retryWriter) Write(b []byte) (int, error) {
+	if !w.decided {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *retryWriter) Flush() {
+	if !w.decided {
+		w.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *retryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // sessionHooks wraps the SDK's handler with what the table needs to know:
 // new sessions are counted against the cap and registered with their
@@ -376,32 +436,71 @@ func logPath(p string) string {
 	return p
 }
 
-// headerHook calls hook once, just before the response's header is sent.
+// headerHook calls hook once, just before the response's first message is
+// sent, and holds back what comes before it. With an event store the SDK
+// starts an event stream (status, header and a priming event without data)
+// before it has handled the request; a session is only worth registering
+// once initialize has been handled, which its first message shows.
 type headerHook struct {
 	http.ResponseWriter
 	hook  func()
 	fired bool
+	code  int    // status held back
+	held  []byte // event-stream lines held back
 }
 
+// fire calls the hook, then sends what was held back.
 func (w *headerHook) fire() {
-	if !w.fired {
-		w.fired = true
-		w.hook()
+	if w.fired {
+		return
+	}
+	w.fired = true
+	w.hook()
+	if w.code != 0 {
+		w.ResponseWriter.WriteHeader(w.code)
+	}
+	if len(w.held) > 0 {
+		w.ResponseWriter.Write(w.held)
+		w.held = nil
+		http.NewResponseController(w.ResponseWriter).Flush()
 	}
 }
 
 func (w *headerHook) WriteHeader(code int) {
-	w.fire()
-	w.ResponseWriter.WriteHeader(code)
+	if w.fired {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if w.code == 0 {
+		w.code = code
+	}
+	if !w.isStream() {
+		w.fire()
+	}
+}
+
+func (w *headerHook) isStream() bool {
+	return strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream")
 }
 
 func (w *headerHook) Write(b []byte) (int, error) {
-	w.fire()
+	if !w.fired {
+		if w.isStream() && !bytes.Contains(b, []byte("data: {")) {
+			w.held = append(w.held, b...)
+			return len(b), nil
+		}
+		w.fire()
+	}
 	return w.ResponseWriter.Write(b)
 }
 
 func (w *headerHook) Flush() {
-	w.fire()
+	if !w.fired {
+		if w.isStream() {
+			return // nothing worth sending yet
+		}
+		w.fire()
+	}
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 

@@ -738,3 +738,138 @@ func TestHTTPHealth(t *testing.T) {
 		t.Errorf("/readyz while draining: %d %s", resp.StatusCode, body)
 	}
 }
+
+// sseEvent is one server-sent event.
+type sseEvent struct {
+	id, retry, data string
+}
+
+// readEvents reads server-sent events from r until stop returns true for
+// one (which is returned last) or the stream ends.
+func readEvents(r io.Reader, stop func(sseEvent) bool) ([]sseEvent, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 4<<20)
+	var evs []sseEvent
+	var e sseEvent
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			evs = append(evs, e)
+			if stop(e) {
+				return evs, nil
+			}
+			e = sseEvent{}
+			continue
+		}
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimPrefix(v, " ")
+		switch k {
+		case "id":
+			e.id = v
+		case "retry":
+			e.retry = v
+		case "data":
+			e.data += v
+		}
+	}
+	return evs, fmt.Errorf("the stream ended: %v", sc.Err())
+}
+
+// TestHTTPResume is a client written by hand that loses its connection in
+// the middle of a long run: it reconnects with Last-Event-ID and gets the
+// progress it missed and the result.
+func TestHTTPResume(t *testing.T) {
+	for _, version := range []string{"2025-11-25", "2025-06-18", "2025-03-26"} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			f := newHTTPFixture(t, HTTPConfig{})
+			post := func(sid, body string) *http.Response {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodPost, f.url+"/mcp", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				if sid != "" {
+					req.Header.Set(sessionHeader, sid)
+					req.Header.Set("Mcp-Protocol-Version", version)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			resp := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+version+`","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			sid := resp.Header.Get(sessionHeader)
+			if resp.StatusCode != http.StatusOK || sid == "" {
+				t.Fatalf("initialize: %s, session %q", resp.Status, sid)
+			}
+			resp = post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+			resp.Body.Close()
+
+			code := `import os, time
+print("before the drop", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.01)
+print("after the drop", flush=True)
+print("done")`
+			args, _ := json.Marshal(map[string]any{"code": code})
+			resp = post(sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"run_code","arguments":`+string(args)+`,"_meta":{"progressToken":"p"}}}`)
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+				t.Fatalf("tools/call answered with %s, not an event stream", ct)
+			}
+			evs, err := readEvents(resp.Body, func(e sseEvent) bool { return strings.Contains(e.data, "before the drop") })
+			if err != nil {
+				t.Fatalf("%v; events %v", err, evs)
+			}
+			if evs[0].retry == "" {
+				t.Errorf("the stream starts without a retry field: %+v", evs[0])
+			}
+			last := evs[len(evs)-1].id
+			if last == "" {
+				t.Fatalf("progress without an event id: %+v", evs)
+			}
+			resp.Body.Close() // the connection drops
+
+			// The program goes on, and writes on while nobody listens.
+			dir := f.workspaceDir(sid)
+			if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodGet, f.url+"/mcp", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set(sessionHeader, sid)
+			req.Header.Set("Mcp-Protocol-Version", version)
+			req.Header.Set("Last-Event-ID", last)
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("resume: %s %s", resp.Status, b)
+			}
+			evs, err = readEvents(resp.Body, func(e sseEvent) bool { return strings.Contains(e.data, `"id":2`) })
+			if err != nil {
+				t.Fatalf("%v; events %v", err, evs)
+			}
+			var missed bool
+			for _, e := range evs {
+				if strings.Contains(e.data, "notifications/progress") && strings.Contains(e.data, "after the drop") {
+					missed = true
+				}
+				if strings.Contains(e.data, "notifications/progress") && strings.Contains(e.data, "before the drop") {
+					t.Errorf("an event seen before the drop came again: %s", e.data)
+				}
+			}
+			if !missed {
+				t.Errorf("the progress sent while disconnected was not replayed: %v", evs)
+			}
+			if res := evs[len(evs)-1].data; !strings.Contains(res, "done") || strings.Contains(res, `"isError":true`) {
+				t.Errorf("result: %s", res)
+			}
+		})
+	}
+}
