@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/egress"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 )
 
@@ -22,9 +23,11 @@ func ConfineInstalls(r *sandbox.Runner) pyenv.ConfineFunc {
 			Dir:      c.Dir,
 			Writable: c.Writable,
 			ReadOnly: c.ReadOnly,
-			Network:  len(c.Hosts) > 0,
-			Output:   c.Output,
-			Timeout:  c.Timeout,
+			// The index hosts are the operator's choice, so they may be
+			// private (a mirror on the LAN, a test index on loopback).
+			Egress:  egress.Policy{Allow: c.Hosts, AllowPrivate: true},
+			Output:  c.Output,
+			Timeout: c.Timeout,
 		})
 		if err != nil {
 			return 0, err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/prims-mcp/prims/sandbox/egress"
 )
 
 // Command is a program other than a Python run that must still run
@@ -18,10 +20,16 @@ type Command struct {
 	Writable []string // other host paths it may write
 	ReadOnly []string // host paths it may read besides the system's
 	// Network lets it reach the host's network even when the runner's
-	// code may not (installs need their index).
+	// code may not.
 	Network bool
+	// Egress, when it allows any host, is its way out instead: an HTTP
+	// proxy of its own that lets through only those hosts (an install's
+	// index).
+	Egress  egress.Policy
 	Output  io.Writer     // stdout and stderr, in order
 	Timeout time.Duration // wall-clock limit; 0 means Config.DefaultTimeout
+
+	gate *gate
 }
 
 // RunCommand runs c in a sandbox of its own (never a warm one) and waits for
@@ -33,6 +41,14 @@ func (r *Runner) RunCommand(ctx context.Context, c Command) (Result, error) {
 	}
 	if err := r.shareWritable(c.Writable); err != nil {
 		return Result{Tier: r.tier}, err
+	}
+	if len(c.Egress.Allow) > 0 && !c.Network && r.tier != TierNone {
+		g, err := openGate(c.Egress, r.log)
+		if err != nil {
+			return Result{Tier: r.tier}, err
+		}
+		defer g.close()
+		c.gate = g
 	}
 	job := Job{
 		Python:   c.Args[0],

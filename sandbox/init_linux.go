@@ -93,6 +93,9 @@ func runInit() error {
 			// An empty network namespace: loopback only, for programs
 			// that talk to themselves (multiprocessing managers).
 			_ = loopbackUp()
+			if err := startEgress(&cfg); err != nil {
+				return err
+			}
 		}
 		trace.mark("hostname, loopback")
 		if err := dropCapabilities(); err != nil {
@@ -120,7 +123,8 @@ func runInit() error {
 		return os.NewSyscallError("no_new_privs", err)
 	}
 	if err := installSeccomp(seccompFilter(filterOptions{
-		denyInet:    cfg.Mode == initModeLL && !cfg.Network,
+		denyInet:    cfg.Mode == initModeLL && !cfg.Network && cfg.Egress == nil,
+		tcpOnly:     cfg.Mode == initModeLL && !cfg.Network && cfg.Egress != nil,
 		denySession: cfg.Mode == initModeLL,
 	})); err != nil {
 		return err
@@ -582,6 +586,7 @@ func restrictLandlock(cfg *initConfig) error {
 		landlock.RWFiles("/dev/null", "/dev/zero", "/dev/full").IgnoreIfMissing(),
 		landlock.ROFiles("/dev/random", "/dev/urandom").IgnoreIfMissing(),
 	)
+	rules = append(rules, egressRules(cfg)...)
 	if err := c.Restrict(rules...); err != nil {
 		return fmt.Errorf("landlock: %w", err)
 	}

@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/prims-mcp/prims/sandbox/egress"
 )
 
 //go:embed bootstrap.py
@@ -162,6 +164,10 @@ type Config struct {
 	// Network keeps the host's network reachable from the code. By default
 	// a run has no network at all.
 	Network bool
+	// Egress, when it allows any host and Network is off, gives runs a
+	// way out: an HTTP proxy in the server (HTTP_PROXY and HTTPS_PROXY
+	// point at it) that lets through only the hosts it allows.
+	Egress egress.Policy
 	// Limits bound each run; zero fields take DefaultLimits.
 	Limits Limits
 	// Tier, when set, forces a tier instead of detecting one: tests use it
@@ -197,6 +203,7 @@ type Runner struct {
 	// shared holds the workspaces already handed to the sandbox user
 	// (shareWorkspace): after the first run only mounts/ needs it again.
 	shared sync.Map
+	gate   *gate // the egress proxy of runs (Config.Egress), or nil
 }
 
 // New returns a Runner for this host. Host support is probed once per
@@ -254,6 +261,13 @@ func New(cfg Config) (*Runner, error) {
 		mem = MemoryNone // a plain process, without limits, by design
 	}
 	r.memory = mem
+	if len(cfg.Egress.Allow) > 0 && !cfg.Network && r.tier != TierNone {
+		g, err := openGate(cfg.Egress, log)
+		if err != nil {
+			return nil, err
+		}
+		r.gate = g
+	}
 	r.pool = newPool(r, cfg.Warm, cfg.WarmIdle)
 	return r, nil
 }
@@ -262,6 +276,7 @@ func New(cfg Config) (*Runner, error) {
 // not affected; the Runner can still run jobs, without a pool.
 func (r *Runner) Close() {
 	r.pool.close()
+	r.gate.close()
 }
 
 // warmJob is job as its sandbox starts it (with the preload list for the

@@ -63,6 +63,8 @@ type initConfig struct {
 	// TraceT0, when not 0, asks the init to trace its stages (traceEnv):
 	// the server's CLOCK_MONOTONIC reading as it prepared the run.
 	TraceT0 int64 `json:"trace_t0,omitempty"`
+	// Egress, without Network, is the way to the server's egress proxy.
+	Egress *egressConfig `json:"egress,omitempty"`
 }
 
 // bind is one host path the sandbox sees at the same path.
@@ -293,6 +295,13 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 			trees = append(trees, f)
 		}
 	}
+	egressFile, err := r.attachEgress(job, &cfg, fdTrees+len(trees))
+	if err != nil {
+		for _, t := range trees {
+			t.Close()
+		}
+		return nil, err
+	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -315,6 +324,10 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = append([]*os.File{code, cfgR, repW}, trees...)
+	if egressFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, egressFile)
+		trees = append(trees, egressFile) // released with them
+	}
 	if r.tier == TierNamespaces {
 		cmd.SysProcAttr = nsAttr(cfg.Network)
 	} else {

@@ -49,6 +49,10 @@ const nsCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID |
 type filterOptions struct {
 	denyInet    bool // no AF_INET/AF_INET6 sockets: the landlock tier without network
 	denySession bool // no setsid/setpgid: keeps every process in the group the server kills
+	// tcpOnly allows AF_INET/AF_INET6 sockets of TCP only: the landlock
+	// tier with an egress proxy, where Landlock bounds TCP to its port and
+	// cannot see UDP or raw sockets.
+	tcpOnly bool
 }
 
 // seccompFilter builds the deny-list program. Its first instructions kill any
@@ -133,6 +137,22 @@ func seccompFilter(o filterOptions) []unix.SockFilter {
 			s(ld, offArg0),
 			j(jeq, unix.AF_INET, 2, 0),
 			j(jeq, unix.AF_INET6, 1, 0),
+			s(ret, allow),
+			s(ret, eperm),
+		)
+	}
+	if o.tcpOnly {
+		f = append(f,
+			j(jeq, unix.SYS_SOCKET, 0, 11),
+			s(ld, offArg0),
+			j(jeq, unix.AF_INET, 1, 0),
+			j(jeq, unix.AF_INET6, 0, 6),
+			s(ld, offArg1), // the type, with SOCK_NONBLOCK and SOCK_CLOEXEC
+			s(unix.BPF_ALU|unix.BPF_AND|unix.BPF_K, 0xf),
+			j(jeq, unix.SOCK_STREAM, 0, 4),
+			s(ld, offArg0+16), // the protocol: 0 or TCP, not SCTP or MPTCP
+			j(jeq, 0, 1, 0),
+			j(jeq, unix.IPPROTO_TCP, 0, 1),
 			s(ret, allow),
 			s(ret, eperm),
 		)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/egress"
 	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
 )
 
@@ -26,7 +27,7 @@ func confineWith(r *sandbox.Runner, out io.Writer) ConfineFunc {
 	return func(ctx context.Context, c Confined) (int, error) {
 		res, err := r.RunCommand(ctx, sandbox.Command{
 			Args: c.Args, Env: c.Env, Dir: c.Dir, Writable: c.Writable, ReadOnly: c.ReadOnly,
-			Network: len(c.Hosts) > 0, Output: io.MultiWriter(c.Output, out), Timeout: c.Timeout,
+			Egress: egress.Policy{Allow: c.Hosts, AllowPrivate: true}, Output: io.MultiWriter(c.Output, out), Timeout: c.Timeout,
 		})
 		if err != nil {
 			return 0, err
@@ -182,16 +183,12 @@ func TestHostileSdist(t *testing.T) {
 					t.Errorf("%s exists after the build", p)
 				}
 			}
-			if checkLoopback && (accepted.Load() != before || !strings.Contains(report, "loopback: refused")) {
+			if accepted.Load() != before || !strings.Contains(report, "loopback: refused") {
 				t.Errorf("the build connected to a loopback service:\n%s", report)
 			}
 		})
 	}
 }
-
-// checkLoopback is off until installs reach their index only through the
-// egress proxy.
-const checkLoopback = false
 
 func pyList(ss []string) string {
 	q := make([]string, len(ss))
