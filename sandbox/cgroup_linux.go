@@ -236,12 +236,18 @@ type memGuard struct {
 	fd    int    // an O_PATH descriptor of dir for CLONE_INTO_CGROUP (v2); -1
 	pid   int    // the child (its process group has the same id)
 	ooms  int64  // the cgroup's OOM kills when the code was handed over
+
+	// Accounting: whether to look for the child's process group outside
+	// its tree, what the last look found, and how many polls were made.
+	groupScan bool
+	group     []int
+	polls     int
 }
 
 // newMemGuard makes the guard for one child in mode. A cgroup that cannot
 // be made leaves the run to accounting, which Result.Memory then says.
 func (r *Runner) newMemGuard() *memGuard {
-	g := &memGuard{mode: r.memory, limit: r.limits.Memory, fd: -1}
+	g := &memGuard{mode: r.memory, limit: r.limits.Memory, fd: -1, groupScan: r.tier != TierNamespaces}
 	if g.mode != MemoryCgroupV1 && g.mode != MemoryCgroupV2 {
 		return g
 	}
@@ -354,7 +360,7 @@ func (g *memGuard) exceeded() bool {
 	case MemoryCgroupV1, MemoryCgroupV2:
 		return g.oomKills() > g.ooms
 	case MemoryAccounting:
-		return runMemory(g.pid) > g.limit
+		return g.runMemory() > g.limit
 	}
 	return false
 }
@@ -434,51 +440,91 @@ func (g *memGuard) remove() {
 }
 
 // runMemory adds up the proportional set size (RSS where PSS is not
-// available) of the run's processes: the child, its descendants, and
-// whatever still has its process group (an orphan reparented outside
-// the tree). Pages shared between them (a fork's copy-on-write pages) count
-// once, split between the sharers.
-func runMemory(pid int) int64 {
+// available) of the run's processes (runProcs). Pages shared between them
+// (a fork's copy-on-write pages) count once, split between the sharers.
+func (g *memGuard) runMemory() int64 {
 	var total int64
-	for _, p := range runProcs(pid) {
+	for _, p := range g.runProcs() {
 		total += processMemory(p)
 	}
 	return total
 }
 
-// runProcs lists the run's processes from one pass over /proc.
-func runProcs(root int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return []int{root}
-	}
-	children := map[int][]int{}
-	var out []int
+// fullScanEvery is how many polls apart the accounting looks through all
+// of /proc for the run's process group (about 1.5 ms with 100 processes):
+// in between it follows the run's process tree only, which costs in
+// proportion to the run.
+const fullScanEvery = 10
+
+// runProcs lists the run's processes: the child and its descendants and,
+// outside the namespaces tier, whatever has the child's process group: an
+// orphan reparented out of the tree keeps it (the seccomp filter denies
+// setsid and setpgid there). Inside a PID namespace the init adopts every
+// orphan, so the tree is the whole run.
+func (g *memGuard) runProcs() []int {
 	in := map[int]bool{}
+	var out []int
+	add := func(p int) {
+		if !in[p] {
+			in[p] = true
+			out = append(out, p)
+		}
+	}
+	if g.groupScan {
+		if g.polls%fullScanEvery == 0 {
+			g.group = groupMembers(g.pid)
+		}
+		g.polls++
+		for _, p := range g.group {
+			if _, pgrp, ok := procStat(p); ok && pgrp == g.pid {
+				add(p)
+			}
+		}
+	}
+	walked := map[int]bool{}
+	queue := append([]int{g.pid}, out...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if walked[p] {
+			continue
+		}
+		walked[p] = true
+		add(p)
+		queue = append(queue, childrenOf(p)...)
+	}
+	return out
+}
+
+// groupMembers lists the processes whose process group is pgid, from one
+// pass over /proc.
+func groupMembers(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		ppid, pgrp, ok := procStat(pid)
-		if !ok {
-			continue
-		}
-		children[ppid] = append(children[ppid], pid)
-		if pgrp == root {
-			in[pid] = true
+		if _, pgrp, ok := procStat(pid); ok && pgrp == pgid {
 			out = append(out, pid)
 		}
 	}
-	queue := []int{root}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		if !in[p] {
-			in[p] = true
-			out = append(out, p)
+	return out
+}
+
+// childrenOf lists the children of every thread of pid.
+func childrenOf(pid int) []int {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, _ := os.ReadDir(dir)
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(dir + "/" + t.Name() + "/children")
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
 		}
-		queue = append(queue, children[p]...)
 	}
 	return out
 }

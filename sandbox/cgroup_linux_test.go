@@ -145,3 +145,43 @@ func TestRunCgroupsAreRemoved(t *testing.T) {
 		t.Errorf("cgroups left after the runs: %v", left)
 	}
 }
+
+// TestMemoryAccountingFindsOrphans: processes that leave the run's process
+// tree (double-forked, their parent gone) still count: inside a PID
+// namespace its init adopts them, and in the landlock tier they keep the
+// run's process group.
+func TestMemoryAccountingFindsOrphans(t *testing.T) {
+	py := testPython(t)
+	code := strings.Replace(manyProcs, `        os.close(r)
+        x = b"x" * (120 << 20)`, `        os.close(r)
+        if os.fork() != 0:
+            os._exit(0)
+        x = b"x" * (120 << 20)`, 1)
+	code = strings.Replace(code, "for k in kids:\n    os.kill(k, 9)\n", "", 1)
+	if code == manyProcs {
+		t.Fatal("the program did not change")
+	}
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		t.Run(string(tier), func(t *testing.T) {
+			t.Parallel()
+			if !Probe().Can(tier) {
+				skipTier(t, tier, errors.New(Probe().Missing()))
+			}
+			limits := testLimits
+			limits.CPUTime = time.Minute
+			r, err := New(Config{Tier: tier, Memory: MemoryAccounting, Limits: limits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var out lockedBuffer
+			res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 50 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Limit != LimitMemory {
+				t.Errorf("Limit %q, want memory (exit %d %s)\n%s", res.Limit, res.ExitCode, res.Signal, out.String())
+			}
+		})
+	}
+}
