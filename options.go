@@ -61,7 +61,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.network, "network", false, "let the code reach the network (off by default)")
 	fs.BoolVar(&o.allowPrivateFetch, "allow-private-fetch", false, "let mount_file, run_code's files and persist_artifact reach loopback, private, link-local and metadata addresses (refused by default)")
 	d := sandbox.DefaultLimits
-	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a process of a run may use (e.g. 512MiB, 2GiB)")
+	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a run may use, all its processes together (e.g. 512MiB, 2GiB)")
 	fs.DurationVar(&o.limits.CPUTime, "cpu-time", d.CPUTime, "CPU time a process of a run may use")
 	fs.IntVar(&o.limits.MaxProcs, "max-procs", d.MaxProcs, "processes and threads a run may have at once")
 	fs.Var(newBytesValue(&o.limits.MaxFileSize, d.MaxFileSize), "max-file-size", "largest file a run may write")

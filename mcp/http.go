@@ -330,9 +330,10 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	status := struct {
 		Ready     bool   `json:"ready"`
 		Isolation string `json:"isolation"`
+		Memory    string `json:"memory"` // how the memory limit bounds a run
 		Python    bool   `json:"python"`
 		Draining  bool   `json:"draining,omitempty"`
-	}{Isolation: string(s.runner.Tier())}
+	}{Isolation: string(s.runner.Tier()), Memory: string(s.runner.MemoryEnforcement())}
 	if fi, err := os.Stat(s.cfg.Python); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 		status.Python = true
 	}

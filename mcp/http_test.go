@@ -671,6 +671,7 @@ func TestHTTPMetricsCountARun(t *testing.T) {
 	cs := f.mustConnect(t, clientOpts{})
 	runOK(t, cs, "print('hello')")
 	call(t, cs, "run_code", map[string]any{"code": "import sys; sys.exit(3)"})
+	call(t, cs, "run_code", map[string]any{"code": "import time; time.sleep(30)", "timeout_s": 0.3})
 	m := scrape(t, f.url)
 	checks := []struct {
 		key  string
@@ -678,8 +679,12 @@ func TestHTTPMetricsCountARun(t *testing.T) {
 	}{
 		{`prims_runs_total{outcome="ok"}`, 1},
 		{`prims_runs_total{outcome="error"}`, 1},
-		{`prims_run_duration_seconds_count`, 2},
-		{`prims_run_queue_wait_seconds_count`, 2},
+		{`prims_runs_total{outcome="timeout"}`, 1},
+		{`prims_run_duration_seconds_count`, 3},
+		{`prims_run_queue_wait_seconds_count`, 3},
+		{`prims_runs_limited_total{limit="wall-time"}`, 1},
+		{`prims_runs_limited_total{limit="memory"}`, 0},
+		{`prims_sandbox_memory_enforcement{mode="` + string(f.srv.runner.MemoryEnforcement()) + `"}`, 1},
 		{`prims_output_bytes_total{stream="stdout"}`, 6},
 		{`prims_sessions_active`, 1},
 		{`prims_workspaces_active`, 1},
@@ -728,9 +733,10 @@ func TestHTTPHealth(t *testing.T) {
 	var st struct {
 		Ready     bool
 		Isolation string
+		Memory    string
 		Python    bool
 	}
-	if err := json.Unmarshal([]byte(body), &st); err != nil || resp.StatusCode != 200 || !st.Ready || !st.Python || st.Isolation == "" {
+	if err := json.Unmarshal([]byte(body), &st); err != nil || resp.StatusCode != 200 || !st.Ready || !st.Python || st.Isolation == "" || st.Memory != string(f.srv.runner.MemoryEnforcement()) {
 		t.Errorf("/readyz: %d %s", resp.StatusCode, body)
 	}
 	f.srv.beginDrain()

@@ -23,6 +23,7 @@ type metrics struct {
 	outBytes  [2]atomic.Uint64 // stdout, stderr
 	envHits   atomic.Uint64
 	envMisses atomic.Uint64
+	limits    sync.Map // sandbox.Result.Limit → *atomic.Uint64: runs each limit ended or broke
 }
 
 type outcome int
@@ -58,6 +59,10 @@ func (m *metrics) observeRun(res sandbox.Result, err error, stdout, stderr int64
 		m.countRun(outcomeError)
 	}
 	m.duration.observe(res.Duration.Seconds())
+	if res.Limit != "" {
+		n, _ := m.limits.LoadOrStore(res.Limit, new(atomic.Uint64))
+		n.(*atomic.Uint64).Add(1)
+	}
 }
 
 // envCache records a lookup in the Python environment cache:
@@ -164,6 +169,16 @@ func (s *Server) writeMetrics(w io.Writer) {
 
 	gauge("prims_sandbox_tier", "The isolation tier runs use (1 for the active tier).")
 	fmt.Fprintf(w, "prims_sandbox_tier{tier=%q} 1\n", string(s.runner.Tier()))
+	gauge("prims_sandbox_memory_enforcement", "How the memory limit bounds a run (1 for the active way).")
+	fmt.Fprintf(w, "prims_sandbox_memory_enforcement{mode=%q} 1\n", string(s.runner.MemoryEnforcement()))
+	counter("prims_runs_limited_total", "Runs a sandbox limit ended or broke, by limit.")
+	for _, l := range []string{sandbox.LimitWallTime, sandbox.LimitCPUTime, sandbox.LimitMemory, sandbox.LimitMaxProcs, sandbox.LimitMaxFileSize, sandbox.LimitMaxOpenFiles, sandbox.LimitWorkspaceQuota} {
+		var n uint64
+		if c, ok := m.limits.Load(l); ok {
+			n = c.(*atomic.Uint64).Load()
+		}
+		fmt.Fprintf(w, "prims_runs_limited_total{limit=%q} %d\n", l, n)
+	}
 	pool := s.runner.PoolStats()
 	gauge("prims_warm_sandboxes", "Sandboxes started and waiting for code (--warm).")
 	fmt.Fprintf(w, "prims_warm_sandboxes %d\n", pool.Waiting)
