@@ -102,35 +102,9 @@ func (s *Server) listResources(ss *sdk.ServerSession) (*sdk.ListResourcesResult,
 }
 
 // walkFiles returns up to max regular files under dir. It never follows a
-// symlink: fs.WalkDir reports them as entries and does not descend.
+// symlink (workspace.Files walks through directory descriptors).
 func walkFiles(ws *workspace.Workspace, dir string, max int) []workspace.Entry {
-	var out []workspace.Entry
-	if max <= 0 {
-		return nil
-	}
-	fsys := ws.Root().FS()
-	_ = fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		out = append(out, workspace.Entry{
-			Name:     fi.Name(),
-			Path:     p,
-			Type:     "file",
-			Size:     fi.Size(),
-			Modified: fi.ModTime().UTC().Truncate(time.Second),
-			MIME:     workspace.MIMEType(fi.Name(), nil),
-		})
-		if len(out) >= max {
-			return fs.SkipAll
-		}
-		return nil
-	})
-	return out
+	return ws.Files(dir, max)
 }
 
 // readResource reads a workspace file through the workspace resolver, which
@@ -208,7 +182,7 @@ func (sub *subscriptions) stamps(ws *workspace.Workspace) map[string]stamp {
 }
 
 func stampOf(ws *workspace.Workspace, local string) stamp {
-	fi, err := ws.Root().Lstat(local)
+	fi, err := ws.Lstat(local)
 	if err != nil {
 		return stamp{}
 	}

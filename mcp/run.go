@@ -11,7 +11,6 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/workspace"
 )
 
 // RunInput is what run_code accepts.
@@ -138,6 +137,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	watched := sess.subs.stamps(sess.ws)
 	job := runJob(sess, env)
 	job.Code, job.Filename, job.Timeout = in.Code, codePath, timeout
+	job.QuotaUsed = sess.ws.MountsUsage()
 	job.Stdout = io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout"))
 	job.Stderr = io.MultiWriter(errCap, &limitWriter{w: stderrLog, n: s.cfg.LogLimit}, prog.stream("stderr"))
 	res, err := s.execute(ctx, sess, prog, job)
@@ -188,7 +188,7 @@ func runJob(sess *session, env *environment) sandbox.Job {
 	return sandbox.Job{
 		Python:   env.executable(),
 		Dir:      sess.ws.Dir(),
-		ReadOnly: append(env.readOnly(), sess.ws.Dir()+"/"+workspace.MountsDir),
+		ReadOnly: append(env.readOnly(), sess.ws.ReadOnly()...),
 	}
 }
 

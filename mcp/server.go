@@ -126,6 +126,10 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 	if cfg.Python == "" {
 		return nil, errors.New("mcp: no Python interpreter configured")
 	}
+	if cfg.Transfer.Quota == 0 && runner != nil {
+		// Mounted files count against the workspace quota too.
+		cfg.Transfer.Quota = runner.Limits().WorkspaceQuota
+	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel, initialized: make(chan struct{})}
 	s.pythons = newPythons(cfg.Python, cfg.Discover)

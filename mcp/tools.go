@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -127,21 +130,41 @@ func (s *Server) listDir(ctx context.Context, req *sdk.CallToolRequest, in ListI
 		out.Entries = []workspace.Entry{}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d entries\n", shown, len(entries))
+	fmt.Fprintf(&b, "%s: %d entries\n", shownName(shown), len(entries))
 	for _, e := range entries {
+		name := shownName(e.Name)
 		switch e.Type {
 		case "dir":
-			fmt.Fprintf(&b, "  %s/\n", e.Name)
+			fmt.Fprintf(&b, "  %s/\n", name)
 		case "file":
-			fmt.Fprintf(&b, "  %s  %s  %s\n", e.Name, humanBytes(e.Size), e.Modified.Format("2006-01-02T15:04:05Z07:00"))
+			fmt.Fprintf(&b, "  %s  %s  %s\n", name, humanBytes(e.Size), e.Modified.Format("2006-01-02T15:04:05Z07:00"))
 		default:
-			fmt.Fprintf(&b, "  %s  (%s)\n", e.Name, e.Type)
+			fmt.Fprintf(&b, "  %s  (%s)\n", name, e.Type)
 		}
 	}
 	if truncated {
 		fmt.Fprintf(&b, "  ... listing cut at %d entries\n", workspace.MaxListEntries)
 	}
 	return textResult(b.String()), out, nil
+}
+
+// shownName is a file name as list_dir's text shows it: as it is when it is
+// plain printable text, quoted (strconv.Quote) when it holds anything that
+// could break a line or pass for other text, such as a newline, a control
+// character, invalid UTF-8, a quote, or a leading or trailing space. The
+// structured entries keep the real name.
+func shownName(name string) string {
+	plain := utf8.ValidString(name) && name == strings.TrimSpace(name) && !strings.ContainsAny(name, "\"\\")
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return name
+	}
+	return strconv.Quote(name)
 }
 
 // PreviewInput names a file and a page of it.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/prims-mcp/prims/internal/testpython"
+	"github.com/prims-mcp/prims/workspace"
 )
 
 // TestMain lets the test binary serve as the sandbox init, as main does in
@@ -24,30 +25,31 @@ func testPython(t testing.TB) string {
 	return testpython.Path(t)
 }
 
-// mkWorkspace makes a directory laid out like a PRIMS workspace, private to
-// this user, with one input under mounts/.
+// mkWorkspace makes a PRIMS workspace (workspace.New) with one input under
+// mounts/ and returns the program's directory; readOnlyOf gives the paths a
+// job must list in ReadOnly to see its mounts and logs.
 func mkWorkspace(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "prims-ws-")
+	ws, err := workspace.New("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				os.Chmod(p, 0o700)
-			}
-			return nil
-		})
-		os.RemoveAll(dir)
+		testWorkspaces.Delete(ws.Dir())
+		ws.Close()
 	})
-	for _, d := range []string{"mounts", "output", "logs", ".home", ".tmp"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
-			t.Fatal(err)
-		}
+	testWorkspaces.Store(ws.Dir(), ws)
+	os.WriteFile(filepath.Join(ws.ReadOnly()[0], "input.txt"), []byte("input"), 0o644)
+	return ws.Dir()
+}
+
+var testWorkspaces sync.Map
+
+func readOnlyOf(dir string) []string {
+	if ws, ok := testWorkspaces.Load(dir); ok {
+		return ws.(*workspace.Workspace).ReadOnly()
 	}
-	os.WriteFile(filepath.Join(dir, "mounts", "input.txt"), []byte("input"), 0o600)
-	return dir
+	return nil
 }
 
 // lockedBuffer takes both streams of a run from their two pumps.

@@ -46,7 +46,7 @@ func warmJob(t *testing.T, ws, code string, out *lockedBuffer) Job {
 		Python:   testPython(t),
 		Code:     code,
 		Dir:      ws,
-		ReadOnly: []string{filepath.Join(ws, "mounts")},
+		ReadOnly: readOnlyOf(ws),
 		Env:      []string{"T_TOKEN=prims-warm-" + filepath.Base(ws)},
 		Stdout:   out,
 		Stderr:   out,

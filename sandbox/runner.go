@@ -316,6 +316,10 @@ type Job struct {
 	// called from one goroutine each and should not block for long.
 	Stdout, Stderr io.Writer
 	Timeout        time.Duration // wall-clock limit; 0 means Config.DefaultTimeout
+	// QuotaUsed is what the workspace holds against the quota outside
+	// Dir (mounted inputs, which the program cannot change): the run may
+	// add only what is left.
+	QuotaUsed int64
 
 	cmd *Command // RunCommand's: runs instead of the bootstrap
 }
@@ -506,7 +510,7 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	if job.cmd != nil {
 		quota = 1 << 62 // an install is bounded by its own timeout, not the workspace's quota
 	}
-	stopQuota := watchQuota(job.Dir, quota, quotaHit)
+	stopQuota := watchQuota(job, pid, quota, quotaHit)
 	memHit := make(chan struct{})
 	c.mem.arm()
 	stopMem := c.mem.watch(memHit)

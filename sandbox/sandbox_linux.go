@@ -263,12 +263,11 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 		cfg.TraceT0 = monotonic()
 	}
 	if root {
-		share := shareWorkspace
-		if _, seen := r.shared.LoadOrStore(dir, true); seen {
-			share = shareMounts
-		}
-		if err := share(dir); err != nil {
-			return nil, fmt.Errorf("hand the workspace to the sandbox user: %w", err)
+		if _, seen := r.shared.LoadOrStore(dir, true); !seen {
+			if err := shareWorkspace(dir); err != nil {
+				r.shared.Delete(dir)
+				return nil, fmt.Errorf("hand the workspace to the sandbox user: %w", err)
+			}
 		}
 		if r.tier == TierLandlock {
 			cfg.DropTo = sandboxID

@@ -1,44 +1,38 @@
 package sandbox
 
 import (
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
+	"github.com/prims-mcp/prims/internal/fsat"
+	"golang.org/x/sys/unix"
 )
 
-// shareWorkspace gives the workspace to the sandbox's host uid, so that code
-// running as that uid can write it; the server, as root, keeps full access.
-// mounts/ and logs/ stay the server's, readable by all: the code reads its
-// inputs and its own source (tracebacks quote logs/NNNN-code.py) but cannot
-// change them, even in the landlock tier.
+// shareWorkspace gives the program's directory to the sandbox's host uid,
+// so that code running as that uid can write it; the server, as root, keeps
+// full access. logs/ and mounts/ are not in it (they are the server's own
+// directories, readable by all, see workspace.Workspace), so nothing else
+// needs opening up, now or after later mount_file calls.
 //
-// It walks the whole workspace, so a runner does it once per workspace:
-// afterwards the server adds files only under mounts/ (shareMounts) and
-// logs/ (created readable by all), and what the code creates is the
-// sandbox user's already.
-func shareWorkspace(dir string) error { return share(dir, dir) }
-
-// shareMounts makes what mount_file added since the last run readable.
-func shareMounts(dir string) error { return share(dir, filepath.Join(dir, "mounts")) }
-
-func share(dir, from string) error {
-	return filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
+// It walks the whole directory, so a runner does it once per workspace:
+// what the code creates afterwards is the sandbox user's already. The walk
+// goes through directory descriptors and chowns each name relative to its
+// directory without following it (fsat): another server's program sharing
+// a --workspace may swap directories for symlinks to host directories
+// while this runs, and a chown must never land outside. A file with more
+// than one link is left as it is: it may be a hard link to a host file
+// (protected_hardlinks allows linking files one can read and write).
+func shareWorkspace(dir string) error {
+	d, err := fsat.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Fchown(int(d.Fd()), sandboxID, sandboxID); err != nil {
+		return err
+	}
+	return fsat.Walk(d, fsat.Options{}, func(parent int, _, name string, st *fsat.Stat) fsat.Action {
+		if st.Nlink > 1 && !fsat.IsDir(st) {
+			return fsat.Skip
 		}
-		rel, _ := filepath.Rel(dir, p)
-		top, _, _ := strings.Cut(rel, string(filepath.Separator))
-		if top == "mounts" || top == "logs" {
-			if d.Type()&fs.ModeSymlink != 0 {
-				return nil
-			}
-			mode := os.FileMode(0o644)
-			if d.IsDir() {
-				mode = 0o755
-			}
-			return os.Chmod(p, mode)
-		}
-		return os.Lchown(p, sandboxID, sandboxID)
+		_ = unix.Fchownat(parent, name, sandboxID, sandboxID, unix.AT_SYMLINK_NOFOLLOW)
+		return fsat.Enter
 	})
 }

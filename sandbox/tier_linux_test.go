@@ -14,6 +14,7 @@ import (
 
 	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/internal/testpython"
+	"github.com/prims-mcp/prims/workspace"
 )
 
 func TestTiers(t *testing.T) {
@@ -233,9 +234,10 @@ print([fd for fd in range(3, 1024) if is_open(fd)])
 	}
 }
 
-// TestLaterMountsAreShared: a root server hands the workspace to the
-// sandbox user once per workspace; inputs mounted after the first run, in
-// directories the server made private, are still readable by the next one.
+// TestLaterMountsAreShared: a root server hands the program's directory to
+// the sandbox user once per workspace; inputs mounted after the first run
+// (in the workspace's own mounts directory, outside the program's) are
+// readable by the next one without the runner opening anything up.
 func TestLaterMountsAreShared(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, testenv.Root, "the workspace is handed to another user only by a root server")
@@ -247,16 +249,20 @@ func TestLaterMountsAreShared(t *testing.T) {
 			continue
 		}
 		t.Run(string(tier), func(t *testing.T) {
-			ws := mkWorkspace(t)
-			defer r.ForgetDir(ws)
-			job := Job{Python: py, Code: "print('first')", Dir: ws, ReadOnly: []string{filepath.Join(ws, "mounts")}}
+			ws, err := workspace.New("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			defer r.ForgetDir(ws.Dir())
+			job := Job{Python: py, Code: "print('first')", Dir: ws.Dir(), ReadOnly: ws.ReadOnly()}
 			if res, err := r.Run(context.Background(), job); err != nil || res.ExitCode != 0 {
 				t.Fatalf("first run: %v %+v", err, res)
 			}
-			sub := filepath.Join(ws, "mounts", "later", "deep")
-			os.MkdirAll(sub, 0o700)
-			os.Chmod(filepath.Join(ws, "mounts", "later"), 0o700)
-			os.WriteFile(filepath.Join(sub, "in.txt"), []byte("mounted later"), 0o400)
+			mounts := ws.ReadOnly()[0]
+			sub := filepath.Join(mounts, "later", "deep")
+			os.MkdirAll(sub, 0o755)
+			os.WriteFile(filepath.Join(sub, "in.txt"), []byte("mounted later"), 0o644)
 			var out, errOut lockedBuffer
 			job.Code = "print(open('mounts/later/deep/in.txt').read())"
 			job.Stdout, job.Stderr = &out, &errOut

@@ -33,7 +33,7 @@ const MaxListEntries = 1000
 
 func entryOf(local string, fi fs.FileInfo) Entry {
 	e := Entry{
-		Name:     fi.Name(),
+		Name:     filepath.Base(local),
 		Path:     filepath.ToSlash(local),
 		Size:     fi.Size(),
 		Modified: fi.ModTime().UTC().Truncate(time.Second),
@@ -59,7 +59,7 @@ func (w *Workspace) Stat(name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	fi, err := w.root.Lstat(local)
+	fi, err := w.Lstat(local)
 	if err != nil {
 		return Entry{}, errorf(err, "%q: %s", filepath.ToSlash(local), errText(err))
 	}
@@ -67,39 +67,58 @@ func (w *Workspace) Stat(name string) (Entry, error) {
 }
 
 // List returns the entries of a directory, sorted by name, and whether the
-// listing was cut at MaxListEntries. Symlinks are listed, never followed.
+// listing was cut at MaxListEntries. Symlinks are listed, never followed;
+// anything but a directory (a FIFO the code made, say) is refused before it
+// is opened, and opened so that it could not block if it raced in.
 func (w *Workspace) List(name string) (entries []Entry, truncated bool, err error) {
 	local, err := w.Resolve(name)
 	if err != nil {
 		return nil, false, err
 	}
-	f, err := w.root.Open(local)
+	shown := filepath.ToSlash(local)
+	root, rel := w.locate(local)
+	fi, err := root.Lstat(rel)
 	if err != nil {
-		return nil, false, errorf(err, "cannot list %q: %s", filepath.ToSlash(local), errText(err))
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, false, errorf(err, "cannot list %q: %s", filepath.ToSlash(local), errText(err))
+		return nil, false, errorf(err, "cannot list %q: %s", shown, errText(err))
 	}
 	if !fi.IsDir() {
-		return nil, false, errorf(nil, "%q is a file, not a directory: use preview_file to read it", filepath.ToSlash(local))
+		if fi.Mode().IsRegular() {
+			return nil, false, errorf(nil, "%q is a file, not a directory: use preview_file to read it", shown)
+		}
+		return nil, false, errorf(nil, "%q is not a directory", shown)
 	}
+	f, err := root.OpenFile(rel, os.O_RDONLY|oDirectory|oNoFollow|oNonBlock, 0)
+	if err != nil {
+		return nil, false, errorf(err, "cannot list %q: %s", shown, errText(err))
+	}
+	defer f.Close()
 	des, err := f.ReadDir(MaxListEntries + 1)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, false, errorf(err, "cannot list %q: %s", filepath.ToSlash(local), errText(err))
+		return nil, false, errorf(err, "cannot list %q: %s", shown, errText(err))
 	}
-	if len(des) > MaxListEntries {
-		des, truncated = des[:MaxListEntries], true
+	if local == "." {
+		// mounts and logs here are the program's links (or whatever it
+		// put in their place); list the server's directories instead.
+		des = slices.DeleteFunc(des, func(d fs.DirEntry) bool { return d.Name() == MountsDir || d.Name() == LogsDir })
+		for _, d := range []string{LogsDir, MountsDir} {
+			if fi, err := w.Lstat(d); err == nil {
+				entries = append(entries, entryOf(d, fi))
+			}
+		}
 	}
-	slices.SortFunc(des, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	if len(des)+len(entries) > MaxListEntries {
+		des, truncated = des[:MaxListEntries-len(entries)], true
+	}
 	for _, de := range des {
-		info, err := de.Info()
+		// Lstat relative to the listed directory, not de.Info (which
+		// stats a path).
+		info, err := root.Lstat(filepath.Join(rel, de.Name()))
 		if err != nil {
 			continue // removed while listing
 		}
 		entries = append(entries, entryOf(filepath.Join(local, de.Name()), info))
 	}
+	slices.SortFunc(entries, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
 	return entries, truncated, nil
 }
 
@@ -116,7 +135,8 @@ func (w *Workspace) Open(name string) (*os.File, Entry, error) {
 
 func (w *Workspace) openLocal(local string) (*os.File, Entry, error) {
 	shown := filepath.ToSlash(local)
-	before, err := w.root.Lstat(local)
+	root, rel := w.locate(local)
+	before, err := root.Lstat(rel)
 	if err != nil {
 		return nil, Entry{}, errorf(err, "%q: %s", shown, errText(err))
 	}
@@ -129,7 +149,7 @@ func (w *Workspace) openLocal(local string) (*os.File, Entry, error) {
 	if !before.Mode().IsRegular() {
 		return nil, Entry{}, errorf(nil, "%q is not a regular file", shown)
 	}
-	f, err := w.root.OpenFile(local, os.O_RDONLY|oNoFollow|oNonBlock, 0)
+	f, err := root.OpenFile(rel, os.O_RDONLY|oNoFollow|oNonBlock, 0)
 	if err != nil {
 		return nil, Entry{}, errorf(err, "cannot open %q: %s", shown, errText(err))
 	}
@@ -248,25 +268,16 @@ func MIMEType(name string, head []byte) string {
 	return "application/octet-stream"
 }
 
-// CreateLog creates (or truncates) a file under logs/ for the server to write.
+// CreateLog creates (or truncates) a file under logs/ for the server to
+// write. logs/ is the server's own directory, out of the program's reach
+// (see Workspace), so nothing there can be a link or a FIFO the program
+// planted.
 func (w *Workspace) CreateLog(name string) (*os.File, string, error) {
-	local := filepath.Join(LogsDir, filepath.Base(name))
+	base := filepath.Base(name)
+	local := filepath.Join(LogsDir, base)
 	// Readable by all: the code reads its own source for tracebacks, also
-	// in a sandbox that started before this file existed. The workspace
-	// directory itself keeps other users out.
-	create := func() (*os.File, error) {
-		return w.root.OpenFile(local, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o644)
-	}
-	f, err := create()
-	if errors.Is(err, fs.ErrNotExist) {
-		// The code moved logs/ away; make it again. (Not done up front: it
-		// costs more than the open on every run.)
-		if err := w.root.MkdirAll(LogsDir, 0o755); err != nil {
-			return nil, "", fmt.Errorf("create logs dir: %w", err)
-		}
-		_ = w.root.Chmod(LogsDir, 0o755) // whatever the umask
-		f, err = create()
-	}
+	// in a sandbox that started before this file existed.
+	f, err := w.logs.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow|oNonBlock, 0o644)
 	if err != nil {
 		return nil, "", fmt.Errorf("create log %s: %w", local, err)
 	}
@@ -323,20 +334,31 @@ func (w *Workspace) Changes(before Snapshot) []Entry {
 }
 
 func (w *Workspace) walkOutput(fn func(local string, fi fs.FileInfo) bool) {
-	_ = fs.WalkDir(w.root.FS(), OutputDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil // unreadable entries are skipped, not fatal
-		}
-		if !d.Type().IsRegular() {
-			return nil // WalkDir never descends through symlinks
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if !fn(filepath.FromSlash(p), fi) {
-			return fs.SkipAll
-		}
+	w.walkFiles(OutputDir, fn)
+}
+
+// Files returns up to max regular files under the directory local, in no
+// particular order. It never follows a symlink.
+func (w *Workspace) Files(local string, max int) []Entry {
+	var out []Entry
+	if max <= 0 {
 		return nil
+	}
+	w.walkFiles(local, func(p string, fi fs.FileInfo) bool {
+		out = append(out, entryOf(p, fi))
+		return len(out) < max
+	})
+	return out
+}
+
+// walkFiles calls fn for the regular files under local through directory
+// descriptors (walk), never following a symlink or opening anything but a
+// directory.
+func (w *Workspace) walkFiles(local string, fn func(local string, fi fs.FileInfo) bool) {
+	_ = w.walk(local, func(p string, fi fs.FileInfo) bool {
+		if !fi.Mode().IsRegular() {
+			return true
+		}
+		return fn(filepath.Join(local, p), fi)
 	})
 }

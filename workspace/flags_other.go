@@ -6,3 +6,5 @@ const (
 	oNoFollow = 0
 	oNonBlock = 0
 )
+
+const oDirectory = 0

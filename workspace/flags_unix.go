@@ -10,3 +10,7 @@ const (
 	oNoFollow = syscall.O_NOFOLLOW
 	oNonBlock = syscall.O_NONBLOCK
 )
+
+// oDirectory makes an open fail on anything but a directory, without
+// blocking on a FIFO.
+const oDirectory = syscall.O_DIRECTORY

@@ -26,6 +26,11 @@ type Limits struct {
 	AllowPrivate bool
 
 	test *transferHooks // tests only
+
+	// Quota is what the workspace may hold in all, the program's files
+	// and mounted ones together (Usage); a download that would pass it is
+	// refused. 0 leaves downloads to MaxDownload alone.
+	Quota int64
 }
 
 // DefaultLimits are the limits used when a field is zero.
@@ -104,44 +109,68 @@ func (w *Workspace) Fetch(ctx context.Context, rawURL, mountPath string, lim Lim
 		return Entry{}, errorf(nil, "download %s refused: it is %d bytes, over the %d-byte limit for mounted files", redact(u), resp.ContentLength, lim.MaxDownload)
 	}
 
-	dir := filepath.Dir(local)
-	if err := w.root.MkdirAll(dir, 0o700); err != nil {
-		return Entry{}, errorf(err, "cannot create %q: %s", filepath.ToSlash(dir), errText(err))
+	limit, quotaCut := lim.MaxDownload, false
+	if lim.Quota > 0 {
+		used := w.Usage(lim.Quota)
+		if left := lim.Quota - used; left < limit {
+			limit, quotaCut = max(left, 0), true
+		}
 	}
-	// Recheck after MkdirAll: a directory the code made may have been a link.
-	if _, err := w.Resolve(local); err != nil {
-		return Entry{}, err
+	if quotaCut && resp.ContentLength > limit {
+		return Entry{}, w.quotaError(u, lim.Quota)
+	}
+
+	// mounts/ is the server's own directory (see Workspace): the program
+	// cannot plant links or swap directories there.
+	_, rel := w.locate(local)
+	dir := filepath.Dir(rel)
+	if err := w.mounts.MkdirAll(dir, 0o755); err != nil {
+		return Entry{}, errorf(err, "cannot create %q: %s", filepath.ToSlash(filepath.Dir(local)), errText(err))
+	}
+	// Readable by the sandbox user whatever the umask.
+	for d := dir; d != "."; d = filepath.Dir(d) {
+		_ = w.mounts.Chmod(d, 0o755)
 	}
 	tmp := filepath.Join(dir, fmt.Sprintf(".part-%d", time.Now().UnixNano()))
-	f, err := w.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
+	f, err := w.mounts.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
 	if err != nil {
 		return Entry{}, errorf(err, "cannot write %q: %s", filepath.ToSlash(local), errText(err))
 	}
-	defer w.root.Remove(tmp) // no-op once renamed
-	n, err := io.Copy(f, io.LimitReader(resp.Body, lim.MaxDownload+1))
+	defer w.mounts.Remove(tmp) // no-op once renamed
+	n, err := io.Copy(f, io.LimitReader(resp.Body, limit+1))
+	if err == nil {
+		err = f.Chmod(0o444)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		if isNoSpace(err) {
+			return Entry{}, errorf(err, "download %s failed after %d bytes: the disk is full. Delete files in the workspace, then try again", redact(u), n)
+		}
 		return Entry{}, errorf(err, "download %s failed after %d bytes: %s", redact(u), n, netErrText(ctx, err, lim.Timeout))
 	}
-	if n > lim.MaxDownload {
+	if n > limit {
+		if quotaCut {
+			return Entry{}, w.quotaError(u, lim.Quota)
+		}
 		return Entry{}, errorf(nil, "download %s stopped: it is larger than the %d-byte limit for mounted files", redact(u), lim.MaxDownload)
 	}
-	if err := w.root.Chmod(tmp, 0o444); err != nil {
-		return Entry{}, fmt.Errorf("protect mounted file: %w", err)
-	}
-	if fi, err := w.root.Lstat(local); err == nil && fi.IsDir() {
+	if fi, err := w.mounts.Lstat(rel); err == nil && fi.IsDir() {
 		return Entry{}, errorf(nil, "mount_path %q is an existing directory", filepath.ToSlash(local))
 	}
-	if err := w.root.Rename(tmp, local); err != nil {
+	if err := w.mounts.Rename(tmp, rel); err != nil {
 		return Entry{}, errorf(err, "cannot write %q: %s", filepath.ToSlash(local), errText(err))
 	}
-	fi, err := w.root.Lstat(local)
+	fi, err := w.mounts.Lstat(rel)
 	if err != nil {
 		return Entry{}, errorf(err, "%q: %s", filepath.ToSlash(local), errText(err))
 	}
 	return entryOf(local, fi), nil
+}
+
+func (w *Workspace) quotaError(u *url.URL, quota int64) error {
+	return errorf(nil, "download %s refused: the workspace would hold more than its quota of %d bytes (mounted files count too). Delete files the workspace no longer needs, then try again", redact(u), quota)
 }
 
 // UploadResult reports a finished Upload.
