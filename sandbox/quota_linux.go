@@ -34,7 +34,7 @@ func (d diskCount) grownSince(before diskCount, inode int64) int64 {
 // openDeleted adds up the files on dir's filesystem that the run's
 // processes hold open (or mapped) after deleting them: they take disk
 // space no walk can see. The run's processes are the init's descendants
-// and its process group (runProcs).
+// and its process group (quotaProcs).
 func openDeleted(pid int, dir *os.File) int64 {
 	var ws unix.Stat_t
 	if unix.Fstat(int(dir.Fd()), &ws) != nil {
@@ -42,7 +42,7 @@ func openDeleted(pid int, dir *os.File) int64 {
 	}
 	var total int64
 	seen := map[uint64]bool{}
-	for _, p := range runProcs(pid) {
+	for _, p := range quotaProcs(pid) {
 		base := "/proc/" + strconv.Itoa(p)
 		count := func(link string) {
 			var st unix.Stat_t
@@ -76,4 +76,24 @@ func openDeleted(pid int, dir *os.File) int64 {
 		}
 	}
 	return total
+}
+
+// quotaProcs lists the run started as pid: its descendants (in a PID
+// namespace the init adopts every orphan) and its process group (outside
+// one, an orphan keeps it: setsid and setpgid are denied there).
+func quotaProcs(pid int) []int {
+	in := map[int]bool{}
+	var out []int
+	queue := append([]int{pid}, groupMembers(pid)...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if in[p] {
+			continue
+		}
+		in[p] = true
+		out = append(out, p)
+		queue = append(queue, childrenOf(p)...)
+	}
+	return out
 }
