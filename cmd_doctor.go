@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/egress"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
@@ -78,6 +79,7 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 
 	def, defErr := printPythons(ctx, w, opts)
 	printWarm(ctx, w, opts, def, defErr)
+	printEgress(w, opts, tier)
 
 	if opts.isolation == string(sandbox.IsolationStrict) && tier != sandbox.TierNamespaces {
 		return fmt.Errorf("--isolation=strict cannot start here: %s", s.Missing())
@@ -178,4 +180,50 @@ func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pyenv.I
 		return 0, fmt.Errorf("no sandbox started")
 	}
 	return st.RSSBytes / int64(st.Waiting), nil
+}
+
+// printEgress shows where the code and installs may connect.
+func printEgress(w io.Writer, opts *doctorOptions, tier sandbox.Tier) {
+	fmt.Fprintln(w, "\nNetwork")
+	if _, err := egress.New(egress.Policy{Allow: opts.allowHosts}, nil); err != nil {
+		fmt.Fprintf(w, "  MISSING: %v\n", err)
+	}
+	switch {
+	case tier == sandbox.TierNone || opts.network:
+		fmt.Fprintln(w, "  code: the host's whole network (--network, or no isolation)")
+	case len(opts.allowHosts) > 0:
+		fmt.Fprintf(w, "  code: through the egress proxy only, to %s\n", strings.Join(opts.allowHosts, ", "))
+		if opts.allowPrivateFetch {
+			fmt.Fprintln(w, "        (these may resolve to private addresses: --allow-private-fetch)")
+		}
+		if tier == sandbox.TierLandlock {
+			fmt.Fprintln(w, "        landlock tier: TCP to the proxy's port only (on any address), no UDP or raw sockets")
+		}
+	default:
+		fmt.Fprintln(w, "  code: none (add hosts with --allow-host, or everything with --network)")
+	}
+	switch {
+	case opts.offline && len(opts.findLinks) == 0:
+		fmt.Fprintln(w, "  installs: none (--offline)")
+	case tier == sandbox.TierNone:
+		fmt.Fprintln(w, "  installs: pip on the host, with the host's network")
+	default:
+		idx := opts.indexURL
+		if idx == "" {
+			idx = os.Getenv("PIP_INDEX_URL")
+		}
+		if idx == "" {
+			idx = "PyPI (pypi.org, files.pythonhosted.org)"
+		}
+		fmt.Fprintf(w, "  installs: through the egress proxy only, to the index hosts: %s", idx)
+		for _, u := range append(opts.extraIndexURLs, opts.findLinks...) {
+			fmt.Fprintf(w, ", %s", u)
+		}
+		fmt.Fprintln(w)
+	}
+	if opts.allowPrivateFetch {
+		fmt.Fprintln(w, "  mount_file, files, persist_artifact: any address (--allow-private-fetch)")
+	} else {
+		fmt.Fprintln(w, "  mount_file, files, persist_artifact: public addresses only")
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prims-mcp/prims/mcp"
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/egress"
 	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
 )
@@ -31,6 +32,7 @@ type runOptions struct {
 	isolation         string
 	network           bool
 	allowPrivateFetch bool
+	allowHosts        []string
 	limits            sandbox.Limits
 	warm              int
 	warmIdle          time.Duration
@@ -59,6 +61,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	o.envOptions.addFlags(fs)
 	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox policy: strict (full isolation or refuse to start), auto (the strongest the host supports) or off (development only: no isolation)")
 	fs.BoolVar(&o.network, "network", false, "let the code reach the network (off by default)")
+	fs.StringArrayVar(&o.allowHosts, "allow-host", nil, "let the code reach this host through the server's egress proxy: api.example.com, *.example.com (subdomains), optionally :port (default 80 and 443); repeatable")
 	fs.BoolVar(&o.allowPrivateFetch, "allow-private-fetch", false, "let mount_file, run_code's files and persist_artifact reach loopback, private, link-local and metadata addresses (refused by default)")
 	d := sandbox.DefaultLimits
 	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a run may use, all its processes together (e.g. 512MiB, 2GiB)")
@@ -195,6 +198,7 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 		Logger:         log,
 		Isolation:      sandbox.Isolation(o.isolation),
 		Network:        o.network,
+		Egress:         egress.Policy{Allow: o.allowHosts, AllowPrivate: o.allowPrivateFetch},
 		Limits:         o.limits,
 		Warm:           o.warm,
 		WarmIdle:       o.warmIdle,

@@ -703,14 +703,21 @@ func TestHTTPMetricsCountARun(t *testing.T) {
 
 // TestHTTPMetricsCountEnvCache: the first session to ask for a package
 // builds its environment (a miss); another session asking for the same
-// one gets it from the cache (a hit).
+// one gets it from the cache (a hit). The build, in its sandbox, reached
+// the index through the egress proxy, which counted it.
 func TestHTTPMetricsCountEnvCache(t *testing.T) {
 	ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "tinypkg", Version: "1.0", Files: map[string]string{"tinypkg/__init__.py": "X = 42\n"}})
-	cache, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL})
+	installs, err := sandbox.New(sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer installs.Close()
+	cache, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, Confine: ConfineInstalls(installs)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := newHTTPFixtureConfig(t, Config{Envs: cache}, HTTPConfig{})
+	before := scrape(t, f.url)
 	for _, name := range []string{"first", "second"} {
 		cs := f.mustConnect(t, clientOpts{})
 		text, out, isErr := call(t, cs, "run_code", map[string]any{"code": "import tinypkg; print(tinypkg.X)", "requirements": []string{"tinypkg"}})
@@ -721,6 +728,14 @@ func TestHTTPMetricsCountEnvCache(t *testing.T) {
 	m := scrape(t, f.url)
 	if m[`prims_env_cache_total{result="miss"}`] != 1 || m[`prims_env_cache_total{result="hit"}`] != 1 {
 		t.Errorf("env cache: miss %v hit %v, want 1 and 1", m[`prims_env_cache_total{result="miss"}`], m[`prims_env_cache_total{result="hit"}`])
+	}
+	if installs.Tier() == sandbox.TierNone {
+		return // no install sandbox, no proxy
+	}
+	for _, k := range []string{`prims_egress_requests_total{result="allowed"}`, `prims_egress_bytes_total{direction="down"}`} {
+		if m[k] <= before[k] {
+			t.Errorf("%s = %v, was %v: the install's requests were not counted", k, m[k], before[k])
+		}
 	}
 }
 

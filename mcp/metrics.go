@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/sandbox/egress"
 )
 
 // metrics are the counters behind GET /metrics, written in the Prometheus
@@ -184,6 +185,14 @@ func (s *Server) writeMetrics(w io.Writer) {
 	fmt.Fprintf(w, "prims_warm_sandboxes %d\n", pool.Waiting)
 	gauge("prims_warm_sandbox_rss_bytes", "Resident memory of the waiting sandboxes.")
 	fmt.Fprintf(w, "prims_warm_sandbox_rss_bytes %d\n", pool.RSSBytes)
+
+	eg := egress.ReadTotals()
+	counter("prims_egress_requests_total", "Requests through the egress proxy (installs and --allow-host), by result.")
+	fmt.Fprintf(w, "prims_egress_requests_total{result=\"allowed\"} %d\n", eg.Requests-eg.Denied)
+	fmt.Fprintf(w, "prims_egress_requests_total{result=\"denied\"} %d\n", eg.Denied)
+	counter("prims_egress_bytes_total", "Bytes carried by the egress proxy, by direction.")
+	fmt.Fprintf(w, "prims_egress_bytes_total{direction=\"up\"} %d\n", eg.BytesUp)
+	fmt.Fprintf(w, "prims_egress_bytes_total{direction=\"down\"} %d\n", eg.BytesDown)
 }
 
 // countWriter counts the bytes passed through to w.
