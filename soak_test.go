@@ -92,7 +92,12 @@ func TestSoak(t *testing.T) {
 	// than the runs wrote (code, stdout and stderr of each).
 	var total, files int64
 	perRun := int64(len(code) + 1024 + len("err\n"))
-	filepath.WalkDir(filepath.Join(ws, workspace.LogsDir), func(p string, d fs.DirEntry, err error) error {
+	// logs/ in the workspace is the server's link to its own directory.
+	logs, err := filepath.EvalSymlinks(filepath.Join(ws, workspace.LogsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filepath.WalkDir(logs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -108,6 +113,9 @@ func TestSoak(t *testing.T) {
 		return nil
 	})
 	t.Logf("logs: %d files, %d bytes", files, total)
+	if files == 0 || files > 3*int64(*soakRuns) {
+		t.Errorf("logs hold %d files for %d runs, want between 1 and 3 a run", files, *soakRuns)
+	}
 	if total > int64(*soakRuns)*perRun {
 		t.Errorf("logs hold %d bytes, more than the %d the runs wrote", total, int64(*soakRuns)*perRun)
 	}
