@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -65,6 +66,11 @@ sys.stdout.write(json.dumps(sorted(n for n in names if not in_stdlib(n))))
 // their distribution names (cv2 becomes opencv-python), sorted. The given
 // interpreter parses the code, so its grammar and its standard library are
 // the ones the run will use.
+//
+// The program chooses what gets installed here, so every name is either
+// the fixed import-to-distribution map's or a plain ASCII module name used
+// as is (no version, URL, path, extra or option can come out of an import
+// statement); and whatever is installed builds in the install sandbox.
 func inferRequirements(ctx context.Context, python, code string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -84,6 +90,9 @@ func inferRequirements(ctx context.Context, python, code string) ([]string, erro
 	}
 	var dists []string
 	for _, m := range modules {
+		if !plainModule.MatchString(m) {
+			continue // a non-ASCII identifier names no package we would pick
+		}
 		if d := pyenv.DistributionFor(m); !slices.Contains(dists, d) {
 			dists = append(dists, d)
 		}
@@ -91,6 +100,9 @@ func inferRequirements(ctx context.Context, python, code string) ([]string, erro
 	slices.Sort(dists)
 	return dists, nil
 }
+
+// plainModule is a top-level module name that may become a requirement.
+var plainModule = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,99}$`)
 
 // expandRequirements replaces "auto" in a run's requirements with the
 // inferred ones, leaving out modules that the workspace itself provides (a

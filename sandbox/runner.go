@@ -506,11 +506,10 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	g.Go(func() error { return pump(c.errR, io.MultiWriter(tail, orDiscard(job.Stderr))) })
 
 	quotaHit := make(chan struct{})
-	quota := r.limits.WorkspaceQuota
-	if job.cmd != nil {
-		quota = 1 << 62 // an install is bounded by its own timeout, not the workspace's quota
+	stopQuota := func() {}
+	if job.cmd == nil { // a command (an install) is bounded by its timeout, not the workspace's quota
+		stopQuota = watchQuota(job, pid, r.limits.WorkspaceQuota, quotaHit)
 	}
-	stopQuota := watchQuota(job, pid, quota, quotaHit)
 	memHit := make(chan struct{})
 	c.mem.arm()
 	stopMem := c.mem.watch(memHit)

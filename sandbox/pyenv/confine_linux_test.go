@@ -241,3 +241,61 @@ func TestHostileSdistUnprivileged(t *testing.T) {
 		t.Fatalf("TestHostileSdist as uid 65534: %v", err)
 	}
 }
+
+// BenchmarkAcquireSandboxed measures what the install sandbox costs: each
+// iteration builds the same new requirement set cold twice, with pip on the
+// host (the unconfined path) and in a sandbox of the best tier reaching the
+// index through the egress proxy, and reports each build's overhead beyond
+// pip's own install time on the host. Run with:
+//
+//	go test -run '^$' -bench AcquireSandboxed -benchtime 5x ./sandbox/pyenv/
+func BenchmarkAcquireSandboxed(b *testing.B) {
+	interp := testInterp(b)
+	idx := basicIndex(b)
+	reqs := []string{"app", "two==2.0"}
+	r, err := sandbox.New(sandbox.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	var hostPip, hostBuild, boxBuild time.Duration
+	build := func(confine ConfineFunc) (pip, total time.Duration) {
+		c := newTestCache(b, idx.URL, func(o *Options) { o.Confine = confine })
+		start := time.Now()
+		env, err := c.Acquire(context.Background(), interp, reqs, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total = time.Since(start)
+		env.Release()
+		c.builds.Wait()
+		return time.Duration(c.stats.pip.Load()), total
+	}
+	i := 0
+	for b.Loop() {
+		// Alternate which goes first: the second build of an iteration
+		// finds the index's files in the page cache.
+		host := func() {
+			p, t := build(nil)
+			hostPip += p
+			hostBuild += t
+		}
+		box := func() {
+			_, t := build(confineWith(r, io.Discard))
+			boxBuild += t
+		}
+		if i++; i%2 == 0 {
+			host()
+			box()
+		} else {
+			box()
+			host()
+		}
+	}
+	n := float64(b.N)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	b.ReportMetric(ms(hostPip), "pip-ms/op")
+	b.ReportMetric(ms(hostBuild-hostPip), "host-overhead-ms/op")
+	b.ReportMetric(ms(boxBuild-hostPip), "sandboxed-overhead-ms/op")
+	b.ReportMetric(ms(boxBuild-hostBuild), "sandbox-cost-ms/op")
+}
