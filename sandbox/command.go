@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/prims-mcp/prims/sandbox/egress"
@@ -50,12 +51,17 @@ func (r *Runner) RunCommand(ctx context.Context, c Command) (Result, error) {
 		defer g.close()
 		c.gate = g
 	}
+	// Two pumps, one writer: keep their writes apart.
+	out := io.Discard
+	if c.Output != nil {
+		out = &lockedWriter{w: c.Output}
+	}
 	job := Job{
 		Python:   c.Args[0],
 		Dir:      c.Dir,
 		ReadOnly: c.ReadOnly,
-		Stdout:   c.Output,
-		Stderr:   c.Output,
+		Stdout:   out,
+		Stderr:   out,
 		Timeout:  c.Timeout,
 		cmd:      &c,
 	}
@@ -65,4 +71,15 @@ func (r *Runner) RunCommand(ctx context.Context, c Command) (Result, error) {
 	}
 	defer r.shared.Delete(c.Dir) // each command's directory is new
 	return r.execute(ctx, ch, job)
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -46,6 +46,17 @@ func (c *Cache) runConfined(ctx context.Context, interp Interpreter, envPython, 
 		}
 	}
 	ro := []string{interp.BasePrefix, filepath.Dir(filepath.Dir(interp.Path)), filepath.Dir(filepath.Dir(interp.Pip))}
+	// The certificates pip is told to trust (passThroughEnv) must be
+	// readable where it runs.
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT", "PIP_CLIENT_CERT":
+			if filepath.IsAbs(v) {
+				ro = append(ro, v)
+			}
+		}
+	}
 	for _, l := range c.opts.FindLinks {
 		if u, err := url.Parse(l); err == nil && u.Scheme == "file" {
 			ro = append(ro, u.Path)
