@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -516,5 +518,74 @@ func TestPathAttacksUnprivileged(t *testing.T) {
 	t.Logf("as uid 65534:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("TestPathAttacks as uid 65534: %v", err)
+	}
+}
+
+// TestMountFileCountsAgainstQuota: mounted downloads count against the
+// workspace quota, alone and together with what the code wrote; the
+// control mounts the same file under a quota with room for it.
+func TestMountFileCountsAgainstQuota(t *testing.T) {
+	body := strings.Repeat("x", 3<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			w.(http.Flusher).Flush() // no Content-Length: the cap must bite while it streams
+		}
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	mount := func(t *testing.T, quota int64, code string, path string) (*sdk.CallToolResult, MountOutput) {
+		runner, err := sandbox.New(sandbox.Config{Limits: sandbox.Limits{WorkspaceQuota: quota}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer runner.Close()
+		srvCfg := Config{Python: testPython(t)}
+		srvCfg.Transfer.AllowPrivate = true
+		s, err := New(srvCfg, runner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		env := &testEnv{srv: s}
+		ct, st := sdk.NewInMemoryTransports()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go s.Serve(ctx, st)
+		cs, err := sdk.NewClient(&sdk.Implementation{Name: "quota", Version: "1"}, nil).Connect(ctx, ct, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		env.cs = cs
+		if code != "" {
+			env.callCtx(t, time.Minute, "run_code", map[string]any{"code": code}, nil)
+		}
+		var m MountOutput
+		res, _ := env.callCtx(t, time.Minute, "mount_file", map[string]any{"url": srv.URL + path, "mount_path": "big.bin"}, &m)
+		return res, m
+	}
+	for _, tc := range []struct {
+		name, code, path string
+		quota            int64
+		wantErr          bool
+	}{
+		{"alone", "", "/sized", 2 << 20, true},
+		{"streamed", "", "/chunked", 2 << 20, true},
+		{"with the code's files", "open('output/f', 'wb').write(b'x' * (3 << 20))", "/sized", 5 << 20, true},
+		{"control", "", "/sized", 8 << 20, false},
+		{"control with the code's files", "open('output/f', 'wb').write(b'x' * (1 << 20))", "/chunked", 8 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, m := mount(t, tc.quota, tc.code, tc.path)
+			if res == nil {
+				t.Fatal("mount_file did not return")
+			}
+			if res.IsError != tc.wantErr {
+				t.Errorf("mount_file under a %d-byte quota: error %v, want %v: %s (%+v)", tc.quota, res.IsError, tc.wantErr, text(res), m)
+			}
+			if tc.wantErr && !strings.Contains(text(res), "quota") {
+				t.Errorf("the refusal does not name the quota: %s", text(res))
+			}
+		})
 	}
 }
