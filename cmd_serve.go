@@ -240,12 +240,11 @@ func serveUntil(ctx context.Context, log *slog.Logger, srv *mcp.Server, ln net.L
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "grace", opts.shutdownGrace.String())
-	// Stop accepting connections; requests in flight (runs) go on.
-	stopCtx, stopNow := context.WithCancel(context.Background())
-	defer stopNow()
-	shut := make(chan error, 1)
-	go func() { shut <- hs.Shutdown(stopCtx) }()
-
+	// The listener stays open while runs drain: /readyz answers 503 to the
+	// load balancer instead of refusing the connection, new sessions and
+	// runs are refused with a reason, and the runs' results reach their
+	// clients. Connections are not kept alive for another request.
+	hs.SetKeepAlivesEnabled(false)
 	grace, cancel := context.WithTimeout(context.Background(), opts.shutdownGrace)
 	defer cancel()
 	if err := srv.Drain(grace); err != nil {
@@ -255,12 +254,10 @@ func serveUntil(ctx context.Context, log *slog.Logger, srv *mcp.Server, ln net.L
 	if err := srv.Close(); err != nil {
 		log.Error("close", "err", err)
 	}
-	select {
-	case <-shut:
-	case <-time.After(5 * time.Second):
-		stopNow()
+	stopCtx, stopNow := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stopNow()
+	if err := hs.Shutdown(stopCtx); err != nil {
 		hs.Close()
-		<-shut
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -80,15 +81,18 @@ func TestServeFlags(t *testing.T) {
 	}
 }
 
-// TestServeSIGTERM runs prims serve as a child, starts two runs in it,
-// and sends SIGTERM: the short run finishes within the grace period, the
-// long one is killed after it, and no process or workspace is left.
+// TestServeSIGTERM runs prims serve as a child with three run slots (two for one session), starts
+// two runs in it and queues a third, and sends SIGTERM: /readyz answers 503
+// while the server drains (the connection is not refused), the queued run
+// is told the server is shutting down, the short run finishes within the
+// grace period, the long one is killed after it, and no process or
+// workspace is left.
 func TestServeSIGTERM(t *testing.T) {
 	py := testPython(t)
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := primsCmd(t, "serve", "--addr", "127.0.0.1:0", "--python", py, "--shutdown-grace", "2s", "--log-level", "debug")
+	cmd := primsCmd(t, "serve", "--addr", "127.0.0.1:0", "--python", py, "--shutdown-grace", "3s", "--max-runs", "3", "--log-level", "debug")
 	cmd.Env = append(cmd.Env, "TMPDIR="+tmp, "PRIMS_AUTH_TOKEN=")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -129,10 +133,14 @@ func TestServeSIGTERM(t *testing.T) {
 	}
 
 	started := make(chan string, 4)
+	queued := make(chan string, 4)
 	client := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "0"}, &sdk.ClientOptions{
 		ProgressNotificationHandler: func(_ context.Context, r *sdk.ProgressNotificationClientRequest) {
 			if strings.Contains(r.Params.Message, "started") {
 				started <- r.Params.Message
+			}
+			if strings.HasPrefix(r.Params.Message, "queued") {
+				queued <- r.Params.Message
 			}
 		},
 	})
@@ -158,11 +166,18 @@ func TestServeSIGTERM(t *testing.T) {
 	}
 	long := runAsync("long", "import subprocess, time\nsubprocess.Popen(['sleep', '300'])\nprint('started long', flush=True)\ntime.sleep(300)")
 	<-started
-	short := runAsync("short", "import time\nprint('started short', flush=True)\ntime.sleep(0.5)\nprint('finished')")
+	// The short run ends when the test says so, after SIGTERM: till then
+	// it keeps the third run queued.
+	short := runAsync("short", "import os, time\nprint('started short', flush=True)\nwhile not os.path.exists('go'):\n    time.sleep(0.01)\nprint('finished')")
 	<-started
+	waiting := runAsync("waiting", "print('never')")
+	<-queued
 
 	pids := descendants(cmd.Process.Pid)
 	if len(pids) < 3 { // two pythons and the sleep
+		for _, p := range pids {
+			t.Logf("pid %d %s", p, comm(p))
+		}
 		t.Fatalf("descendants of the server: %v, want the runs' processes", pids)
 	}
 	ws, _ := filepath.Glob(filepath.Join(tmp, "prims-ws-*"))
@@ -171,6 +186,27 @@ func TestServeSIGTERM(t *testing.T) {
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-waiting; r.err != nil || !r.res.IsError || !strings.Contains(text(r.res), "the server is shutting down") || strings.Contains(text(r.res), "Try again") {
+		t.Errorf("the queued run was not told the server is shutting down: %v %s", r.err, text(r.res))
+	}
+	// The long run holds the drain open: /readyz must answer, with 503.
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz while draining: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/readyz while draining: %s", resp.Status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(ws[0], "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if r := <-short; r.err != nil || r.res.IsError || !strings.Contains(text(r.res), "finished") {

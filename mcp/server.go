@@ -214,7 +214,7 @@ func (s *Server) session(ss *sdk.ServerSession) (*session, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.base.Err() != nil {
-		return nil, errors.New("the server is shutting down")
+		return nil, errShuttingDown
 	}
 	if s.sess == nil {
 		ws, err := workspace.New(s.cfg.Workspace)
@@ -245,7 +245,7 @@ func (s *Server) track(ctx context.Context) (context.Context, func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.base.Err() != nil {
-		return nil, nil, errors.New("the server is shutting down")
+		return nil, nil, errShuttingDown
 	}
 	s.runs.Add(1)
 	ctx, cancel := context.WithCancel(ctx)

@@ -219,6 +219,10 @@ func (s *Server) toolError(tool string, err error) error {
 	if errors.As(err, &we) {
 		return err
 	}
+	if errors.Is(err, errShuttingDown) {
+		// Not "try again": this server will not run it.
+		return fmt.Errorf("%s was not carried out, and nothing ran: the server is shutting down. Call it again once the server is back", tool)
+	}
 	if errors.Is(err, context.Canceled) {
 		return errors.New("the call was cancelled")
 	}
