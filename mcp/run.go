@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/workspace"
 )
 
 // RunInput is what run_code accepts.
@@ -35,23 +37,26 @@ type Artifact struct {
 
 // RunOutput is run_code's structured result.
 type RunOutput struct {
-	ExitCode    int        `json:"exit_code" jsonschema:"the program's exit status; negative when killed by a signal"`
-	Signal      string     `json:"signal,omitempty"`
-	Limit       string     `json:"limit,omitempty" jsonschema:"the sandbox limit that ended or broke the run: wall-time, cpu-time, memory, max-procs, max-file-size, max-open-files or workspace-quota"`
-	Stdout      string     `json:"stdout"`
-	Stderr      string     `json:"stderr"`
-	StdoutBytes int64      `json:"stdout_bytes"`
-	StderrBytes int64      `json:"stderr_bytes"`
-	StdoutLog   string     `json:"stdout_log" jsonschema:"workspace path of the complete stdout"`
-	StderrLog   string     `json:"stderr_log" jsonschema:"workspace path of the complete stderr"`
-	TimedOut    bool       `json:"timed_out"`
-	Cancelled   bool       `json:"cancelled"`
-	DurationMS  int64      `json:"duration_ms"`
-	Truncated   bool       `json:"truncated" jsonschema:"true when stdout or stderr was cut to fit; see the logs"`
-	Artifacts   []Artifact `json:"artifacts"`
-	Isolation   string     `json:"isolation" jsonschema:"the sandbox tier that ran the code"`
-	Warm        bool       `json:"warm" jsonschema:"true when the run was handed to a sandbox started ahead of time"`
-	Python      string     `json:"python" jsonschema:"the Python version that ran the code"`
+	ExitCode    int    `json:"exit_code" jsonschema:"the program's exit status; negative when killed by a signal"`
+	Signal      string `json:"signal,omitempty"`
+	Limit       string `json:"limit,omitempty" jsonschema:"the sandbox limit that ended or broke the run: wall-time, cpu-time, memory, max-procs, max-file-size, max-open-files or workspace-quota"`
+	Stdout      string `json:"stdout"`
+	Stderr      string `json:"stderr"`
+	StdoutBytes int64  `json:"stdout_bytes"`
+	StderrBytes int64  `json:"stderr_bytes"`
+	StdoutLog   string `json:"stdout_log" jsonschema:"workspace path of the complete stdout"`
+	StderrLog   string `json:"stderr_log" jsonschema:"workspace path of the complete stderr"`
+	// The notes say why a log does not hold the whole stream.
+	StdoutLogNote string     `json:"stdout_log_note,omitempty" jsonschema:"set when the stdout log is not complete, and why"`
+	StderrLogNote string     `json:"stderr_log_note,omitempty" jsonschema:"set when the stderr log is not complete, and why"`
+	TimedOut      bool       `json:"timed_out"`
+	Cancelled     bool       `json:"cancelled"`
+	DurationMS    int64      `json:"duration_ms"`
+	Truncated     bool       `json:"truncated" jsonschema:"true when stdout or stderr was cut to fit; see the logs"`
+	Artifacts     []Artifact `json:"artifacts"`
+	Isolation     string     `json:"isolation" jsonschema:"the sandbox tier that ran the code"`
+	Warm          bool       `json:"warm" jsonschema:"true when the run was handed to a sandbox started ahead of time"`
+	Python        string     `json:"python" jsonschema:"the Python version that ran the code"`
 	// Requirements is the whole set installed in the run's environment.
 	Requirements []string `json:"requirements" jsonschema:"the requirements installed in the run's environment (this call's and earlier calls')"`
 	EnvCached    bool     `json:"env_cached" jsonschema:"true when the environment came from the cache without an install"`
@@ -109,27 +114,28 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	defer env.release()
 
 	n := sess.runs.Add(1)
-	codeFile, codePath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-code.py", n))
+	// Logs have a budget of their own: the oldest runs' logs go first,
+	// leaving room for this run's streams at their cap.
+	sess.ws.PruneLogs(s.cfg.LogBudget - 2*s.cfg.LogLimit - int64(len(in.Code)))
+	codePath, diskFull, err := writeLog(sess.ws, fmt.Sprintf("%04d-code.py", n), in.Code)
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
 	}
-	_, err = io.WriteString(codeFile, in.Code)
-	if cerr := codeFile.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, nil, s.toolError("run_code", err)
-	}
-	stdoutLog, stdoutPath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-stdout.txt", n))
+	stdoutLog, stdoutPath, err := createLog(sess.ws, fmt.Sprintf("%04d-stdout.txt", n), &diskFull)
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
 	}
 	defer stdoutLog.Close()
-	stderrLog, stderrPath, err := sess.ws.CreateLog(fmt.Sprintf("%04d-stderr.txt", n))
+	stderrLog, stderrPath, err := createLog(sess.ws, fmt.Sprintf("%04d-stderr.txt", n), &diskFull)
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
 	}
 	defer stderrLog.Close()
+	if diskFull {
+		notes = append(notes, "the disk is full, so this run's logs could not be written; the run went ahead, so code that deletes files can free space")
+	}
+	outLog := &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}
+	errLog := &limitWriter{w: stderrLog, n: s.cfg.LogLimit}
 
 	outCap := sandbox.NewCapture(s.cfg.OutputBudget)
 	errCap := sandbox.NewCapture(s.cfg.OutputBudget)
@@ -138,8 +144,8 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	job := runJob(sess, env)
 	job.Code, job.Filename, job.Timeout = in.Code, codePath, timeout
 	job.QuotaUsed = sess.ws.MountsUsage()
-	job.Stdout = io.MultiWriter(outCap, &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}, prog.stream("stdout"))
-	job.Stderr = io.MultiWriter(errCap, &limitWriter{w: stderrLog, n: s.cfg.LogLimit}, prog.stream("stderr"))
+	job.Stdout = io.MultiWriter(outCap, outLog, prog.stream("stdout"))
+	job.Stderr = io.MultiWriter(errCap, errLog, prog.stream("stderr"))
 	res, err := s.execute(ctx, sess, prog, job)
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
@@ -167,6 +173,8 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		Requirements: append([]string{}, env.reqs...),
 		EnvCached:    env.cacheHit,
 	}
+	out.StdoutLogNote = outLog.note(sess.ws, stdoutPath, s.cfg.LogLimit)
+	out.StderrLogNote = errLog.note(sess.ws, stderrPath, s.cfg.LogLimit)
 	for _, e := range sess.ws.Changes(before) {
 		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})
 	}
@@ -241,13 +249,17 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 	for _, n := range notes {
 		fmt.Fprintf(&b, "Note: %s.\n", n)
 	}
-	stream := func(name, text string, total int64, log string) {
+	stream := func(name, text string, total int64, log, logNote string) {
 		if total == 0 {
 			return
 		}
 		fmt.Fprintf(&b, "\n--- %s", name)
 		if int64(len(text)) < total || strings.Contains(text, "bytes omitted ...]") {
-			fmt.Fprintf(&b, " (%s in all; complete in %s)", humanBytes(total), log)
+			if logNote != "" {
+				fmt.Fprintf(&b, " (%s in all; %s is not complete: %s)", humanBytes(total), log, logNote)
+			} else {
+				fmt.Fprintf(&b, " (%s in all; complete in %s)", humanBytes(total), log)
+			}
 		}
 		b.WriteString(" ---\n")
 		b.WriteString(text)
@@ -255,8 +267,8 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 			b.WriteString("\n")
 		}
 	}
-	stream("stdout", o.Stdout, o.StdoutBytes, o.StdoutLog)
-	stream("stderr", o.Stderr, o.StderrBytes, o.StderrLog)
+	stream("stdout", o.Stdout, o.StdoutBytes, o.StdoutLog, o.StdoutLogNote)
+	stream("stderr", o.Stderr, o.StderrBytes, o.StderrLog, o.StderrLogNote)
 	if o.StdoutBytes == 0 && o.StderrBytes == 0 {
 		b.WriteString("(no output)\n")
 	}
@@ -278,14 +290,19 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 
 // limitWriter writes at most n bytes to w, then notes the cut once and
 // discards the rest. Its errors are swallowed: a full disk must not fail
-// the run, only shorten its log.
+// the run, only shorten its log (note says how).
 type limitWriter struct {
-	w   io.Writer
-	n   int64
-	cut bool
+	w       io.Writer
+	n       int64
+	written int64
+	cut     bool
+	err     error // the write error that ended the log
 }
 
 func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.err != nil {
+		return len(p), nil
+	}
 	if l.n <= 0 {
 		if !l.cut {
 			l.cut = true
@@ -294,8 +311,10 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	k := min(int64(len(p)), l.n)
-	if _, err := l.w.Write(p[:k]); err != nil {
-		l.n = 0
+	m, err := l.w.Write(p[:k])
+	l.written += int64(m)
+	if err != nil {
+		l.err = err
 		return len(p), nil
 	}
 	l.n -= k
@@ -303,4 +322,69 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 		return l.Write(p[k:])
 	}
 	return len(p), nil
+}
+
+// note says why the log does not hold the whole stream, or "" when it
+// does, and records it with the workspace so preview_file says it too.
+func (l *limitWriter) note(ws *workspace.Workspace, log string, limit int64) string {
+	var note string
+	switch {
+	case l.err != nil && isDiskFull(l.err):
+		note = fmt.Sprintf("the disk filled up; it holds only the first %s", humanBytes(l.written))
+	case l.err != nil:
+		note = fmt.Sprintf("writing it failed; it holds only the first %s", humanBytes(l.written))
+	case l.cut:
+		note = fmt.Sprintf("it holds the first %s, the cap for one stream's log", humanBytes(limit))
+	default:
+		return ""
+	}
+	ws.NoteLog(log, note)
+	return note
+}
+
+// writeLog writes a whole log (the program's source). On a full disk it
+// reports diskFull instead of failing: the run goes ahead without it.
+func writeLog(ws *workspace.Workspace, name, text string) (path string, diskFull bool, err error) {
+	f, path, err := ws.CreateLog(name)
+	if err != nil {
+		if isDiskFull(err) {
+			return "logs/" + name, true, nil
+		}
+		return "", false, err
+	}
+	_, err = io.WriteString(f, text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if isDiskFull(err) {
+		ws.NoteLog(path, "the disk filled up while it was written")
+		return path, true, nil
+	}
+	return path, false, err
+}
+
+// createLog opens a stream's log. On a full disk it sets *diskFull and
+// returns a writer that keeps nothing: the run goes ahead without a log.
+func createLog(ws *workspace.Workspace, name string, diskFull *bool) (io.WriteCloser, string, error) {
+	f, path, err := ws.CreateLog(name)
+	if err != nil {
+		if isDiskFull(err) {
+			*diskFull = true
+			path = "logs/" + name
+			ws.NoteLog(path, "the disk was full; nothing of the stream was kept")
+			return nopWriteCloser{io.Discard}, path, nil
+		}
+		return nil, "", err
+	}
+	return f, path, nil
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// isDiskFull reports whether err says the disk (or the user's disk quota)
+// is full.
+func isDiskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

@@ -42,6 +42,7 @@ type Config struct {
 	MaxTimeout              time.Duration // largest timeout_s a call may ask for (600s)
 	OutputBudget            int           // bytes of each stream returned inline, head and tail (32 KiB)
 	LogLimit                int64         // bytes of each stream kept in logs/ (64 MiB)
+	LogBudget               int64         // bytes logs/ may hold in all, oldest runs pruned first (8 × LogLimit)
 	MaxCodeBytes            int           // largest program accepted (1 MiB)
 	Heartbeat               time.Duration // progress sent at least this often during a silent run (15s)
 	Transfer                workspace.Limits
@@ -66,6 +67,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LogLimit <= 0 {
 		c.LogLimit = 64 << 20
+	}
+	if c.LogBudget <= 0 {
+		c.LogBudget = 8 * c.LogLimit
 	}
 	if c.MaxCodeBytes <= 0 {
 		c.MaxCodeBytes = 1 << 20

@@ -190,6 +190,9 @@ func (s *Server) previewFile(ctx context.Context, req *sdk.CallToolRequest, in P
 	if !p.EOF {
 		text += fmt.Sprintf("\n[... bytes %d-%d of %d shown; call preview_file with offset=%d for more]", p.Offset, p.NextOffset, p.Size, p.NextOffset)
 	}
+	if p.Note != "" {
+		text += fmt.Sprintf("\n[PRIMS: this log is not the whole stream: %s]", p.Note)
+	}
 	return textResult(text), p, nil
 }
 

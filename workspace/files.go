@@ -138,6 +138,9 @@ func (w *Workspace) openLocal(local string) (*os.File, Entry, error) {
 	root, rel := w.locate(local)
 	before, err := root.Lstat(rel)
 	if err != nil {
+		if note := w.logNote(local); note != "" && errors.Is(err, fs.ErrNotExist) {
+			return nil, Entry{}, errorf(err, "%q is gone: %s", shown, note)
+		}
 		return nil, Entry{}, errorf(err, "%q: %s", shown, errText(err))
 	}
 	if before.Mode()&fs.ModeSymlink != 0 {
@@ -169,6 +172,9 @@ type Preview struct {
 	Text       string `json:"text,omitempty"`
 	Binary     bool   `json:"binary"`
 	EOF        bool   `json:"eof"`
+	// Note says why a log does not hold its whole stream (cut at the
+	// cap, or short because the disk filled up).
+	Note string `json:"note,omitempty"`
 }
 
 // PreviewPage is the default and the largest page preview_file returns.
@@ -177,7 +183,7 @@ const PreviewPage = 8 << 10
 // Preview reads up to max bytes of a text file starting at offset, cut on a
 // UTF-8 boundary. A binary file is described instead of dumped: its type,
 // size and the first bytes in hex.
-func (w *Workspace) Preview(name string, offset, max int64) (*Preview, error) {
+func (w *Workspace) Preview(name string, offset, max int64) (p *Preview, err error) {
 	if max <= 0 || max > PreviewPage {
 		max = PreviewPage
 	}
@@ -189,6 +195,12 @@ func (w *Workspace) Preview(name string, offset, max int64) (*Preview, error) {
 		return nil, err
 	}
 	defer f.Close()
+	note := w.logNote(e.Path)
+	defer func() {
+		if p != nil {
+			p.Note = note
+		}
+	}()
 	if offset > e.Size {
 		return nil, errorf(nil, "offset %d is past the end of %q (%d bytes)", offset, e.Path, e.Size)
 	}
@@ -198,7 +210,7 @@ func (w *Workspace) Preview(name string, offset, max int64) (*Preview, error) {
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
 	e.MIME = MIMEType(e.Name, head)
-	p := &Preview{Entry: e, Offset: offset}
+	p = &Preview{Entry: e, Offset: offset}
 	if IsBinary(head) {
 		p.Binary = true
 		p.NextOffset = e.Size
@@ -285,6 +297,7 @@ func (w *Workspace) CreateLog(name string) (*os.File, string, error) {
 		f.Close()
 		return nil, "", fmt.Errorf("create log %s: %w", local, err)
 	}
+	w.logNotes.set(base, "") // a new log, complete until told otherwise
 	return f, filepath.ToSlash(local), nil
 }
 

@@ -8,3 +8,5 @@ const (
 )
 
 const oDirectory = 0
+
+func allocatedOf(fi interface{ Size() int64 }) int64 { return fi.Size() }

@@ -14,3 +14,14 @@ const (
 // oDirectory makes an open fail on anything but a directory, without
 // blocking on a FIFO.
 const oDirectory = syscall.O_DIRECTORY
+
+// allocatedOf is the disk space a file takes.
+func allocatedOf(fi interface {
+	Sys() any
+	Size() int64
+}) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}

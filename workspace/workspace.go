@@ -65,6 +65,8 @@ type Workspace struct {
 	owner  *os.File // the owner record, locked while the workspace is open
 	keep   bool
 	named  bool // state is the kept workspace's own (namedState), kept too
+
+	logNotes logBook
 }
 
 // New opens the workspace at dir, creating it (mode 0700) and its layout if
