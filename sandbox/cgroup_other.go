@@ -8,6 +8,11 @@ import "os/exec"
 // count a run's processes in.
 type memGuard struct{ mode MemoryEnforcement }
 
+// cgroupSpares has nothing to keep outside Linux.
+type cgroupSpares struct{}
+
+func (*cgroupSpares) close() {}
+
 func detectMemory() (MemoryEnforcement, error) { return MemoryNone, errNotLinux }
 
 func memorySupport(Tier) string { return string(MemoryNone) }

@@ -197,6 +197,7 @@ type Runner struct {
 	limits  Limits
 	support Support
 	memory  MemoryEnforcement
+	cgroups cgroupSpares // run cgroups made ahead, and removals under way
 	log     *slog.Logger
 	pool    *pool
 
@@ -272,11 +273,13 @@ func New(cfg Config) (*Runner, error) {
 	return r, nil
 }
 
-// Close stops the sandboxes waiting in the warm pool. Runs in flight are
-// not affected; the Runner can still run jobs, without a pool.
+// Close stops the sandboxes waiting in the warm pool and removes the run
+// cgroups made ahead of time. Runs in flight are not affected; the Runner
+// can still run jobs, without a pool.
 func (r *Runner) Close() {
 	r.pool.close()
 	r.gate.close()
+	r.cgroups.close()
 }
 
 // warmJob is job as its sandbox starts it (with the preload list for the
