@@ -20,6 +20,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/sys/unix"
 
+	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -44,7 +45,7 @@ func pathTiers(t *testing.T) []sandbox.Tier {
 		}
 	}
 	if len(tiers) == 0 {
-		t.Skipf("no sandbox tier here: %s", sup.Missing())
+		testenv.Skip(t, testenv.Userns, "no sandbox tier here: %s", sup.Missing())
 	}
 	return tiers
 }
