@@ -173,6 +173,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		Requirements: append([]string{}, env.reqs...),
 		EnvCached:    env.cacheHit,
 	}
+	sess.ws.AddLogBytes(int64(len(in.Code)) + outLog.written + errLog.written)
 	out.StdoutLogNote = outLog.note(sess.ws, stdoutPath, s.cfg.LogLimit)
 	out.StderrLogNote = errLog.note(sess.ws, stderrPath, s.cfg.LogLimit)
 	for _, e := range sess.ws.Changes(before) {
@@ -275,7 +276,7 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 	if len(o.Artifacts) > 0 {
 		b.WriteString("\nFiles written to output/:\n")
 		for _, a := range o.Artifacts {
-			fmt.Fprintf(&b, "  %s (%s, %s)", a.Path, humanBytes(a.Size), a.MIME)
+			fmt.Fprintf(&b, "  %s (%s, %s)", shownName(a.Path), humanBytes(a.Size), a.MIME)
 			if a.Note != "" {
 				fmt.Fprintf(&b, ": %s", a.Note)
 			}

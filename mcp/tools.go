@@ -184,7 +184,7 @@ func (s *Server) previewFile(ctx context.Context, req *sdk.CallToolRequest, in P
 		return nil, nil, s.toolError("preview_file", err)
 	}
 	if p.Binary {
-		return textResult(fmt.Sprintf("%s is a binary file (%s, %s); it is not shown as text.", p.Path, p.MIME, humanBytes(p.Size))), p, nil
+		return textResult(fmt.Sprintf("%s is a binary file (%s, %s); it is not shown as text.", shownName(p.Path), p.MIME, humanBytes(p.Size))), p, nil
 	}
 	text := p.Text
 	if !p.EOF {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // logBook remembers, for the session, which logs are not the whole stream
@@ -18,6 +19,10 @@ type logBook struct {
 	mu    sync.Mutex
 	notes map[string]string // file name in logs/ -> why it is incomplete
 }
+
+// logCount is what logs/ holds as far as PruneLogs knows, or -1 before it
+// has looked.
+type logCount struct{ atomic.Int64 }
 
 func (b *logBook) set(name, note string) {
 	b.mu.Lock()
@@ -57,7 +62,14 @@ func (w *Workspace) logNote(local string) string {
 // the workspace quota: they are the server's files, and a long session
 // must neither fill the disk with them nor have them crowd out the code's.
 // A pruned log, asked for later, is reported as pruned (see Open).
+//
+// It walks logs/ only when the bytes it last counted plus those reported
+// since (AddLogBytes) may pass budget, so a long session does not pay for
+// a walk of all its logs on every run.
 func (w *Workspace) PruneLogs(budget int64) int {
+	if known := w.logBytes.Load(); known >= 0 && known <= budget {
+		return 0
+	}
 	type run struct {
 		prefix string
 		bytes  int64
@@ -85,6 +97,7 @@ func (w *Workspace) PruneLogs(budget int64) int {
 		return true
 	})
 	if total <= budget {
+		w.logBytes.Store(total)
 		return 0
 	}
 	runs := make([]*run, 0, len(byRun))
@@ -112,7 +125,15 @@ func (w *Workspace) PruneLogs(budget int64) int {
 		total -= r.bytes
 		pruned++
 	}
+	w.logBytes.Store(total)
 	return pruned
+}
+
+// AddLogBytes reports n more bytes written to logs/ since the last
+// PruneLogs, so the next one knows whether it must look.
+func (w *Workspace) AddLogBytes(n int64) {
+	// A file takes whole blocks: round up generously.
+	w.logBytes.Add(n + 4<<10)
 }
 
 // sizeText is n bytes in the largest binary unit that fits.

@@ -67,6 +67,7 @@ type Workspace struct {
 	named  bool // state is the kept workspace's own (namedState), kept too
 
 	logNotes logBook
+	logBytes logCount
 }
 
 // New opens the workspace at dir, creating it (mode 0700) and its layout if
@@ -124,6 +125,7 @@ func New(dir string) (w *Workspace, err error) {
 		return nil, fmt.Errorf("protect workspace: %w", err)
 	}
 	w = &Workspace{dir: dir, state: state, keep: keep, named: named}
+	w.logBytes.Store(-1)
 	defer func() {
 		if err != nil {
 			w.closeRoots()
