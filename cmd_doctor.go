@@ -92,12 +92,12 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 // returns the default interpreter, or why there is none.
 func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.Interpreter, error) {
 	fmt.Fprintln(w, "\nPython interpreters")
+	// Only --python paths are explicit: the default found on PATH is found
+	// again by Discover's own search, which labels it [PATH].
 	explicit := opts.pythons
 	def, err := opts.interpreter()
 	if err != nil {
 		fmt.Fprintf(w, "  default: MISSING: %v\n", err)
-	} else {
-		explicit = append([]string{def}, explicit...)
 	}
 	var defInterp pyenv.Interpreter
 	if err == nil {
@@ -124,9 +124,16 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.
 	fmt.Fprintln(w, "  (* runs use this one unless run_code asks for a version)")
 	dir := opts.cacheDir
 	if dir == "" {
-		dir, _ = pyenv.DefaultDir()
+		var derr error
+		if dir, derr = pyenv.DefaultDir(); derr != nil {
+			dir = "a temporary directory, deleted on exit (no $HOME or $XDG_CACHE_HOME; pass --cache-dir)"
+		}
 	}
-	fmt.Fprintf(w, "  environments cached in %s, up to %s\n\n", dir, humanSize(opts.cacheMax))
+	limit := "up to " + humanSize(opts.cacheMax)
+	if opts.cacheMax < 0 {
+		limit = "no size cap"
+	}
+	fmt.Fprintf(w, "  environments cached in %s, %s\n\n", dir, limit)
 	return defInterp, err
 }
 

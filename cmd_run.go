@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -24,23 +25,27 @@ type runCmdOptions struct {
 func newRunCmd() *cobra.Command {
 	opts := &runCmdOptions{}
 	cmd := &cobra.Command{
-		Use:   "run [FILE | -c CODE]",
+		Use:   "run [flags] (FILE | -c CODE | -) [ARGS...]",
 		Short: "Run a Python file or -c CODE through the sandbox, streaming its output",
 		Long: `Run a Python program through the same runner that serves MCP calls, in a
 fresh workspace, streaming its output to this terminal. prims exits with the
-program's exit status. A FILE of "-" reads the program from stdin.`,
+program's exit status. As with python, the ARGS after FILE (or after -c CODE)
+are the program's sys.argv[1:], __file__ and tracebacks name FILE, and a FILE
+of "-" reads the program from stdin. Flags for prims come before FILE.`,
 		Example: `  prims run -c 'print(1 + 1)'
-  prims run script.py
+  prims run script.py input.csv --verbose
   prims run --with requests --with 'numpy>=2' script.py`,
-		Args: cobra.MaximumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			code, err := programText(opts.code, args)
+			prog, err := programOf(opts.code, cmd.Flags().Changed("code"), args)
 			if err != nil {
 				return err
 			}
-			return runRun(cmd, opts, code)
+			return runRun(cmd, opts, prog)
 		},
 	}
+	// Everything after FILE is the program's, flags included.
+	cmd.Flags().SetInterspersed(false)
 	opts.addFlags(cmd.Flags())
 	cmd.Flags().StringVarP(&opts.code, "code", "c", "", "program text to run")
 	cmd.Flags().StringVar(&opts.workspace, "workspace", "", "run in this directory (kept) instead of a temporary workspace")
@@ -48,45 +53,69 @@ program's exit status. A FILE of "-" reads the program from stdin.`,
 	return cmd
 }
 
-// programText picks the program from -c or a file argument.
-func programText(code string, args []string) (string, error) {
+// program is what prims run runs, named as python names it.
+type program struct {
+	code string
+	// file is the name tracebacks and __file__ show: FILE's absolute path
+	// (as Python 3.9 and later show it), or "" for -c and stdin, whose
+	// source is kept in the workspace's logs/ instead, so that tracebacks
+	// can still show its lines.
+	file string
+	argv []string // sys.argv: FILE as typed, "-c" or "-", then ARGS
+}
+
+// programOf picks the program from -c CODE or FILE, and the arguments that
+// follow it, as python does.
+func programOf(code string, hasCode bool, args []string) (program, error) {
 	switch {
-	case code != "" && len(args) > 0:
-		return "", errors.New("give either -c CODE or a FILE, not both")
-	case code != "":
-		return code, nil
+	case hasCode:
+		if code == "" {
+			return program{}, errors.New("-c needs the program text")
+		}
+		return program{code: code, argv: append([]string{"-c"}, args...)}, nil
 	case len(args) == 0:
-		return "", errors.New("nothing to run: give a FILE or -c CODE")
+		return program{}, errors.New("nothing to run: give a FILE or -c CODE")
 	case args[0] == "-":
 		b, err := io.ReadAll(os.Stdin)
-		return string(b), err
+		if err != nil {
+			return program{}, fmt.Errorf("read program from stdin: %w", err)
+		}
+		return program{code: string(b), argv: args}, nil
 	}
 	b, err := os.ReadFile(args[0])
 	if err != nil {
-		return "", fmt.Errorf("read program: %w", err)
+		return program{}, fmt.Errorf("read program: %w", err)
 	}
-	return string(b), nil
+	abs, err := filepath.Abs(args[0])
+	if err != nil {
+		return program{}, fmt.Errorf("read program: %w", err)
+	}
+	return program{code: string(b), file: abs, argv: args}, nil
 }
 
-func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
+func runRun(cmd *cobra.Command, opts *runCmdOptions, prog program) error {
 	ctx := cmd.Context()
 	opts.warm = 0 // one run: there is nothing to keep warm for
 	d, err := opts.deps(ctx)
 	if err != nil {
 		return err
 	}
-	defer d.runner.Close()
+	defer d.close()
 	ws, err := workspace.New(opts.workspace)
 	if err != nil {
 		return err
 	}
 	defer ws.Close()
-	// Keep the program beside its run so tracebacks can show its lines.
+	// Keep the program beside its run: tracebacks of -c and stdin programs
+	// show its lines from there.
 	f, name, err := ws.CreateLog("0001-code.py")
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(code)
+	if prog.file != "" {
+		name = prog.file
+	}
+	_, err = f.WriteString(prog.code)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -100,8 +129,9 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, code string) error {
 	defer release()
 	res, err := d.runner.Run(ctx, sandbox.Job{
 		Python:   python,
-		Code:     code,
+		Code:     prog.code,
 		Filename: name,
+		Argv:     prog.argv,
 		Dir:      ws.Dir(),
 		ReadOnly: readOnly,
 		Stdout:   os.Stdout,

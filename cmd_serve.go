@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,10 +77,10 @@ workspace.`,
 	f := cmd.Flags()
 	f.StringVar(&opts.addr, "addr", "127.0.0.1:9000", "address to listen on; use 0.0.0.0:9000 to accept remote clients")
 	f.StringVar(&opts.publicURL, "public-url", "", "base URL clients use to reach the server (default http://ADDR); names the resource in OAuth metadata")
-	f.IntVar(&opts.maxSessions, "max-sessions", 64, "live MCP sessions at once; more are refused with 503")
-	f.IntVar(&opts.maxRuns, "max-runs", 0, "programs running at once; more wait in a queue (default 2 per CPU)")
-	f.DurationVar(&opts.sessionTTL, "session-ttl", 30*time.Minute, "delete a session and its workspace after this long without requests")
-	f.DurationVar(&opts.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long runs in flight may take before they are killed")
+	f.Var(newCountValue(&opts.maxSessions, 64, 1), "max-sessions", "live MCP sessions at once; more are refused with 503")
+	f.Var(newCountValue(&opts.maxRuns, 2*runtime.NumCPU(), 1), "max-runs", "programs running at once; more wait in a queue (default: 2 per CPU)")
+	f.Var(newDurationValue(&opts.sessionTTL, 30*time.Minute, false), "session-ttl", "delete a session and its workspace after this long without requests")
+	f.Var(newDurationValue(&opts.shutdownGrace, 30*time.Second, true), "shutdown-grace", "on SIGTERM, how long runs in flight may take before they are killed (0: kill them at once)")
 	f.StringSliceVar(&opts.allowedHosts, "allowed-host", nil, "Host header values to accept (repeatable); default any, but only loopback names on a loopback address")
 	f.StringVar(&opts.authTokenFile, "auth-token-file", "", "file holding the static bearer token clients must send (or set "+tokenEnv+")")
 	f.BoolVar(&opts.noAuth, "no-auth", false, "allow serving a non-loopback address without authentication")
@@ -111,8 +113,29 @@ func (o *serveOptions) token() (string, error) {
 	return tok, nil
 }
 
+// checkAddr says what is wrong with a listen address before anything
+// else is judged by it.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if _, _, err2 := net.SplitHostPort(addr + ":0"); err2 == nil {
+			return fmt.Errorf("--addr %q has no port: give HOST:PORT, such as 127.0.0.1:9000", addr)
+		}
+		return fmt.Errorf("--addr %q is not HOST:PORT, such as 127.0.0.1:9000 or [::1]:9000", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return fmt.Errorf("--addr %q: %q is not a port number", addr, port)
+		}
+	}
+	return nil
+}
+
 // httpConfig turns the flags into the handler's configuration.
 func (o *serveOptions) httpConfig(listenAddr string) (mcp.HTTPConfig, error) {
+	if err := checkAddr(listenAddr); err != nil {
+		return mcp.HTTPConfig{}, err
+	}
 	hc := mcp.HTTPConfig{
 		PublicURL:    o.publicURL,
 		MaxSessions:  o.maxSessions,
@@ -184,7 +207,7 @@ func runServe(ctx context.Context, opts *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	defer d.runner.Close()
+	defer d.close()
 	log := d.log
 	srv, err := mcp.New(serverConfig(d, &opts.runOptions, &opts.contentOptions), d.runner)
 	if err != nil {

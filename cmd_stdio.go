@@ -46,7 +46,7 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 	if err != nil {
 		return err
 	}
-	defer d.runner.Close()
+	defer d.close()
 	cfg := serverConfig(d, &opts.runOptions, &opts.contentOptions)
 	cfg.Workspace = opts.workspace
 	srv, err := mcp.New(cfg, d.runner)

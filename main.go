@@ -59,7 +59,12 @@ in a throw-away, sandboxed workspace on your machine.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(os.Stderr) // stdout belongs to JSON-RPC in prims stdio
+	// Help, usage and completion scripts are what the user asked for: they go
+	// to stdout, where `prims completion bash > file` and `prims help | less`
+	// expect them. Nothing else cobra prints goes there: errors are ours
+	// to print (SilenceErrors), and prims stdio's stdout carries only
+	// JSON-RPC.
+	root.SetOut(os.Stdout)
 	root.SetErr(os.Stderr)
 	root.AddCommand(newStdioCmd(), newServeCmd(nil), newRunCmd(), newDoctorCmd(), newVersionCmd())
 	return root

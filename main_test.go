@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +55,9 @@ func primsCmd(t testing.TB, args ...string) *exec.Cmd {
 
 func TestRunCommand(t *testing.T) {
 	py := testPython(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "script.py")
+	os.WriteFile(script, []byte("import sys\nprint(__file__, sys.argv)\ndef f():\n    raise ValueError('boom')\nif sys.argv[1:] == ['fail']:\n    f()\n"), 0o644)
 	tests := []struct {
 		name     string
 		args     []string
@@ -68,9 +72,17 @@ func TestRunCommand(t *testing.T) {
 		{name: "timeout", args: []string{"run", "--python", py, "--timeout", "500ms", "-c", "import time; time.sleep(30)"}, wantCode: 124, stderr: "timed out"},
 		{name: "traceback", args: []string{"run", "--python", py, "-c", "1/0"}, wantCode: 1, stderr: "ZeroDivisionError"},
 		{name: "nothing to run", args: []string{"run"}, wantCode: 1, stderr: "nothing to run"},
-		{name: "both", args: []string{"run", "-c", "1", "x.py"}, wantCode: 1, stderr: "not both"},
 		{name: "bad python", args: []string{"run", "--python", "/nonexistent/python", "-c", "1"}, wantCode: 1, stderr: "find Python"},
 		{name: "version", args: []string{"version"}, stdout: "prims "},
+		// prims run FILE ARGS... is python FILE ARGS...: __file__ is FILE's
+		// absolute path, sys.argv[0] FILE as typed, ARGS (flags too) the
+		// program's, and tracebacks name FILE and show its lines.
+		{name: "file and args", args: []string{"run", "--python", py, script, "a", "--b", "-c", "x"}, stdout: script + " ['" + script + "', 'a', '--b', '-c', 'x']\n"},
+		{name: "file traceback", args: []string{"run", "--python", py, script, "fail"}, wantCode: 1, stderr: "File \"" + script + "\", line 4, in f\n    raise ValueError('boom')\nValueError: boom"},
+		{name: "code and args", args: []string{"run", "--python", py, "-c", "import sys; print(sys.argv)", "x", "--y"}, stdout: "['-c', 'x', '--y']\n"},
+		{name: "stdin and args", args: []string{"run", "--python", py, "-", "q"}, stdin: "import sys; print(sys.argv)", stdout: "['-', 'q']\n"},
+		{name: "code traceback shows lines", args: []string{"run", "--python", py, "-c", "x = 1\n1/0"}, wantCode: 1, stderr: "line 2, in <module>\n    1/0"},
+		{name: "empty code", args: []string{"run", "--python", py, "-c", ""}, wantCode: 1, stderr: "-c needs the program text"},
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 1, stderr: "unknown command"},
 	}
 	for _, tt := range tests {
@@ -365,5 +377,165 @@ func TestStdioSignalsRemoveWorkspace(t *testing.T) {
 				t.Errorf("workspace %s survived %s: %v\n%s", ws, name, err, stderr)
 			}
 		})
+	}
+}
+
+// runPrims runs the test binary as prims and returns its exit code and
+// streams.
+func runPrims(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := primsCmd(t, args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// TestCommandLine: help and completion go to stdout; limits of zero or
+// less are refused with the flag's name; byte flags take sizes; a listen
+// address without a port says so.
+func TestCommandLine(t *testing.T) {
+	py := testPython(t)
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		stdout   string // contained in stdout
+		stderr   string // contained in stderr
+	}{
+		{name: "completion", args: []string{"completion", "bash"}, stdout: "bash completion"},
+		{name: "help", args: []string{"--help"}, stdout: "Usage:"},
+		{name: "help command", args: []string{"help", "run"}, stdout: "prims run [flags]"},
+		{name: "stdio help", args: []string{"stdio", "--help"}, stdout: "--workspace"},
+		{name: "serve help", args: []string{"serve", "-h"}, stdout: "--shutdown-grace"},
+
+		{name: "cache size", args: []string{"run", "--python", py, "--cache-max-bytes", "5GiB", "-c", "print(1)"}, stdout: "1\n"},
+		{name: "cache no cap", args: []string{"run", "--python", py, "--cache-max-bytes", "none", "-c", "print(2)"}, stdout: "2\n"},
+		{name: "warm zero", args: []string{"run", "--python", py, "--warm", "0", "-c", "print(3)"}, stdout: "3\n"},
+		{name: "grace zero", args: []string{"serve", "--shutdown-grace", "0", "--addr", "localhost"}, wantCode: 1, stderr: "has no port"},
+
+		{name: "addr without port", args: []string{"serve", "--addr", "localhost"}, wantCode: 1, stderr: `--addr "localhost" has no port: give HOST:PORT`},
+		{name: "addr ipv6 without port", args: []string{"serve", "--addr", "[::1]"}, wantCode: 1, stderr: "has no port"},
+		{name: "addr bad port", args: []string{"serve", "--addr", "127.0.0.1:http-ish"}, wantCode: 1, stderr: "is not a port number"},
+	}
+	// Every limit flag refuses zero or less (--warm and --shutdown-grace
+	// take 0, not less), before anything starts.
+	for _, bad := range []struct{ cmd, flag, value string }{
+		{"stdio", "--timeout", "-1s"},
+		{"stdio", "--timeout", "0"},
+		{"stdio", "--max-timeout", "0s"},
+		{"stdio", "--cpu-time", "-1s"},
+		{"stdio", "--warm", "-1"},
+		{"stdio", "--warm-idle", "0s"},
+		{"stdio", "--max-procs", "0"},
+		{"stdio", "--max-open-files", "-5"},
+		{"stdio", "--output-budget", "-1"},
+		{"stdio", "--output-budget", "0"},
+		{"stdio", "--image-budget", "0"},
+		{"stdio", "--memory", "0"},
+		{"stdio", "--max-file-size", "-1"},
+		{"stdio", "--workspace-quota", "0GiB"},
+		{"stdio", "--install-timeout", "-5m"},
+		{"stdio", "--cache-max-bytes", "-1"},
+		{"stdio", "--cache-max-bytes", "0"},
+		{"serve", "--max-sessions", "0"},
+		{"serve", "--max-runs", "0"},
+		{"serve", "--session-ttl", "0s"},
+		{"serve", "--shutdown-grace", "-1s"},
+		{"run", "--timeout", "-1s"},
+		{"run", "--max-procs", "-1"},
+		{"doctor", "--max-procs", "0"},
+	} {
+		tests = append(tests, struct {
+			name     string
+			args     []string
+			wantCode int
+			stdout   string
+			stderr   string
+		}{name: bad.cmd + bad.flag + "=" + bad.value, args: []string{bad.cmd, bad.flag, bad.value, "-c", "1"}, wantCode: 1,
+			stderr: fmt.Sprintf("prims: invalid argument %q for %q flag: ", bad.value, bad.flag)})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := runPrims(t, tt.args...)
+			if code != tt.wantCode || !strings.Contains(stdout, tt.stdout) || !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("exit %d, stdout %.300q, stderr %.300q; want %d, %q, %q", code, stdout, stderr, tt.wantCode, tt.stdout, tt.stderr)
+			}
+		})
+	}
+}
+
+// TestStdioWithoutHome: a desktop launcher may start prims stdio with no
+// HOME: it caches environments in a temporary directory, says so on
+// stderr, serves, and removes that directory on exit.
+func TestStdioWithoutHome(t *testing.T) {
+	py := testPython(t)
+	tmp := t.TempDir()
+	cmd := primsCmd(t, "stdio", "--python", py)
+	cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool {
+		return strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "XDG_CACHE_HOME=") || strings.HasPrefix(kv, "TMPDIR=")
+	})
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test"}, nil).Connect(context.Background(), &sdk.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, stderr.String())
+	}
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": "print(6*7)"}})
+	if err != nil || res.IsError || !strings.Contains(text(res), "42") {
+		t.Fatalf("run_code without HOME: %v %s\n%s", err, text(res), stderr.String())
+	}
+	caches, _ := filepath.Glob(filepath.Join(tmp, "prims-cache-*"))
+	if len(caches) != 1 {
+		t.Errorf("temporary caches: %v, want one", caches)
+	}
+	cs.Close()
+	if !strings.Contains(stderr.String(), "neither $XDG_CACHE_HOME nor $HOME is set") {
+		t.Errorf("no warning on stderr:\n%s", stderr.String())
+	}
+	if caches, _ := filepath.Glob(filepath.Join(tmp, "prims-cache-*")); len(caches) != 0 {
+		t.Errorf("temporary cache left after exit: %v", caches)
+	}
+}
+
+// TestDoctorLabelsPATHPython: the interpreter doctor finds on PATH is
+// labelled [PATH], and one given with --python [flag].
+func TestDoctorLabelsPATHPython(t *testing.T) {
+	py := testPython(t)
+	bin := t.TempDir()
+	if err := os.Symlink(py, filepath.Join(bin, "python3")); err != nil {
+		t.Fatal(err)
+	}
+	path := "PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"doctor", "--warm", "0"}, "[PATH;"},
+		{[]string{"doctor", "--warm", "0", "--python", py}, "[flag;"},
+	} {
+		cmd := primsCmd(t, tt.args...)
+		cmd.Env = append(cmd.Env, path)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", tt.args, err, out)
+		}
+		var def string
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "  * ") {
+				def = line
+			}
+		}
+		if !strings.Contains(def, tt.want) {
+			t.Errorf("%v: the default interpreter's line is %q, want it labelled %s\n%s", tt.args, def, tt.want, out)
+		}
 	}
 }

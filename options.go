@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,8 +56,8 @@ type envOptions struct {
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.pythons, "python", nil, "Python interpreter to run code with (default: the real executable behind python3 on PATH); repeat to offer more versions")
-	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "wall-clock limit of a run that asks for none")
-	fs.DurationVar(&o.maxTimeout, "max-timeout", 10*time.Minute, "largest wall-clock limit a run may ask for")
+	fs.Var(newDurationValue(&o.timeout, 60*time.Second, false), "timeout", "wall-clock limit of a run that asks for none")
+	fs.Var(newDurationValue(&o.maxTimeout, 10*time.Minute, false), "max-timeout", "largest wall-clock limit a run may ask for")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
 	o.envOptions.addFlags(fs)
 	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox policy: strict (full isolation or refuse to start), auto (the strongest the host supports) or off (development only: no isolation)")
@@ -65,31 +66,52 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.allowPrivateFetch, "allow-private-fetch", false, "let mount_file, run_code's files and persist_artifact reach loopback, private, link-local and metadata addresses (refused by default)")
 	d := sandbox.DefaultLimits
 	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a run may use, all its processes together (e.g. 512MiB, 2GiB)")
-	fs.DurationVar(&o.limits.CPUTime, "cpu-time", d.CPUTime, "CPU time a process of a run may use")
-	fs.IntVar(&o.limits.MaxProcs, "max-procs", d.MaxProcs, "processes and threads a run may have at once")
+	fs.Var(newDurationValue(&o.limits.CPUTime, d.CPUTime, false), "cpu-time", "CPU time a process of a run may use")
+	fs.Var(newCountValue(&o.limits.MaxProcs, d.MaxProcs, 1), "max-procs", "processes and threads a run may have at once")
 	fs.Var(newBytesValue(&o.limits.MaxFileSize, d.MaxFileSize), "max-file-size", "largest file a run may write")
-	fs.IntVar(&o.limits.MaxOpenFiles, "max-open-files", d.MaxOpenFiles, "open files per process of a run")
+	fs.Var(newCountValue(&o.limits.MaxOpenFiles, d.MaxOpenFiles, 1), "max-open-files", "open files per process of a run")
 	fs.Var(newBytesValue(&o.limits.WorkspaceQuota, d.WorkspaceQuota), "workspace-quota", "bytes the workspace may hold while code runs")
-	fs.IntVar(&o.warm, "warm", 1, "sandboxes kept started and waiting for code, per recently used interpreter and workspace (0: none)")
-	fs.DurationVar(&o.warmIdle, "warm-idle", 5*time.Minute, "how long a waiting sandbox may stay unused before it is stopped")
+	fs.Var(newCountValue(&o.warm, 1, 0), "warm", "sandboxes kept started and waiting for code, per recently used interpreter and workspace (0: none)")
+	fs.Var(newDurationValue(&o.warmIdle, 5*time.Minute, false), "warm-idle", "how long a waiting sandbox may stay unused before it is stopped")
 	fs.StringSliceVar(&o.preload, "preload", nil, "modules the waiting interpreter imports before the code arrives, e.g. numpy,pandas (their import-time state is shared by all runs)")
 }
 
 func (o *envOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.cacheDir, "cache-dir", "", "where environments and pip's cache live (default: $XDG_CACHE_HOME/prims)")
-	fs.Int64Var(&o.cacheMax, "cache-max-bytes", 5<<30, "size cap of the environment cache; least recently used environments are evicted (negative: no cap)")
+	cacheMax := newBytesValue(&o.cacheMax, 5<<30)
+	cacheMax.none = true
+	fs.Var(cacheMax, "cache-max-bytes", "size cap of the environment cache, such as 5GiB; least recently used environments are evicted (none: no cap)")
 	fs.StringVar(&o.indexURL, "index-url", "", "package index for requirements (default: $PIP_INDEX_URL, else pip's)")
 	fs.StringArrayVar(&o.extraIndexURLs, "extra-index-url", nil, "additional package index (repeatable; default: $PIP_EXTRA_INDEX_URL)")
 	fs.StringArrayVar(&o.findLinks, "find-links", nil, "directory or page of wheels to install from (repeatable; default: $PIP_FIND_LINKS)")
 	fs.BoolVar(&o.offline, "offline", false, "install only from --find-links and pip's cache, never from an index")
 	fs.BoolVar(&o.allowDirect, "allow-direct-requirements", false, "allow requirements that are local paths or URLs")
 	fs.BoolVar(&o.onlyBinary, "only-binary", false, "install wheels only: never build a source distribution (whose build runs the package's own code, in the install sandbox)")
-	fs.DurationVar(&o.installTimeout, "install-timeout", 5*time.Minute, "limit for one environment install")
+	fs.Var(newDurationValue(&o.installTimeout, 5*time.Minute, false), "install-timeout", "limit for one environment install")
 }
 
-func (o *envOptions) cache(log *slog.Logger, confine pyenv.ConfineFunc) (*pyenv.Cache, error) {
-	return pyenv.New(pyenv.Options{
-		Dir:            o.cacheDir,
+// cache opens the environment cache. Without --cache-dir and without a
+// home (desktop launchers may start the server with a bare environment),
+// it falls back to a temporary directory that remove deletes.
+func (o *envOptions) cache(log *slog.Logger, confine pyenv.ConfineFunc) (c *pyenv.Cache, remove func(), err error) {
+	dir, remove := o.cacheDir, func() {}
+	if dir == "" {
+		if _, derr := pyenv.DefaultDir(); derr != nil {
+			tmp, terr := os.MkdirTemp("", "prims-cache-")
+			if terr != nil {
+				return nil, nil, fmt.Errorf("%w, and no temporary directory instead: %w", derr, terr)
+			}
+			log.Warn("neither $XDG_CACHE_HOME nor $HOME is set: environments are cached in a temporary directory and deleted on exit; pass --cache-dir to keep them", "dir", tmp)
+			dir = tmp
+			remove = func() {
+				if err := os.RemoveAll(tmp); err != nil {
+					log.Warn("remove the temporary cache", "err", err)
+				}
+			}
+		}
+	}
+	c, err = pyenv.New(pyenv.Options{
+		Dir:            dir,
 		MaxBytes:       o.cacheMax,
 		IndexURL:       o.indexURL,
 		ExtraIndexURLs: o.extraIndexURLs,
@@ -101,21 +123,40 @@ func (o *envOptions) cache(log *slog.Logger, confine pyenv.ConfineFunc) (*pyenv.
 		Confine:        confine,
 		Logger:         log,
 	})
+	if err != nil {
+		remove()
+		return nil, nil, err
+	}
+	return c, remove, nil
 }
 
-// bytesValue is a byte count flag that accepts 1024, 64KiB, 512MiB, 2GiB, 1GB.
-type bytesValue struct{ p *int64 }
+// bytesValue is a byte count flag that accepts 1024, 64KiB, 512MiB, 2GiB,
+// 1GB, and with none set the word "none" (stored as -1: no cap).
+type bytesValue struct {
+	p    *int64
+	none bool
+}
 
 func newBytesValue(p *int64, def int64) *bytesValue {
 	*p = def
-	return &bytesValue{p}
+	return &bytesValue{p: p}
 }
 
-func (b *bytesValue) Type() string   { return "bytes" }
-func (b *bytesValue) String() string { return humanSize(*b.p) }
+func (b *bytesValue) Type() string { return "bytes" }
+
+func (b *bytesValue) String() string {
+	if b.none && *b.p < 0 {
+		return "none"
+	}
+	return humanSize(*b.p)
+}
 
 func (b *bytesValue) Set(s string) error {
 	t := strings.TrimSpace(s)
+	if b.none && strings.EqualFold(t, "none") {
+		*b.p = -1
+		return nil
+	}
 	mult := int64(1)
 	for _, u := range []struct {
 		suffix string
@@ -127,10 +168,97 @@ func (b *bytesValue) Set(s string) error {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 {
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		if b.none {
+			return fmt.Errorf("%q is not a positive size such as 512MiB or 2GiB, or none", s)
+		}
 		return fmt.Errorf("%q is not a positive size such as 512MiB or 2GiB", s)
 	}
 	*b.p = n * mult
+	return nil
+}
+
+// intBytesValue is a bytesValue for an int.
+type intBytesValue struct {
+	p *int
+	v int64
+}
+
+func newIntBytesValue(p *int, def int) *intBytesValue {
+	*p = def
+	return &intBytesValue{p: p, v: int64(def)}
+}
+
+func (b *intBytesValue) Type() string   { return "bytes" }
+func (b *intBytesValue) String() string { return humanSize(int64(*b.p)) }
+
+func (b *intBytesValue) Set(s string) error {
+	if err := (&bytesValue{p: &b.v}).Set(s); err != nil {
+		return err
+	}
+	if b.v > math.MaxInt32 {
+		return fmt.Errorf("%q is too large: at most %s", s, humanSize(math.MaxInt32))
+	}
+	*b.p = int(b.v)
+	return nil
+}
+
+// A limit of zero or less is a typo, not a wish: the duration and count
+// flags refuse it when they are parsed, with the flag's name.
+
+// durationValue is a duration flag that refuses negative durations, and
+// zero unless zeroOK.
+type durationValue struct {
+	p      *time.Duration
+	zeroOK bool
+}
+
+func newDurationValue(p *time.Duration, def time.Duration, zeroOK bool) *durationValue {
+	*p = def
+	return &durationValue{p: p, zeroOK: zeroOK}
+}
+
+func (d *durationValue) Type() string   { return "duration" }
+func (d *durationValue) String() string { return d.p.String() }
+
+func (d *durationValue) Set(s string) error {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a duration such as 90s, 5m or 1h", s)
+	case v < 0, v == 0 && !d.zeroOK:
+		if d.zeroOK {
+			return fmt.Errorf("%s is negative: give 0 or more, such as 30s", s)
+		}
+		return fmt.Errorf("%s is not more than zero: give a duration such as 30s or 5m", s)
+	}
+	*d.p = v
+	return nil
+}
+
+// countValue is an int flag that refuses numbers below min.
+type countValue struct {
+	p   *int
+	min int
+}
+
+func newCountValue(p *int, def, min int) *countValue {
+	*p = def
+	return &countValue{p: p, min: min}
+}
+
+func (c *countValue) Type() string   { return "int" }
+func (c *countValue) String() string { return strconv.Itoa(*c.p) }
+
+func (c *countValue) Set(s string) error {
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a whole number", s)
+	case v < c.min:
+		return fmt.Errorf("%d is too small: give %d or more", v, c.min)
+	}
+	*c.p = v
 	return nil
 }
 
@@ -164,6 +292,14 @@ type deps struct {
 	discover pyenv.DiscoverOptions
 	envs     *pyenv.Cache
 	runner   *sandbox.Runner
+	cleanup  func() // removes a temporary cache
+}
+
+// close stops the runner's sandboxes, then removes what deps made for this
+// process alone.
+func (d deps) close() {
+	d.runner.Close()
+	d.cleanup()
 }
 
 func (o *runOptions) deps(ctx context.Context) (deps, error) {
@@ -179,8 +315,9 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	if err != nil {
 		return deps{}, err
 	}
-	envs, err := o.cache(log, mcp.ConfineInstalls(runner))
+	envs, cleanup, err := o.cache(log, mcp.ConfineInstalls(runner))
 	if err != nil {
+		runner.Close()
 		return deps{}, err
 	}
 	return deps{
@@ -189,6 +326,7 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 		discover: pyenv.DiscoverOptions{Explicit: o.pythons},
 		envs:     envs,
 		runner:   runner,
+		cleanup:  cleanup,
 	}, nil
 }
 
@@ -234,8 +372,8 @@ type contentOptions struct {
 }
 
 func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
-	fs.IntVar(&o.outputBudget, "output-budget", 32<<10, "bytes of each output stream returned inline (head and tail)")
-	fs.Int64Var(&o.imageBudget, "image-budget", 1<<20, "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
+	fs.Var(newIntBytesValue(&o.outputBudget, 32<<10), "output-budget", "bytes of each output stream returned inline (head and tail)")
+	fs.Var(newBytesValue(&o.imageBudget, 1<<20), "image-budget", "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
 	fs.BoolVar(&o.sampleFixes, "sample-fixes", false, "when a run fails, ask the client's model (MCP sampling) for a short fix suggestion and return it beside the error")
 }
 

@@ -295,6 +295,9 @@ func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := strings.TrimPrefix(r.URL.Path, "/artifacts/")
+	// run_code reports output/h.txt: that path works, and so does the
+	// shorter h.txt, relative to output/.
+	name = strings.TrimPrefix(name, workspace.OutputDir+"/")
 	if name == "" || strings.ContainsRune(name, '\\') || !filepath.IsLocal(name) || path.Clean(name) != name {
 		http.Error(w, "artifact paths are relative to output/, without '..'", http.StatusBadRequest)
 		return

@@ -320,6 +320,12 @@ open('victim','w').write('root-of-workspace')
 	if resp, body = get(t, f.url+"/artifacts/sub/r.txt", map[string]string{sessionHeader: id}); resp.StatusCode != 200 || body != "nested" {
 		t.Errorf("sub/r.txt: %d %q", resp.StatusCode, body)
 	}
+	// The paths run_code reports (output/...) work too.
+	for path, want := range map[string]string{"output/report.csv": "a,b\n1,2\n", "output/sub/r.txt": "nested"} {
+		if resp, body = get(t, f.url+"/artifacts/"+path, map[string]string{sessionHeader: id}); resp.StatusCode != 200 || body != want {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
 
 	tests := []struct {
 		name   string
@@ -346,6 +352,10 @@ open('victim','w').write('root-of-workspace')
 		{"missing file", "nope.txt", id, 404},
 		{"directory", "sub", id, 404},
 		{"symlink", "link", id, 403},
+		{"reported path, symlink", "output/link", id, 403},
+		{"reported path, dotdot", "output/../victim", id, 400},
+		{"reported path, dotdot deep", "output/sub/../../victim", id, 400},
+		{"output only", "output/", id, 400},
 		{"through symlink", "logsdir/0001-stdout.txt", id, 403},
 	}
 	for _, tt := range tests {

@@ -137,11 +137,20 @@ def _prims_main():
     with os.fdopen(3, "rb") as f:
         data = f.read()
     name, _, src = data.partition(b"\n")
-    name = name.decode("utf-8", "replace") or "<code>"
+    argv = None
+    if name.startswith(b"\0"):
+        # prims run FILE ARGS...: [file name, argv...], as python FILE would.
+        import json
+
+        argv = json.loads(name[1:].decode("utf-8"))
+        name, argv = argv[0], argv[1:]
+    else:
+        name = name.decode("utf-8", "replace") or "<code>"
     main = type(sys)("__main__")
     main.__builtins__ = __builtins__
+    main.__file__ = name
     sys.modules["__main__"] = main
-    sys.argv = [name]
+    sys.argv = argv or [name]
     try:
         code = compile(src, name, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:
@@ -159,9 +168,34 @@ def _prims_main():
         # Drop the bootstrap's own frame so the traceback starts at the
         # program's code.
         tb = e.__traceback__.tb_next
+        if argv is not None and _prims_show_lines(name, src):
+            import traceback
+
+            traceback.print_exception(type(e), e.with_traceback(tb), tb)
+            _prims_exit(main, 1)
         sys.excepthook(type(e), e.with_traceback(tb), tb)
         _prims_exit(main, 1)
     _prims_exit(main, 0)
+
+
+def _prims_show_lines(name, src):
+    """Lets a traceback show the program's lines when the sandbox cannot
+    read its file (prims run FILE, with FILE outside the sandbox): the
+    source goes into linecache, which the traceback module reads (the
+    default excepthook reads the file itself). True when the caller should
+    print the traceback with the traceback module."""
+    if sys.excepthook is not sys.__excepthook__:
+        return False
+    try:
+        open(name, "rb").close()
+        return False
+    except OSError:
+        pass
+    import linecache
+
+    text = src.decode("utf-8", "replace")
+    linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+    return True
 
 
 def _prims_exit(main, status):

@@ -21,6 +21,7 @@ package sandbox
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -309,7 +310,12 @@ type Job struct {
 	// Filename names the program in tracebacks, relative to Dir. When a
 	// file of that name holds the source, tracebacks show its lines.
 	Filename string
-	Dir      string // working directory (the workspace), read-write for the code
+	// Argv, if set, is the program's sys.argv, as `python FILE ARGS...`
+	// would give it (argv[0] as typed, FILE's absolute path in Filename).
+	// The program also sees its source in tracebacks when the sandbox
+	// cannot read Filename. Default: [Filename].
+	Argv []string
+	Dir  string // working directory (the workspace), read-write for the code
 	// ReadOnly lists host paths the code needs to read, such as the
 	// interpreter's prefix, an environment, and mounted inputs. In the
 	// sandbox they appear at the same paths, read-only, even inside Dir.
@@ -325,6 +331,17 @@ type Job struct {
 	QuotaUsed int64
 
 	cmd *Command // RunCommand's: runs instead of the bootstrap
+}
+
+// codeHeader is the first line of what the bootstrap reads: the program's
+// file name, or with Argv a NUL and the JSON array [Filename, argv...]
+// (JSON escapes newlines; argv cannot hold a NUL).
+func codeHeader(job Job) string {
+	if len(job.Argv) == 0 {
+		return strings.ReplaceAll(job.Filename, "\n", " ")
+	}
+	b, _ := json.Marshal(append([]string{job.Filename}, job.Argv...))
+	return "\x00" + string(b)
 }
 
 // Result describes how a job ended.
@@ -501,7 +518,7 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	g.Go(func() error {
 		// A program that exits before reading its code closes the pipe;
 		// that is the program's business, not an error of ours.
-		_, _ = io.Copy(c.codeW, strings.NewReader(strings.ReplaceAll(job.Filename, "\n", " ")+"\n"+job.Code))
+		_, _ = io.Copy(c.codeW, strings.NewReader(codeHeader(job)+"\n"+job.Code))
 		c.codeW.Close()
 		return nil
 	})
