@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -537,5 +538,42 @@ func TestDoctorLabelsPATHPython(t *testing.T) {
 		if !strings.Contains(def, tt.want) {
 			t.Errorf("%v: the default interpreter's line is %q, want it labelled %s\n%s", tt.args, def, tt.want, out)
 		}
+	}
+}
+
+var tsSDK = flag.String("tsclient", "", "directory whose node_modules holds @modelcontextprotocol/sdk (npm install @modelcontextprotocol/sdk@1.11.0): run TestTypeScriptClient")
+
+// TestTypeScriptClient runs a real TypeScript SDK client (opt-in: it needs
+// node and the SDK from npm). SDK 1.11 speaks 2025-03-26, which has no
+// resource_link: a result with one fails its schema as a whole, so a run
+// that writes a file must come back with text naming the resource instead.
+func TestTypeScriptClient(t *testing.T) {
+	if *tsSDK == "" {
+		t.Skip("pass -tsclient DIR (a directory with node_modules/@modelcontextprotocol/sdk) to run it")
+	}
+	py := testPython(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := filepath.Abs(*tsSDK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", filepath.Join("testdata", "tsclient", "client.mjs"), exe, "stdio", "--python", py)
+	cmd.Env = append(os.Environ(), "PRIMS_TEST_AS_PRIMS=1", "TS_SDK_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the TypeScript client failed: %v\n%s", err, out)
+	}
+	var got struct {
+		Types []string `json:"types"`
+		Text  string   `json:"text"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("client output %q: %v", out, err)
+	}
+	if slices.Contains(got.Types, "resource_link") || !strings.Contains(got.Text, "read it as resource prims://workspace/output/h.txt") {
+		t.Errorf("result: %+v", got)
 	}
 }
