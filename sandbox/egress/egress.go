@@ -219,11 +219,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		totals.denied.Add(1)
 		msg := p.refusal(host, port)
 		p.log.Info("egress refused", "host", host, "port", port, "method", r.Method)
-		if r.Method == http.MethodConnect {
-			p.rawRefuse(w, msg)
-			return
-		}
-		http.Error(w, msg, http.StatusForbidden)
+		p.rawRefuse(w, msg)
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -236,7 +232,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.log.Info("egress", "host", host, "port", port, "method", r.Method, "bytes_down", cw.n, "elapsed", time.Since(start))
 }
 
-// rawRefuse answers a CONNECT with the refusal in its status line.
+// rawRefuse answers with the refusal in the status line as well as the
+// body: clients print the reason phrase of a failed CONNECT, and
+// requests' raise_for_status that of a plain request.
 func (p *Proxy) rawRefuse(w http.ResponseWriter, msg string) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,4 +300,61 @@ func BenchmarkAcquireSandboxed(b *testing.B) {
 	b.ReportMetric(ms(hostBuild-hostPip), "host-overhead-ms/op")
 	b.ReportMetric(ms(boxBuild-hostPip), "sandboxed-overhead-ms/op")
 	b.ReportMetric(ms(boxBuild-hostBuild), "sandbox-cost-ms/op")
+}
+
+// TestConfinedInstallNamesRefusedHost: an index whose project page links
+// its file on another host installs on the host (the control), but in the
+// install sandbox the proxy refuses that host, and the error names it and
+// says what the operator can do.
+func TestConfinedInstallNamesRefusedHost(t *testing.T) {
+	in := testInterp(t)
+	r, err := sandbox.New(sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Tier() == sandbox.TierNone {
+		testenv.Skip(t, testenv.Userns, "no sandbox tier here")
+	}
+	name, whl, err := pyenvtest.Wheel(pyenvtest.Package{Name: "elsewhere", Version: "1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(whl) }))
+	defer files.Close()
+	filesHost := fmt.Sprintf("localhost:%d", files.Listener.Addr().(*net.TCPAddr).Port)
+	index := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/simple/elsewhere/" {
+			http.NotFound(w, req)
+			return
+		}
+		fmt.Fprintf(w, `<a href="http://%s/files/%s">%s</a>`, filesHost, name, name)
+	}))
+	defer index.Close()
+	for _, confined := range []bool{false, true} {
+		dir := t.TempDir()
+		os.Chmod(dir, 0o755)
+		os.Chmod(filepath.Dir(dir), 0o755)
+		opts := Options{Dir: dir, IndexURL: index.URL + "/simple/", InstallTimeout: time.Minute}
+		if confined {
+			opts.Confine = confineWith(r, io.Discard)
+		}
+		c, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := c.Acquire(context.Background(), in, []string{"elsewhere"}, nil)
+		if !confined {
+			if err != nil {
+				t.Fatalf("control: on the host the install works: %v", err)
+			}
+			env.Release()
+			continue
+		}
+		t.Logf("confined: %v", err)
+		ie, ok := err.(*InstallError)
+		if !ok || ie.Kind != "index_unreachable" || !strings.Contains(ie.Summary, filesHost) || !strings.Contains(ie.Hint, "--find-links") {
+			t.Errorf("confined install: %#v", err)
+		}
+	}
 }

@@ -269,9 +269,10 @@ func distFromFile(s string) string {
 }
 
 var (
-	noMatchRe     = regexp.MustCompile(`No matching distribution found for (\S+)`)
-	fromVersionRe = regexp.MustCompile(`Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)`)
-	unreachable   = []string{"Retrying (Retry(", "NewConnectionError", "Failed to establish a new connection",
+	egressRefusedRe = regexp.MustCompile(`prims egress refused (\S+?):? (?:not an allowed host|it resolves)`)
+	noMatchRe       = regexp.MustCompile(`No matching distribution found for (\S+)`)
+	fromVersionRe   = regexp.MustCompile(`Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)`)
+	unreachable     = []string{"Retrying (Retry(", "NewConnectionError", "Failed to establish a new connection",
 		"Max retries exceeded", "ConnectTimeoutError", "ReadTimeoutError", "Could not fetch URL", "Name or service not known"}
 	buildFailed = []string{"subprocess-exited-with-error", "Failed building wheel", "Failed to build ",
 		"metadata-generation-failed", "did not run successfully"}
@@ -326,6 +327,17 @@ func classify(lines []string, pyVersion string) *InstallError {
 			missing, versions = m[1], m[2]
 		} else if m := noMatchRe.FindStringSubmatch(l); m != nil && missing == "" {
 			missing, versions = m[1], "none"
+		}
+	}
+	for _, l := range lines {
+		if m := egressRefusedRe.FindStringSubmatch(l); m != nil {
+			return &InstallError{
+				Kind:    "index_unreachable",
+				Summary: fmt.Sprintf("pip needed %s, which is not one of the package index hosts this server's installs may reach", m[1]),
+				Hint: "The package's files are on a host the server's operator has not configured; run the code without that package, " +
+					"or ask the operator to add the host (--extra-index-url or --find-links)",
+				PipLines: errorLines(),
+			}
 		}
 	}
 	if has(unreachable) {
