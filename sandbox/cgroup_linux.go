@@ -555,7 +555,8 @@ func (g *memGuard) runMemory() int64 {
 // proportion to the run.
 const fullScanEvery = 10
 
-// runProcs lists the run's processes: the child and its descendants and,
+// runProcs lists the run's processes: the child (unless it is the
+// namespaces tier's init) and its descendants and,
 // outside the namespaces tier, whatever has the child's process group: an
 // orphan reparented out of the tree keeps it (the seccomp filter denies
 // setsid and setpgid there). Inside a PID namespace the init adopts every
@@ -589,7 +590,12 @@ func (g *memGuard) runProcs() []int {
 			continue
 		}
 		walked[p] = true
-		add(p)
+		// In the namespaces tier the child is the sandbox init, which
+		// waits for the program and holds none of its memory: like
+		// RLIMIT_DATA, the limit is on the program.
+		if p != g.pid || g.groupScan {
+			add(p)
+		}
 		queue = append(queue, childrenOf(p)...)
 	}
 	return out

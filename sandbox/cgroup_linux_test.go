@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prims-mcp/prims/internal/testenv"
 )
@@ -185,5 +189,77 @@ func TestMemoryAccountingFindsOrphans(t *testing.T) {
 				t.Errorf("Limit %q, want memory (exit %d %s)\n%s", res.Limit, res.ExitCode, res.Signal, out.String())
 			}
 		})
+	}
+}
+
+// TestCgroupV2Placement: a child started into a cgroup v2 is inside it from
+// its first instruction (CLONE_INTO_CGROUP), removing the run's cgroup kills
+// what it holds (cgroup.kill), and the cgroup is gone once removals are
+// waited for. Memory needs no controller for this: it runs on any writable
+// cgroup v2, such as this host's, whose memory controller is on v1.
+func TestCgroupV2Placement(t *testing.T) {
+	ms := cgroupMounts("cgroup2", "")
+	own, ok := ownCgroup("")
+	if len(ms) == 0 || !ok {
+		testenv.Skip(t, testenv.Cgroup, "no cgroup v2 mounted")
+	}
+	parent := cgroupDir(ms[0], own)
+	spares := &cgroupSpares{}
+	dir, err := makeRunCgroup(cgroupHost{mode: MemoryCgroupV2, dir: parent})
+	if err != nil {
+		testenv.Skip(t, testenv.Cgroup, "cannot make a cgroup v2 here: %v", err)
+	}
+	fd, err := syscall.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		os.Remove(dir)
+		t.Fatal(err)
+	}
+	g := &memGuard{mode: MemoryCgroupV2, dir: dir, fd: fd, spares: spares}
+	cmd := exec.Command("/bin/sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	g.attach(cmd)
+	if err := cmd.Start(); err != nil {
+		g.remove()
+		spares.close()
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
+	rel := strings.TrimPrefix(dir, ms[0].point)
+	if !strings.Contains(string(b), "0::"+rel+"\n") {
+		t.Errorf("the child is in %q, want %s", b, rel)
+	}
+	g.remove()
+	err = cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the child ended with %v, want SIGKILL from cgroup.kill", err)
+	}
+	spares.close()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the cgroup is still there: %v", err)
+		os.Remove(dir)
+	}
+}
+
+// TestAccountingCountsTheProgram: in the namespaces tier the accounting
+// counts the program and what it starts, not the sandbox init that waits
+// for it (a Go runtime, larger than a small limit under the race
+// detector), as RLIMIT_DATA does.
+func TestAccountingCountsTheProgram(t *testing.T) {
+	py := testPython(t)
+	if !Probe().Can(TierNamespaces) {
+		skipTier(t, TierNamespaces, errors.New(Probe().Missing()))
+	}
+	limits := testLimits
+	limits.Memory = 24 << 20
+	r, err := New(Config{Tier: TierNamespaces, Memory: MemoryAccounting, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out lockedBuffer
+	// Long enough for the accounting to look a few times.
+	res, err := r.Run(context.Background(), Job{Python: py, Code: "import time\ntime.sleep(0.5)\nprint('ok')", Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 30 * time.Second})
+	if err != nil || res.ExitCode != 0 || res.Limit != "" {
+		t.Errorf("exit %d limit %q err %v\n%s", res.ExitCode, res.Limit, err, out.String())
 	}
 }

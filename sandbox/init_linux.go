@@ -609,8 +609,9 @@ func rlimits(l Limits, tasks int) []rlimit {
 		val uint64
 	}{
 		{unix.RLIMIT_CORE, 0},
-		// Soft = hard: the kernel then kills with SIGKILL at the limit
-		// instead of sending a SIGXCPU that Python would ignore.
+		// The soft limit, below, ends the program with SIGXCPU (it is
+		// never PID 1, which would ignore it): a signal nothing else
+		// sends, so the server can tell this limit from every other.
 		{unix.RLIMIT_CPU, cpu},
 		{unix.RLIMIT_FSIZE, uint64(l.MaxFileSize)},
 		{unix.RLIMIT_NOFILE, uint64(l.MaxOpenFiles)},
@@ -625,7 +626,13 @@ func rlimits(l Limits, tasks int) []rlimit {
 		if err := unix.Getrlimit(r.res, &cur); err == nil && cur.Max < v {
 			v = cur.Max
 		}
-		out = append(out, rlimit{r.res, unix.Rlimit{Cur: v, Max: v}})
+		lim := unix.Rlimit{Cur: v, Max: v}
+		if r.res == unix.RLIMIT_CPU && v < cur.Max {
+			// The hard limit, a second later, kills a program that
+			// catches or ignores SIGXCPU.
+			lim.Max = v + 1
+		}
+		out = append(out, rlimit{r.res, lim})
 	}
 	return out
 }
