@@ -122,15 +122,31 @@ func TestRunCgroupsAreRemoved(t *testing.T) {
 		testenv.Skip(t, testenv.Cgroup, "no memory cgroup here: %v", err)
 	}
 	py := testPython(t)
+	// Runners of other tests that were never closed keep a spare each:
+	// only new cgroups are this runner's.
+	list := func() map[string]bool {
+		m, _ := filepath.Glob(filepath.Join(h.dir, fmt.Sprintf("prims-%d-*", os.Getpid())))
+		set := map[string]bool{}
+		for _, d := range m {
+			set[d] = true
+		}
+		return set
+	}
+	before := list()
+	mine := func() []string {
+		var out []string
+		for d := range list() {
+			if !before[d] {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
 	r, err := New(Config{Tier: Probe().Best, Warm: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := mkWorkspace(t)
-	mine := func() []string {
-		m, _ := filepath.Glob(filepath.Join(h.dir, fmt.Sprintf("prims-%d-*", os.Getpid())))
-		return m
-	}
 	var out lockedBuffer
 	// The program leaves a process behind in its own session, out of its
 	// process group: the cgroup still holds it, and killing the cgroup
