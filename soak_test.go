@@ -22,14 +22,22 @@ import (
 var (
 	soak     = flag.Bool("soak", false, "run the soak test: many runs through one prims stdio")
 	soakRuns = flag.Int("soak-runs", 2000, "runs of the soak test")
+	soakOut  = flag.Int("soak-output", 300<<10, "bytes each soak run prints: 2,000 x 300 KiB passes the logs budget")
 )
 
+// logBudget is what logs/ may hold by default: 8 x the 64 MiB a stream keeps.
+const logBudget = 8 * 64 << 20
+
 // TestSoak sends -soak-runs run_code calls through one real prims stdio and
-// checks that the server's memory and descriptors stay flat and that the
-// logs stay within their bounds. Opt-in: go test -run TestSoak -soak -v .
+// checks that the server's memory, descriptors and CPU per run stay flat
+// and that logs/ stays within its budget, which the runs' output passes.
+// Opt-in: go test -run TestSoak -soak -v .
 func TestSoak(t *testing.T) {
 	if !*soak {
 		t.Skip("pass -soak to run the soak test")
+	}
+	if *soakRuns < 20 {
+		t.Fatalf("-soak-runs %d: at least 20, to compare samples", *soakRuns)
 	}
 	if runtime.GOOS != "linux" {
 		testenv.Skip(t, testenv.Proc, "reads the server's memory and descriptors from /proc")
@@ -47,15 +55,16 @@ func TestSoak(t *testing.T) {
 	defer cs.Close()
 	pid := cmd.Process.Pid
 
-	// Each run prints 1 KiB to stdout and a line to stderr, and writes
-	// and removes a file: the work of a typical small call.
-	const code = "import sys, os\nprint('x' * 1023)\nprint('err', file=sys.stderr)\nopen('scratch', 'w').write('y')\nos.remove('scratch')\n"
+	// Each run prints -soak-output bytes to stdout and a line to stderr,
+	// and writes and removes a file.
+	code := "import sys, os\nsys.stdout.write('x' * " + strconv.Itoa(*soakOut-1) + " + '\\n')\nprint('err', file=sys.stderr)\nopen('scratch', 'w').write('y')\nos.remove('scratch')\n"
 	type sample struct {
 		run      int
 		rss, fds int64
+		cpu      time.Duration // the server's CPU a run since the last sample
 	}
 	var samples []sample
-	start := time.Now()
+	start, lastCPU := time.Now(), procCPU(t, pid)
 	for i := 1; i <= *soakRuns; i++ {
 		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": code}})
 		if err != nil {
@@ -69,9 +78,14 @@ func TestSoak(t *testing.T) {
 			// Let the refill of the warm pool that follows a run finish:
 			// its pipes are not a leak.
 			time.Sleep(300 * time.Millisecond)
-			s := sample{run: i, rss: procRSS(t, pid), fds: procFDs(t, pid)}
+			start = start.Add(300 * time.Millisecond)
+			cpu := procCPU(t, pid)
+			s := sample{run: i, rss: procRSS(t, pid), fds: procFDs(t, pid), cpu: (cpu - lastCPU) / time.Duration(*soakRuns/10)}
 			samples = append(samples, s)
-			t.Logf("run %5d: server RSS %6.1f MiB, %d descriptors, %.1f runs/s", s.run, float64(s.rss)/(1<<20), s.fds, float64(i)/time.Since(start).Seconds())
+			t.Logf("run %5d: server RSS %6.1f MiB, %d descriptors; since the last sample %.1f runs/s, server CPU %.2f ms a run",
+				s.run, float64(s.rss)/(1<<20), s.fds, float64(*soakRuns/10)/time.Since(start).Seconds(),
+				float64((cpu-lastCPU).Microseconds())/1000/float64(*soakRuns/10))
+			start, lastCPU = time.Now(), cpu
 		}
 	}
 	// The first tenth warms up (pool, caches, GC target); from there on,
@@ -87,11 +101,18 @@ func TestSoak(t *testing.T) {
 	if last.fds > base.fds+2 {
 		t.Errorf("server descriptors grew from %d to %d over %d runs", base.fds, last.fds, last.run-base.run)
 	}
+	// CPU, not wall-clock time: other work on the machine does not count.
+	// Work that grows with the session (a walk of every log, a list of
+	// every run) shows as a run costing more late than early.
+	if early := samples[1].cpu; last.cpu > 2*early+time.Millisecond {
+		t.Errorf("the server's CPU a run grew from %v (runs %d-%d) to %v (runs %d-%d): work that grows with the session",
+			early, samples[0].run, samples[1].run, last.cpu, samples[len(samples)-2].run, last.run)
+	}
 
-	// Logs: every file within the per-stream limit, and no more in total
+	// Logs: within their budget, though the runs wrote more, and no more
 	// than the runs wrote (code, stdout and stderr of each).
 	var total, files int64
-	perRun := int64(len(code) + 1024 + len("err\n"))
+	perRun := int64(len(code) + *soakOut + len("err\n"))
 	// logs/ in the workspace is the server's link to its own directory.
 	logs, err := filepath.EvalSymlinks(filepath.Join(ws, workspace.LogsDir))
 	if err != nil {
@@ -116,8 +137,12 @@ func TestSoak(t *testing.T) {
 	if files == 0 || files > 3*int64(*soakRuns) {
 		t.Errorf("logs hold %d files for %d runs, want between 1 and 3 a run", files, *soakRuns)
 	}
-	if total > int64(*soakRuns)*perRun {
-		t.Errorf("logs hold %d bytes, more than the %d the runs wrote", total, int64(*soakRuns)*perRun)
+	written := int64(*soakRuns) * perRun
+	if total > min(written, logBudget) {
+		t.Errorf("logs hold %d bytes; the runs wrote %d, the budget is %d", total, written, logBudget)
+	}
+	if written > logBudget && files >= 3*int64(*soakRuns) {
+		t.Errorf("the runs wrote %d bytes of logs, over the %d budget, and none was pruned", written, logBudget)
 	}
 	if strings.Contains(stderr.String(), "panic") {
 		t.Errorf("server stderr:\n%s", stderr.String())
@@ -152,4 +177,19 @@ func procFDs(t *testing.T, pid int) int64 {
 		t.Fatal(err)
 	}
 	return int64(len(entries))
+}
+
+// procCPU is the user and system CPU time pid has used (its own, not its
+// children's), from /proc/PID/stat in clock ticks of 10 ms.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
