@@ -131,34 +131,52 @@ func TestLimitHintsEndToEnd(t *testing.T) {
 		sandbox.LimitWorkspaceQuota: "workspace quota", sandbox.LimitCPUTime: "CPU-time", sandbox.LimitMemory: "memory limit",
 		sandbox.LimitMaxProcs: "processes and threads", sandbox.LimitWallTime: "wall-clock",
 	}
+	check := func(t *testing.T, cs *sdk.ClientSession, code, limit, want string) {
+		args := map[string]any{"code": code}
+		if limit == sandbox.LimitWallTime {
+			args["timeout_s"] = 1
+		}
+		res, out := callRun(t, cs, args)
+		if !res.IsError || out.Limit != limit {
+			t.Fatalf("limit %q, want %q (error %v, exit %d %s)\n%s", out.Limit, limit, res.IsError, out.ExitCode, out.Signal, resultText(res))
+		}
+		if !strings.Contains(out.Hint, want) {
+			t.Errorf("hint %q lacks %q", out.Hint, want)
+		}
+		for l, n := range others {
+			if l != limit && strings.Contains(out.Hint, n) {
+				t.Errorf("hint %q names %q", out.Hint, n)
+			}
+		}
+		if !strings.Contains(resultText(res), "Hint: "+out.Hint) {
+			t.Errorf("the summary does not carry the hint:\n%s", resultText(res))
+		}
+	}
 	runner, err := sandbox.New(sandbox.Config{Limits: limits})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(runner.Close)
 	cs := serveRunner(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner)
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			args := map[string]any{"code": tt.code}
-			if tt.limit == sandbox.LimitWallTime {
-				args["timeout_s"] = 1
-			}
-			res, out := callRun(t, cs, args)
-			if !res.IsError || out.Limit != tt.limit {
-				t.Fatalf("limit %q, want %q (error %v, exit %d %s)\n%s", out.Limit, tt.limit, res.IsError, out.ExitCode, out.Signal, resultText(res))
-			}
-			if !strings.Contains(out.Hint, tt.want) {
-				t.Errorf("hint %q lacks %q", out.Hint, tt.want)
-			}
-			for l, n := range others {
-				if l != tt.limit && strings.Contains(out.Hint, n) {
-					t.Errorf("hint %q names %q", out.Hint, n)
-				}
-			}
-			if !strings.Contains(resultText(res), "Hint: "+out.Hint) {
-				t.Errorf("the summary does not carry the hint:\n%s", resultText(res))
-			}
+		t.Run(tt.name+"/"+string(runner.MemoryEnforcement()), func(t *testing.T) {
+			check(t, cs, tt.code, tt.limit, tt.want)
 		})
 	}
+	// The memory limit once more, enforced by accounting rather than the
+	// cgroup a root server gets here.
+	t.Run("memory/accounting", func(t *testing.T) {
+		runner, err := sandbox.New(sandbox.Config{Limits: limits, Memory: sandbox.MemoryAccounting})
+		if err != nil {
+			testenv.Skip(t, testenv.Proc, "no accounting of processes here: %v", err)
+		}
+		t.Cleanup(runner.Close)
+		cs := serveRunner(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner)
+		if tests[1].limit != sandbox.LimitMemory {
+			t.Fatal("tests[1] is no longer the memory case")
+		}
+		check(t, cs, tests[1].code, sandbox.LimitMemory, "memory limit of 256.0 MiB ended the run: it counts the run's processes together")
+	})
 }
 
 // serveRunner serves a Server with runner's limits to an SDK client over
