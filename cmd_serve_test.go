@@ -168,8 +168,8 @@ func TestServeSIGTERM(t *testing.T) {
 	<-started
 	// The short run ends when the test says so, after SIGTERM: till then
 	// it keeps the third run queued.
-	short := runAsync("short", "import os, time\nprint('started short', flush=True)\nwhile not os.path.exists('go'):\n    time.sleep(0.01)\nprint('finished')")
-	<-started
+	short := runAsync("short", "import os, time\nprint('started short in', os.getcwd(), flush=True)\nwhile not os.path.exists('go'):\n    time.sleep(0.01)\nprint('finished')")
+	_, cwd, _ := strings.Cut(strings.TrimSpace(<-started), "started short in ")
 	waiting := runAsync("waiting", "print('never')")
 	<-queued
 
@@ -206,7 +206,7 @@ func TestServeSIGTERM(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := os.WriteFile(filepath.Join(ws[0], "go"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(cwd, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if r := <-short; r.err != nil || r.res.IsError || !strings.Contains(text(r.res), "finished") {

@@ -318,7 +318,8 @@ func (c *stdioConn) accept(line []byte) jsonrpc.Message {
 	}
 	c.next++
 	n := c.next
-	c.calls[n] = clientCall{id: bytes.Clone(id), key: key, preInit: !c.initialized && method != "initialize"}
+	preInit := !c.initialized && method != "initialize" && !perRequestProtocol(params)
+	c.calls[n] = clientCall{id: bytes.Clone(id), key: key, preInit: preInit}
 	c.inFlight[key] = n
 	if method == "initialize" {
 		c.initialized = true
@@ -365,6 +366,19 @@ func (c *stdioConn) translateCancel(params json.RawMessage) json.RawMessage {
 		return nil
 	}
 	return out
+}
+
+// perRequestProtocol reports whether params carry the protocol version in
+// _meta, as requests of 2026-07-28, which has no initialize, do.
+func perRequestProtocol(params json.RawMessage) bool {
+	var p struct {
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return false
+	}
+	_, ok := p.Meta[sdk.MetaKeyProtocolVersion]
+	return ok
 }
 
 func internalID(n int64) jsonrpc.ID {
