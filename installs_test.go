@@ -16,6 +16,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
 )
 
@@ -86,7 +87,7 @@ probe("service", lambda: socket.create_connection(("127.0.0.1", %d), timeout=3).
 	report, isolation := run("import hostile, os\nprint(open(os.path.join(os.path.dirname(hostile.__file__), 'build_report.txt')).read())", []string{"hostile"})
 	t.Logf("build report (%s):\n%s", isolation, report)
 	if isolation == "none" {
-		t.Skip("no sandbox tier here: installs run on the host")
+		testenv.Skip(t, testenv.Userns, "no sandbox tier here: installs run on the host")
 	}
 	// "plant" may land in the sandbox's own /tmp; the host's is checked below.
 	if !strings.Contains(report, "marker: True") || !strings.Contains(report, "secret: refused") || !strings.Contains(report, "service: refused") {

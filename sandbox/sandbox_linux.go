@@ -343,9 +343,11 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 // before children so that mounts/ lands on top of the workspace.
 func sandboxBinds(job Job, dir string) []bind {
 	binds := []bind{{Path: dir, Src: dir, Write: true}}
+	seen := map[string]bool{dir: true}
 	if job.cmd != nil {
 		for _, p := range job.cmd.Writable {
-			if src, err := filepath.EvalSymlinks(p); err == nil {
+			if src, err := filepath.EvalSymlinks(p); err == nil && !seen[p] {
+				seen[p] = true
 				binds = append(binds, bind{Path: p, Src: src, Write: true})
 			}
 		}
@@ -357,7 +359,6 @@ func sandboxBinds(job Job, dir string) []bind {
 	if real, err := filepath.EvalSymlinks(job.Python); err == nil {
 		ro = append(ro, filepath.Dir(filepath.Dir(real)))
 	}
-	seen := map[string]bool{dir: true}
 	for _, p := range ro {
 		p = filepath.Clean(p)
 		if seen[p] || !filepath.IsAbs(p) || underSystemDir(p) {
