@@ -235,3 +235,37 @@ func TestQuotaAttacksUnprivileged(t *testing.T) {
 		t.Fatal("TestQuotaWatcherChmod skipped as uid 65534")
 	}
 }
+
+// TestQuotaTooDeep: a tree deeper than the watcher walks (fsat.MaxDepth)
+// counts as over the quota, since what it holds cannot be counted; the
+// control, a tree just within, runs to its end.
+func TestQuotaTooDeep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	py := testPython(t)
+	r, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := `
+import os, time
+for i in range(%d):
+    os.mkdir("d"); os.chdir("d")
+print("made", flush=True)
+time.sleep(3)
+`
+	for _, tc := range []struct {
+		depth int
+		want  string
+	}{{1100, LimitWorkspaceQuota}, {900, ""}} {
+		var out lockedBuffer
+		res, err := r.Run(context.Background(), Job{Python: py, Code: fmt.Sprintf(code, tc.depth), Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Limit != tc.want || !strings.Contains(out.String(), "made") {
+			t.Errorf("depth %d: Limit %q, want %q\n%s", tc.depth, res.Limit, tc.want, out.String())
+		}
+	}
+}
