@@ -146,6 +146,12 @@ func (p *pool) refill(key string, job Job) {
 		return
 	}
 	job.Code, job.Stdout, job.Stderr = "", nil, nil
+	var stale []string
+	defer func() {
+		for _, key := range stale {
+			p.forget(key)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -153,11 +159,28 @@ func (p *pool) refill(key string, job Job) {
 	}
 	k := p.keys[key]
 	if k == nil {
+		// A new key for the same paths means a tree was replaced (an
+		// environment rebuilt): what waits for the old one would hold
+		// it, deleted, until it idled out.
+		for other, ok := range p.keys {
+			if samePaths(ok.job, job) {
+				stale = append(stale, other)
+			}
+		}
 		k = &poolKey{job: job, landed: make(chan struct{})}
 		p.keys[key] = k
 	}
 	k.lastUsed = time.Now()
 	p.topUp(key, k)
+}
+
+// samePaths reports whether two job templates name the same interpreter,
+// workspace, read-only paths and environment.
+func samePaths(a, b Job) bool {
+	ra, rb := slices.Clone(a.ReadOnly), slices.Clone(b.ReadOnly)
+	slices.Sort(ra)
+	slices.Sort(rb)
+	return a.Python == b.Python && a.Dir == b.Dir && slices.Equal(ra, rb) && slices.Equal(a.Env, b.Env)
 }
 
 // topUp starts filling k unless it is full or being filled. Called with

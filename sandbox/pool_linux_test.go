@@ -388,10 +388,39 @@ func TestWarmSandboxFollowsRebuiltEnvironment(t *testing.T) {
 			waitWarm(t, r)
 			run(true, "1") // control: an unchanged environment keeps its waiting sandbox
 			waitWarm(t, r)
+			old := waitingPids(r)
+			if len(old) == 0 {
+				t.Fatal("no sandbox waits for the first environment")
+			}
 			build("2")
 			run(false, "2")
+			// What waited for the old tree is stopped, not left to idle
+			// out holding it.
+			deadline := time.Now().Add(10 * time.Second)
+			for _, pid := range old {
+				for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if syscall.Kill(pid, 0) == nil {
+					t.Errorf("the sandbox (pid %d) that waited for the replaced environment still runs", pid)
+				}
+			}
 			waitWarm(t, r)
 			run(true, "2")
 		})
 	}
+}
+
+// waitingPids lists the host pids of the sandboxes waiting in r's pool.
+func waitingPids(r *Runner) []int {
+	p := r.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var pids []int
+	for _, k := range p.keys {
+		for _, w := range k.ready {
+			pids = append(pids, w.c.l.cmd.Process.Pid)
+		}
+	}
+	return pids
 }
