@@ -289,7 +289,15 @@ func lastLine(s string) string {
 // (a chown walk, when the server is root).
 func attackTwoServers(t *testing.T, tier sandbox.Tier) {
 	v := newVictim(t)
-	dir := t.TempDir()
+	// A parent the sandbox user can pass through (a landlock-tier run of
+	// a root server is that user on the host).
+	parent, err := os.MkdirTemp("", "prims-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(parent, 0o755)
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	dir := filepath.Join(parent, "ws")
 	a := startTier(t, tier, Config{Workspace: dir, MaxTimeout: time.Minute})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -298,6 +306,9 @@ func attackTwoServers(t *testing.T, tier sandbox.Tier) {
 		var out RunOutput
 		a.callCtx(t, 2*time.Minute, "run_code", map[string]any{"code": swapper("shared", "d", v.dir, 15), "timeout_s": 60}, &out)
 		t.Logf("attack: exit %d, %s %s", out.ExitCode, strings.TrimSpace(out.Stdout), lastLine(out.Stderr))
+		if !strings.Contains(out.Stdout, "swaps") {
+			t.Errorf("control: the attack did not run: %+v", out)
+		}
 	}()
 	time.Sleep(time.Second)
 	lost, rounds := 0, raceRounds/2
