@@ -131,7 +131,7 @@ func (s *Server) Handler(hc HTTPConfig) (http.Handler, error) {
 		Logger:         s.log,
 		EventStore:     events,
 	})
-	mux.Handle("/mcp", protect(s.sessionHooks(withRetry(streamable))))
+	mux.Handle("/mcp", protect(s.sessionHooks(withRetry(newHTTPIDs().wrap(streamable)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")

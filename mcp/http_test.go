@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -902,5 +903,109 @@ print("done")`
 				t.Errorf("result: %s", res)
 			}
 		})
+	}
+}
+
+// TestHTTPIDsEchoedExactly: over HTTP too, every request id comes back
+// byte for byte, in results, errors and event streams, and a request in
+// flight can be cancelled by its id.
+func TestHTTPIDsEchoedExactly(t *testing.T) {
+	f := newHTTPFixture(t, HTTPConfig{})
+	const version = "2025-11-25"
+	// post sends one message and returns the JSON-RPC messages of the
+	// answer, whether a JSON body or an event stream.
+	post := func(sid, body string) (*http.Response, []map[string]json.RawMessage) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, f.url+"/mcp", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if sid != "" {
+			req.Header.Set(sessionHeader, sid)
+			req.Header.Set("Mcp-Protocol-Version", version)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var msgs []map[string]json.RawMessage
+		decode := func(data string) {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(data), &m); err != nil {
+				t.Fatalf("%q: %v", data, err)
+			}
+			msgs = append(msgs, m)
+		}
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			evs, _ := readEvents(resp.Body, func(sseEvent) bool { return false })
+			for _, e := range evs {
+				if e.data != "" {
+					decode(e.data)
+				}
+			}
+		} else if b, _ := io.ReadAll(resp.Body); len(bytes.TrimSpace(b)) > 0 {
+			decode(string(b))
+		}
+		return resp, msgs
+	}
+	resp, msgs := post("", `{"jsonrpc":"2.0","id":1.5,"method":"initialize","params":{"protocolVersion":"`+version+`","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
+	sid := resp.Header.Get(sessionHeader)
+	if len(msgs) != 1 || string(msgs[0]["id"]) != "1.5" || sid == "" {
+		t.Fatalf("initialize with id 1.5: %s %v", resp.Status, msgs)
+	}
+	post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	for _, id := range []string{
+		`18446744073709551616`, `-9223372036854775809`, `9223372036854775807`, `1e308`, `1.5`, `-0`, `1E+2`,
+		`1` + strings.Repeat("0", 400), `0`, `"7"`, `""`, `"\u00e9t\u00e9"`, `"été"`,
+	} {
+		_, msgs := post(sid, `{"jsonrpc":"2.0","id":`+id+`,"method":"ping"}`)
+		if len(msgs) != 1 || string(msgs[0]["id"]) != id || msgs[0]["result"] == nil {
+			t.Errorf("ping %.30s: %v", id, msgs)
+		}
+	}
+	_, msgs = post(sid, `{"jsonrpc":"2.0","id":2.25,"method":"prompts/get","params":{"name":"nope"}}`)
+	if len(msgs) != 1 || string(msgs[0]["id"]) != "2.25" || msgs[0]["error"] == nil {
+		t.Errorf("error for id 2.25: %v", msgs)
+	}
+
+	// Cancel a run by the id it was sent with.
+	id := `1` + strings.Repeat("0", 30)
+	done := make(chan []map[string]json.RawMessage, 1)
+	go func() {
+		args, _ := json.Marshal(map[string]any{"code": "import time\nprint('started', flush=True)\ntime.sleep(600)", "timeout_s": 600})
+		_, msgs := post(sid, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"run_code","arguments":`+string(args)+`}}`)
+		done <- msgs
+	}()
+	eventually(t, "the run started", func() bool { return f.srv.metrics.inFlight.Load() == 1 })
+	post(sid, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`+id+`,"reason":"test"}}`)
+	eventually(t, "the run cancelled by its id", func() bool {
+		return f.srv.metrics.inFlight.Load() == 0 && f.srv.metrics.runs[outcomeCancelled].Load() == 1
+	})
+	select {
+	case msgs := <-done:
+		for _, m := range msgs {
+			if m["id"] != nil && string(m["id"]) != id {
+				t.Errorf("answer to the cancelled call has id %s", m["id"])
+			}
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the cancelled call's stream did not end")
+	}
+}
+
+func TestIDSurvives(t *testing.T) {
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{`0`, true}, {`1`, true}, {`-7`, true}, {`9007199254740992`, true}, {`-9007199254740992`, true},
+		{`9007199254740993`, false}, {`9223372036854775807`, false}, {`18446744073709551616`, false},
+		{`-0`, false}, {`01`, false}, {`1.5`, false}, {`1.0`, false}, {`1e3`, false}, {`1E+2`, false},
+		{`"a"`, true}, {`""`, true}, {`"é"`, true}, {`"\u00e9"`, false}, {`"a\"b"`, false},
+	}
+	for _, tt := range tests {
+		if got := survives(json.RawMessage(tt.id)); got != tt.want {
+			t.Errorf("survives(%s) = %v, want %v", tt.id, got, tt.want)
+		}
 	}
 }
