@@ -532,7 +532,7 @@ func TestBadInput(t *testing.T) {
 			{"run_code", map[string]any{"code": strings.Repeat("#", 10<<20)}, "limit"},
 			{"run_code", map[string]any{"code": "print(1)", "timeout_s": -1}, "negative"},
 			{"run_code", map[string]any{"code": "print(1)", "files": []any{map[string]any{"url": "file:///etc/passwd", "mount_path": "p"}}}, "scheme"},
-			{"mount_file", map[string]any{"url": "http://127.0.0.1:1/x", "mount_path": "x"}, "could not connect"},
+			{"mount_file", map[string]any{"url": "http://127.0.0.1:1/x", "mount_path": "x"}, "--allow-private-fetch"}, // a loopback URL is refused before any connection
 			{"mount_file", map[string]any{"url": "https://example.com/x", "mount_path": "../../etc/x"}, "leaves the workspace"},
 			{"list_dir", map[string]any{"path": "/etc"}, "absolute"},
 			{"list_dir", map[string]any{"path": "../.."}, "leaves the workspace"},
