@@ -133,7 +133,7 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, prog program) error {
 		Filename: name,
 		Argv:     prog.argv,
 		Dir:      ws.Dir(),
-		ReadOnly: readOnly,
+		ReadOnly: append(readOnly, ws.ReadOnly()...), // its logs and mounts
 		Stdout:   os.Stdout,
 		Stderr:   os.Stderr,
 	})
