@@ -78,7 +78,7 @@ workspace.`,
 	f.StringVar(&opts.addr, "addr", "127.0.0.1:9000", "address to listen on; use 0.0.0.0:9000 to accept remote clients")
 	f.StringVar(&opts.publicURL, "public-url", "", "base URL clients use to reach the server (default http://ADDR); names the resource in OAuth metadata")
 	f.Var(newCountValue(&opts.maxSessions, 64, 1), "max-sessions", "live MCP sessions at once; more are refused with 503")
-	f.Var(newCountValue(&opts.maxRuns, 2*runtime.NumCPU(), 1), "max-runs", "programs running at once; more wait in a queue (default: 2 per CPU)")
+	f.Var(newCountValue(&opts.maxRuns, 2*runtime.NumCPU(), 1), "max-runs", "programs running at once (2 per CPU unless set); more wait in a queue")
 	f.Var(newDurationValue(&opts.sessionTTL, 30*time.Minute, false), "session-ttl", "delete a session and its workspace after this long without requests")
 	f.Var(newDurationValue(&opts.shutdownGrace, 30*time.Second, true), "shutdown-grace", "on SIGTERM, how long runs in flight may take before they are killed (0: kill them at once)")
 	f.StringSliceVar(&opts.allowedHosts, "allowed-host", nil, "Host header values to accept (repeatable); default any, but only loopback names on a loopback address")
