@@ -10,6 +10,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/sys/unix"
 
+	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -106,11 +107,11 @@ func TestLogsHaveTheirOwnBudget(t *testing.T) {
 // and frees space. The disk is a 16 MiB tmpfs holding the workspace.
 func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
+		testenv.Skip(t, testenv.Root, "mounting a small tmpfs needs root")
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=16m,mode=1777"); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
+		testenv.Skip(t, testenv.Root, "cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	t.Setenv("TMPDIR", dir)

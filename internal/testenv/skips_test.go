@@ -8,22 +8,26 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 )
 
 // optional are the reasons a test may skip without going through Skip:
-// opt-in runs, helper processes, and cases another test covers. None of
-// them is a host lacking something.
+// opt-in runs, helper processes, documented limits, and (coveredBy) cases
+// another test, named in the reason, covers. None of them is a host
+// lacking something.
 var optional = []string{
-	"pass -",               // opt-in: -load, -soak
-	"-short",               // go test -short
-	"prints 1 GiB",         // skipped by -short
-	"helper process",       // the re-executed test binary's body
-	"already unprivileged", // the unprivileged twin of a test run as root
-	"known limit",          // a documented limit of one tier
+	"pass -",         // opt-in: -load, -soak
+	"-short",         // go test -short
+	"prints 1 GiB",   // skipped by -short
+	"helper process", // the re-executed test binary's body
+	"known limit",    // a documented limit of one tier
 }
+
+// coveredBy finds the name of the test a skip reason says covers the case.
+var coveredBy = regexp.MustCompile(`\bTest[A-Z][A-Za-z0-9_]*`)
 
 // bareSkips lists the calls in src that skip a test without Skip and for
 // none of the optional reasons.
@@ -56,6 +60,9 @@ func bareSkips(filename string, src any) ([]string, error) {
 			if strings.HasPrefix(reason, o) {
 				return true
 			}
+		}
+		if coveredBy.MatchString(reason) {
+			return true
 		}
 		bad = append(bad, fmt.Sprintf("%s:%d: bare %s(%q)", filename, fset.Position(call.Pos()).Line, sel.Sel.Name, reason))
 		return true
