@@ -2,9 +2,12 @@ package pyenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -64,6 +67,11 @@ func (c *Cache) runConfined(ctx context.Context, interp Interpreter, envPython, 
 			ro = append(ro, l)
 		}
 	}
+	envDir := filepath.Dir(filepath.Dir(envPython))
+	before, err := os.Lstat(envDir)
+	if err != nil {
+		return fmt.Errorf("environment before install: %w", err)
+	}
 	code, err := c.opts.Confine(ctx, Confined{
 		Args:     append([]string{interp.Pip}, args...),
 		Env:      env,
@@ -79,6 +87,37 @@ func (c *Cache) runConfined(ctx context.Context, interp Interpreter, envPython, 
 	}
 	if code != 0 {
 		return confinedExit(code)
+	}
+	return checkBuilt(envDir, before, interp)
+}
+
+// checkBuilt looks at what a confined build left before the server acts on
+// it as itself: the build ran someone else's code with write access to the
+// environment, and the server is about to write its metadata there, publish
+// it, and bind its interpreter's tree into runs. Nothing of the build is
+// running any more (its sandbox ended with it), so what is checked here
+// stays so.
+func checkBuilt(envDir string, before os.FileInfo, interp Interpreter) error {
+	tampered := func(what string) error {
+		return &InstallError{
+			Kind:    "build_failed",
+			Summary: "a package's build code tampered with the environment being built (" + what + ")",
+			Hint:    "Do not use that package; pick another one, or a version that publishes a wheel",
+		}
+	}
+	fi, err := os.Lstat(envDir)
+	if err != nil || !fi.IsDir() || !os.SameFile(fi, before) {
+		return tampered("the environment directory was replaced")
+	}
+	want, err1 := filepath.EvalSymlinks(interp.Path)
+	got, err2 := filepath.EvalSymlinks(filepath.Join(envDir, "bin", "python"))
+	if err1 != nil || err2 != nil || got != want {
+		return tampered("bin/python no longer leads to the interpreter")
+	}
+	// The server writes its metadata file here next: whatever the build
+	// put at that name (a link to a host file, say) goes first.
+	if err := os.Remove(filepath.Join(envDir, metaFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return tampered("the metadata file cannot be replaced")
 	}
 	return nil
 }

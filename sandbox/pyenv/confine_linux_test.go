@@ -358,3 +358,65 @@ func TestConfinedInstallNamesRefusedHost(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildCannotSteerTheServer: a build may write the environment, which
+// the server then handles as itself. A link the build plants where the
+// server writes the environment's metadata must not carry that write to a
+// host file (the control, pip on the host and no check, shows it would),
+// and a bin/python the build points elsewhere (which runs would bind in)
+// fails the install.
+func TestBuildCannotSteerTheServer(t *testing.T) {
+	in := testInterp(t)
+	r, err := sandbox.New(sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Tier() == sandbox.TierNone {
+		testenv.Skip(t, testenv.Userns, "no sandbox tier here")
+	}
+	target := filepath.Join(t.TempDir(), "host-file")
+	const env = `import os
+env = os.path.join(os.path.dirname(os.environ["TMPDIR"]), "env")
+`
+	ix := pyenvtest.NewIndex(t,
+		pyenvtest.Package{Name: "metalink", Version: "1.0", Build: env + fmt.Sprintf("os.symlink(%q, os.path.join(env, %q))\n", target, metaFile)},
+		pyenvtest.Package{Name: "pylink", Version: "1.0", Build: env + `os.remove(os.path.join(env, "bin", "python"))
+# Still runs Python in the sandbox (an exec resolves it in the caller),
+# but on the host it leads to the server's own binary.
+os.symlink("/proc/self/exe", os.path.join(env, "bin", "python"))
+`},
+	)
+	install := func(confine ConfineFunc, req string) error {
+		dir := t.TempDir()
+		os.Chmod(dir, 0o755)
+		os.Chmod(filepath.Dir(dir), 0o755)
+		c, err := New(Options{Dir: dir, IndexURL: ix.URL, InstallTimeout: time.Minute, Confine: confine})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := c.Acquire(context.Background(), in, []string{req}, nil)
+		if err == nil {
+			e.Release()
+		}
+		return err
+	}
+	reset := func() { os.WriteFile(target, []byte("original"), 0o644) }
+
+	reset()
+	install(nil, "metalink")
+	if b, _ := os.ReadFile(target); !strings.Contains(string(b), `"key"`) {
+		t.Fatalf("control: the server did not write through the planted link (%q): the probe cannot see the hole", b)
+	}
+	reset()
+	if err := install(confineWith(r, io.Discard), "metalink"); err != nil {
+		t.Errorf("metalink: %v", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "original" {
+		t.Errorf("the server wrote through the build's link: %q", b)
+	}
+	err = install(confineWith(r, io.Discard), "pylink")
+	if ie, ok := err.(*InstallError); !ok || ie.Kind != "build_failed" || !strings.Contains(ie.Summary, "bin/python") {
+		t.Errorf("pylink: %v, want build_failed naming bin/python", err)
+	}
+}

@@ -155,6 +155,9 @@ func (c *Cache) runPip(ctx context.Context, interp Interpreter, envPython, tmp s
 			PipLines: sanitize(lw.tail(5), c.pathsToHide(interp, tmp)),
 		}
 	}
+	if ie := (*InstallError)(nil); errors.As(err, &ie) {
+		return ie // the confined build's own verdict (checkBuilt)
+	}
 	ie := classify(lw.lines, interp.Version)
 	ie.PipLines = sanitize(ie.PipLines, c.pathsToHide(interp, tmp))
 	var ee *exec.ExitError
