@@ -23,11 +23,9 @@ func ConfineInstalls(r *sandbox.Runner) pyenv.ConfineFunc {
 			Dir:      c.Dir,
 			Writable: c.Writable,
 			ReadOnly: c.ReadOnly,
-			// The index hosts are the operator's choice, so they may be
-			// private (a mirror on the LAN, a test index on loopback).
-			Egress:  egress.Policy{Allow: c.Hosts, AllowPrivate: true},
-			Output:  c.Output,
-			Timeout: c.Timeout,
+			Egress:   egress.Policy{Allow: c.Hosts, AllowPrivate: c.PrivateHosts},
+			Output:   c.Output,
+			Timeout:  c.Timeout,
 		})
 		if err != nil {
 			return 0, err

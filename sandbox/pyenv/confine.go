@@ -24,9 +24,13 @@ type Confined struct {
 	ReadOnly []string // the interpreters' trees and local --find-links directories
 	// Hosts are the index hosts, "host" or "host:port", pip needs to
 	// reach; none means no network at all (--offline with local links).
-	Hosts   []string
-	Output  io.Writer // pip's stdout and stderr, in order
-	Timeout time.Duration
+	Hosts []string
+	// PrivateHosts says the hosts were named by the operator (index
+	// settings, not PyPI by default), so they may resolve to private
+	// addresses: a mirror on the LAN, a test index on loopback.
+	PrivateHosts bool
+	Output       io.Writer // pip's stdout and stderr, in order
+	Timeout      time.Duration
 }
 
 // ConfineFunc runs c in a sandbox and returns the command's exit status
@@ -73,14 +77,15 @@ func (c *Cache) runConfined(ctx context.Context, interp Interpreter, envPython, 
 		return fmt.Errorf("environment before install: %w", err)
 	}
 	code, err := c.opts.Confine(ctx, Confined{
-		Args:     append([]string{interp.Pip}, args...),
-		Env:      env,
-		Dir:      filepath.Dir(tmp),
-		Writable: []string{c.pipCache},
-		ReadOnly: ro,
-		Hosts:    c.indexHosts(),
-		Output:   out,
-		Timeout:  c.opts.InstallTimeout,
+		Args:         append([]string{interp.Pip}, args...),
+		Env:          env,
+		Dir:          filepath.Dir(tmp),
+		Writable:     []string{c.pipCache},
+		ReadOnly:     ro,
+		Hosts:        c.indexHosts(),
+		PrivateHosts: c.opts.IndexURL != "" || len(c.opts.ExtraIndexURLs) > 0 || len(c.opts.FindLinks) > 0,
+		Output:       out,
+		Timeout:      c.opts.InstallTimeout,
 	})
 	if err != nil {
 		return fmt.Errorf("start pip in its sandbox: %w", err)

@@ -29,7 +29,7 @@ func confineWith(r *sandbox.Runner, out io.Writer) ConfineFunc {
 	return func(ctx context.Context, c Confined) (int, error) {
 		res, err := r.RunCommand(ctx, sandbox.Command{
 			Args: c.Args, Env: c.Env, Dir: c.Dir, Writable: c.Writable, ReadOnly: c.ReadOnly,
-			Egress: egress.Policy{Allow: c.Hosts, AllowPrivate: true}, Output: io.MultiWriter(c.Output, out), Timeout: c.Timeout,
+			Egress: egress.Policy{Allow: c.Hosts, AllowPrivate: c.PrivateHosts}, Output: io.MultiWriter(c.Output, out), Timeout: c.Timeout,
 		})
 		if err != nil {
 			return 0, err
