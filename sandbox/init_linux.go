@@ -70,6 +70,9 @@ func runInit() error {
 	// inherited close-on-exec before starting an init; this is the same
 	// rule kept where it matters).
 	_ = closeRangeOnExec(fdTrees + len(cfg.Binds))
+	if cfg.CgroupFD != 0 {
+		unix.CloseOnExec(cfg.CgroupFD) // the run's cgroup: see joinCgroup
+	}
 
 	switch cfg.Mode {
 	case initProbe + "-" + initModeLL:
@@ -134,6 +137,9 @@ func runInit() error {
 		// No namespace to hold the tree: become the program, so the
 		// server's process-group kill reaches everything it starts
 		// (setsid and setpgid are denied above).
+		if err := joinCgroup(cfg.CgroupFD); err != nil {
+			return err
+		}
 		limits := rlimits(cfg.Limits, userTasks())
 		trace.mark("limits counted, exec")
 		trace.flush()
@@ -215,6 +221,9 @@ func reap(cfg *initConfig) error {
 	}
 	gateR, gateW, err := os.Pipe()
 	if err != nil {
+		return err
+	}
+	if err := joinCgroup(cfg.CgroupFD); err != nil {
 		return err
 	}
 	limits := rlimits(cfg.Limits, threadsOfSelf())

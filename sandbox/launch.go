@@ -34,7 +34,7 @@ type initReport struct {
 }
 
 // prepare builds the child for job in the runner's tier.
-func (r *Runner) prepare(job Job, code, stdout, stderr *os.File) (*launch, error) {
+func (r *Runner) prepare(job Job, code, stdout, stderr *os.File, mem *memGuard) (*launch, error) {
 	if r.tier == TierNone {
 		cmd := exec.Command(job.Python, "-s", "-c", bootstrap)
 		if job.cmd != nil {
@@ -48,7 +48,7 @@ func (r *Runner) prepare(job Job, code, stdout, stderr *os.File) (*launch, error
 		setProcessGroup(cmd)
 		return &launch{cmd: cmd}, nil
 	}
-	return r.prepareSandbox(job, code, stdout, stderr)
+	return r.prepareSandbox(job, code, stdout, stderr, mem)
 }
 
 // afterStart releases the parent's copies of what the child inherited and

@@ -459,12 +459,13 @@ func (r *Runner) start(job Job) (*child, error) {
 		closeAll()
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
-	p, err := r.prepare(job, codeR, outW, errW)
+	mem := r.newMemGuard()
+	p, err := r.prepare(job, codeR, outW, errW, mem)
 	if err != nil {
+		mem.remove()
 		closeAll()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	mem := r.newMemGuard()
 	mem.attach(p.cmd)
 	err = p.cmd.Start()
 	// The child has its own copies now; closing ours makes EOF reach the
@@ -481,9 +482,9 @@ func (r *Runner) start(job Job) (*child, error) {
 		errR.Close()
 		return nil, fmt.Errorf("%w %s: %w", ErrStart, filepath.Base(job.Python), err)
 	}
-	// The init waits for its configuration before it does anything: it
-	// joins its cgroup first (v1; v2 was born in it), so the program it
-	// starts is inside from its first instruction.
+	// The program is inside the run's cgroup from its first instruction:
+	// a cgroup v2 child is born in it, and the init joins a cgroup v1
+	// before it starts the program (joinCgroup).
 	if err := mem.place(p.cmd.Process.Pid); err != nil {
 		r.log.Warn("could not place the run in its memory cgroup; counting its processes instead", "err", err)
 		mem.remove()

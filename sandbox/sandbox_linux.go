@@ -60,6 +60,9 @@ type initConfig struct {
 	// DropTo is the uid and gid the landlock tier switches to when the
 	// server runs as root; 0 means stay.
 	DropTo int `json:"drop_to,omitempty"`
+	// CgroupFD, when not 0, is the tasks file of the run's cgroup v1,
+	// which the init joins before it starts the program (joinCgroup).
+	CgroupFD int `json:"cgroup_fd,omitempty"`
 	// TraceT0, when not 0, asks the init to trace its stages (traceEnv):
 	// the server's CLOCK_MONOTONIC reading as it prepared the run.
 	TraceT0 int64 `json:"trace_t0,omitempty"`
@@ -241,7 +244,7 @@ func nsAttr(network bool) *syscall.SysProcAttr {
 	return attr
 }
 
-func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch, error) {
+func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File, mem *memGuard) (*launch, error) {
 	root := os.Geteuid() == 0
 	dir, err := filepath.Abs(job.Dir)
 	if err != nil {
@@ -301,6 +304,15 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 		}
 		return nil, err
 	}
+	// The run's cgroup v1, for the init to join (joinCgroup): the next
+	// descriptor after the trees and the egress socket.
+	cgroupFile := mem.tasks
+	if cgroupFile != nil {
+		cfg.CgroupFD = fdTrees + len(trees)
+		if egressFile != nil {
+			cfg.CgroupFD++
+		}
+	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -326,6 +338,11 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File) (*launch
 	if egressFile != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, egressFile)
 		trees = append(trees, egressFile) // released with them
+	}
+	if cgroupFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, cgroupFile)
+		trees = append(trees, cgroupFile)
+		mem.tasks = nil // the launch releases it
 	}
 	if r.tier == TierNamespaces {
 		cmd.SysProcAttr = nsAttr(cfg.Network)

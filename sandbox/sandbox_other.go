@@ -22,6 +22,6 @@ func probe() Support {
 	}
 }
 
-func (r *Runner) prepareSandbox(Job, *os.File, *os.File, *os.File) (*launch, error) {
+func (r *Runner) prepareSandbox(Job, *os.File, *os.File, *os.File, *memGuard) (*launch, error) {
 	return nil, errNotLinux
 }
