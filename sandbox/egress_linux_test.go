@@ -19,9 +19,11 @@ import (
 // TCP connection to the same service, UDP to an outside address and a raw
 // socket.
 const egressProbe = `
-import socket, urllib.request, urllib.error
-PORT = %d
+import socket, ssl, urllib.request, urllib.error
+PORT, TLS_PORT = %d, %d
 print("allowed:", urllib.request.urlopen("http://localhost:%%d/ok" %% PORT, timeout=10).read().decode())
+tls = ssl._create_unverified_context()  # the test server's certificate is self-signed
+print("tunnel:", urllib.request.urlopen("https://localhost:%%d/ok" %% TLS_PORT, timeout=10, context=tls).read().decode())
 for url in ("https://denied.example/", "http://denied.example/"):
     try:
         urllib.request.urlopen(url, timeout=10)
@@ -53,7 +55,12 @@ func TestAllowHost(t *testing.T) {
 	}))
 	defer srv.Close()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
-	code := fmt.Sprintf(egressProbe, port)
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello over TLS")
+	}))
+	defer tlsSrv.Close()
+	tlsPort := tlsSrv.Listener.Addr().(*net.TCPAddr).Port
+	code := fmt.Sprintf(egressProbe, port, tlsPort)
 	run := func(t *testing.T, cfg Config) string {
 		r, err := New(cfg)
 		if err != nil {
@@ -89,12 +96,13 @@ func TestAllowHost(t *testing.T) {
 			if tier == TierLandlock && s.Landlock < 4 {
 				testenv.Skip(t, testenv.Landlock, "Landlock ABI %d has no TCP rules", s.Landlock)
 			}
-			out := run(t, Config{Tier: tier, Egress: egress.Policy{Allow: []string{fmt.Sprintf("localhost:%d", port)}, AllowPrivate: true}})
+			out := run(t, Config{Tier: tier, Egress: egress.Policy{Allow: []string{fmt.Sprintf("localhost:%d", port), fmt.Sprintf("localhost:%d", tlsPort)}, AllowPrivate: true}})
 			t.Logf("in the %s tier:\n%s", tier, out)
 			for _, want := range []string{
 				"allowed: hello",
-				fmt.Sprintf("Tunnel connection failed: 403 prims egress refused denied.example:443: not an allowed host (allowed: localhost:%d)", port),
-				fmt.Sprintf("refused: 403 prims egress refused denied.example:80: not an allowed host (allowed: localhost:%d)", port),
+				"tunnel: hello over TLS",
+				fmt.Sprintf("Tunnel connection failed: 403 prims egress refused denied.example:443: not an allowed host (allowed: localhost:%d, localhost:%d)", port, tlsPort),
+				fmt.Sprintf("refused: 403 prims egress refused denied.example:80: not an allowed host (allowed: localhost:%d, localhost:%d)", port, tlsPort),
 				"direct: no route", "udp: no route", "raw: no route",
 			} {
 				if !strings.Contains(out, want) {

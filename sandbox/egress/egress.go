@@ -227,9 +227,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cw := &countingWriter{ResponseWriter: w}
+	body := &countingReader{r: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
 	start := time.Now()
 	p.fwd.ServeHTTP(cw, r)
-	p.log.Info("egress", "host", host, "port", port, "method", r.Method, "bytes_down", cw.n, "elapsed", time.Since(start))
+	p.log.Info("egress", "host", host, "port", port, "method", r.Method, "bytes_up", body.n, "bytes_down", cw.n, "elapsed", time.Since(start))
 }
 
 // rawRefuse answers with the refusal in the status line as well as the
@@ -366,6 +370,19 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	totals.up.Add(int64(n))
 	return n, err
 }
+
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
 
 type countingWriter struct {
 	http.ResponseWriter
