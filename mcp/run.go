@@ -349,7 +349,7 @@ func writeLog(ws *workspace.Workspace, name, text string) (path string, diskFull
 	f, path, err := ws.CreateLog(name)
 	if err != nil {
 		if isDiskFull(err) {
-			return "logs/" + name, true, nil
+			return workspace.LogsDir + "/" + name, true, nil
 		}
 		return "", false, err
 	}
@@ -371,7 +371,7 @@ func createLog(ws *workspace.Workspace, name string, diskFull *bool) (io.WriteCl
 	if err != nil {
 		if isDiskFull(err) {
 			*diskFull = true
-			path = "logs/" + name
+			path = workspace.LogsDir + "/" + name
 			ws.NoteLog(path, "the disk was full; nothing of the stream was kept")
 			return nopWriteCloser{io.Discard}, path, nil
 		}
