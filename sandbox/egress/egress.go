@@ -113,6 +113,8 @@ type Proxy struct {
 	dialer  *net.Dialer
 	fwd     *httputil.ReverseProxy
 
+	slots chan struct{} // bounds the requests and tunnels open at once
+
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // tunnels, closed with the proxy
 	done  bool
@@ -123,7 +125,7 @@ func New(p Policy, log *slog.Logger) (*Proxy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	px := &Proxy{private: p.AllowPrivate, log: log, conns: map[net.Conn]struct{}{}}
+	px := &Proxy{private: p.AllowPrivate, log: log, conns: map[net.Conn]struct{}{}, slots: make(chan struct{}, maxOpen)}
 	for _, s := range p.Allow {
 		r, err := parseRule(s)
 		if err != nil {
@@ -208,7 +210,18 @@ func (p *Proxy) refusal(host string, port int) string {
 	return fmt.Sprintf("prims egress refused %s: not an allowed host (allowed: %s)", net.JoinHostPort(host, strconv.Itoa(port)), allowed)
 }
 
+// maxOpen bounds what one proxy carries at once: every open connection of
+// a run is a goroutine pair and a socket in the server.
+const maxOpen = 256
+
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case p.slots <- struct{}{}:
+		defer func() { <-p.slots }()
+	default:
+		http.Error(w, fmt.Sprintf("prims egress: more than %d connections open at once; close some and retry", maxOpen), http.StatusServiceUnavailable)
+		return
+	}
 	host, port, err := target(r)
 	if err != nil {
 		http.Error(w, "prims egress: "+err.Error(), http.StatusBadRequest)

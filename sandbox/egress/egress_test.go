@@ -139,3 +139,32 @@ func TestRules(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyBoundsOpenConnections: a program cannot make the server hold an
+// unbounded number of tunnels.
+func TestProxyBoundsOpenConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	proxy := start(t, Policy{Allow: []string{fmt.Sprintf("localhost:%d", port)}, AllowPrivate: true})
+	for i := range maxOpen {
+		if line, _ := connect(t, proxy, fmt.Sprintf("localhost:%d", port)); !strings.Contains(line, " 200 ") {
+			t.Fatalf("tunnel %d: %q", i, line)
+		}
+	}
+	if line, _ := connect(t, proxy, fmt.Sprintf("localhost:%d", port)); !strings.Contains(line, " 503 ") {
+		t.Errorf("tunnel %d: %q, want 503", maxOpen+1, line)
+	}
+}
