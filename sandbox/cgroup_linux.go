@@ -567,15 +567,26 @@ func (s *cgroupSpares) close() {
 	s.pending.Wait()
 }
 
-// runMemory adds up the proportional set size (RSS where PSS is not
-// available) of the run's processes (runProcs). Pages shared between them
-// (a fork's copy-on-write pages) count once, split between the sharers.
+// runMemory adds up the memory of the run's processes (runProcs): their
+// resident sets, which cost nothing to read, and, only when those add up
+// to more than the limit, their proportional set sizes, which count pages
+// shared between them (a fork's copy-on-write pages, the interpreter's
+// libraries) once, split between the sharers, but take a walk of each
+// process's page tables to read.
 func (g *memGuard) runMemory() int64 {
-	var total int64
-	for _, p := range g.runProcs() {
-		total += processMemory(p)
+	procs := g.runProcs()
+	var rss int64
+	for _, p := range procs {
+		rss += residentMemory(p)
 	}
-	return total
+	if rss <= g.limit {
+		return rss
+	}
+	var pss int64
+	for _, p := range procs {
+		pss += proportionalMemory(p)
+	}
+	return pss
 }
 
 // fullScanEvery is how many polls apart the accounting looks through all
@@ -686,22 +697,27 @@ func procStat(pid int) (ppid, pgrp int, ok bool) {
 
 var pageSize = int64(os.Getpagesize())
 
-// processMemory is pid's PSS in bytes, or its RSS where smaps_rollup is
-// missing (kernels before 4.14).
-func processMemory(pid int) int64 {
-	dir := "/proc/" + strconv.Itoa(pid)
-	if f, err := os.Open(dir + "/smaps_rollup"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				return kb << 10
-			}
-		}
-		return 0
+// proportionalMemory is pid's PSS in bytes, or its RSS where smaps_rollup
+// is missing (kernels before 4.14).
+func proportionalMemory(pid int) int64 {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return residentMemory(pid)
 	}
-	b, err := os.ReadFile(dir + "/statm")
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// residentMemory is pid's RSS in bytes.
+func residentMemory(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
 	if err != nil {
 		return 0
 	}

@@ -279,3 +279,38 @@ func TestAccountingCountsTheProgram(t *testing.T) {
 		t.Errorf("exit %d limit %q err %v\n%s", res.ExitCode, res.Limit, err, out.String())
 	}
 }
+
+// TestAccountingCountsSharedPagesOnce: forked processes share their
+// parent's pages until they write them; the accounting counts those pages
+// once (PSS), as a cgroup does, so 150 MiB shared by four processes fits
+// under 256 MiB although their resident sets add up to 600 MiB.
+func TestAccountingCountsSharedPagesOnce(t *testing.T) {
+	py := testPython(t)
+	if !Probe().Can(TierNamespaces) {
+		skipTier(t, TierNamespaces, errors.New(Probe().Missing()))
+	}
+	limits := testLimits
+	limits.CPUTime = time.Minute
+	r, err := New(Config{Tier: TierNamespaces, Memory: MemoryAccounting, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	code := `import os, time
+x = b"x" * (150 << 20)
+kids = []
+for i in range(3):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1)
+        os._exit(0 if len(x) else 1)
+    kids.append(pid)
+for k in kids:
+    os.waitpid(k, 0)
+print("ok")`
+	var out lockedBuffer
+	res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 30 * time.Second})
+	if err != nil || res.ExitCode != 0 || res.Limit != "" {
+		t.Errorf("exit %d limit %q err %v\n%s", res.ExitCode, res.Limit, err, out.String())
+	}
+}
