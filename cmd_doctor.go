@@ -69,6 +69,9 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 		fmt.Fprintln(w, "  Reduced isolation: Landlock limits reads to system directories and the run's")
 		fmt.Fprintln(w, "  paths and writes to the workspace; seccomp blocks sockets (unless --network) and")
 		fmt.Fprintln(w, "  dangerous calls; host processes stay visible in /proc listings.")
+		for _, l := range s.KnownLimits(tier) {
+			fmt.Fprintln(w, "  Limit: "+l)
+		}
 		fmt.Fprintln(w, "  Fix for full isolation: allow unprivileged user namespaces (see above).")
 	default:
 		fmt.Fprintln(w, "  NO ISOLATION: the code can read and write everything this user can, and reach")

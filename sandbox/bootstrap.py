@@ -108,6 +108,49 @@ def _prims_preload(names):
             os.close(copy)
 
 
+def _prims_fd_attrs(os):
+    """The landlock tier refuses chmod, chown, utime and setxattr by path:
+    Landlock does not check them, so they would reach any file of the
+    sandbox's user. Their descriptor forms act only on files the program
+    could open. Where a path form is refused (EPERM), do it through a
+    descriptor, so shutil.copy and tarfile keep working in the workspace."""
+    if not hasattr(os, "supports_fd"):
+        return  # Python 2: no descriptor forms to fall back to
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+    def wrap(name):
+        orig = getattr(os, name, None)
+        if orig is None:
+            return
+
+        def attr(path, *args, **kw):
+            try:
+                return orig(path, *args, **kw)
+            except OSError as e:
+                if e.errno != 1 or isinstance(path, int):
+                    raise
+                err = e
+            fl = flags if kw.pop("follow_symlinks", True) else flags | os.O_NOFOLLOW
+            try:
+                fd = os.open(path, fl, dir_fd=kw.pop("dir_fd", None))
+            except OSError:
+                raise err
+            try:
+                return orig(fd, *args, **kw)
+            finally:
+                os.close(fd)
+
+        attr.__name__ = attr.__qualname__ = name
+        attr.__doc__ = orig.__doc__
+        setattr(os, name, attr)
+        for s in (os.supports_fd, os.supports_dir_fd, os.supports_follow_symlinks):
+            if orig in s:
+                s.add(attr)
+
+    for name in ("chmod", "chown", "utime", "setxattr", "removexattr"):
+        wrap(name)
+
+
 _prims_site_modules = frozenset()
 
 
@@ -117,6 +160,7 @@ def _prims_main():
     global _prims_site_modules
     _prims_site_modules = frozenset(sys.modules)  # the interpreter's and site's own
     sys.meta_path.insert(0, _PrimsShowHook(os.path.abspath("output")))
+    _prims_fd_attrs(os)
     preload = os.environ.pop("PRIMS_PRELOAD", "")
     if preload:
         _prims_preload(preload.split(","))

@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,6 +75,7 @@ func runInit() error {
 		unix.CloseOnExec(cfg.CgroupFD) // the run's cgroup: see joinCgroup
 	}
 
+	tasks := 0 // other tasks that count against RLIMIT_NPROC; see reap
 	switch cfg.Mode {
 	case initProbe + "-" + initModeLL:
 		return probeOK()
@@ -88,6 +90,9 @@ func runInit() error {
 		}
 		return probeOK()
 	case initModeNS:
+		if err := newCgroupNS(&cfg); err != nil {
+			return err
+		}
 		if err := buildRoot(&cfg); err != nil {
 			return err
 		}
@@ -107,10 +112,22 @@ func runInit() error {
 		trace.mark("capabilities dropped")
 	case initModeLL:
 		if cfg.DropTo != 0 {
+			// Root may still make a cgroup namespace (nobody else can
+			// without a user namespace); Landlock hides /proc and /sys
+			// from the program anyway.
+			if err := newCgroupNS(&cfg); err != nil {
+				return err
+			}
 			if err := dropUser(cfg.DropTo); err != nil {
 				return err
 			}
 		}
+		if err := guardTree(); err != nil {
+			return err
+		}
+		// Counted before Landlock hides /proc: RLIMIT_NPROC counts every
+		// task of this uid on the host.
+		tasks = userTasks()
 	default:
 		return fmt.Errorf("unknown sandbox mode %q", cfg.Mode)
 	}
@@ -129,27 +146,62 @@ func runInit() error {
 		denyInet:    cfg.Mode == initModeLL && !cfg.Network && cfg.Egress == nil,
 		tcpOnly:     cfg.Mode == initModeLL && !cfg.Network && cfg.Egress != nil,
 		denySession: cfg.Mode == initModeLL,
+		hostShared:  cfg.Mode == initModeLL,
+		// Only the Python runs are held to descriptor forms (bootstrap.py
+		// turns the path forms into them); commands (pip) chmod by path.
+		denyPathAttr: cfg.Mode == initModeLL && cfg.FDAttrs,
+		denyUnix:     cfg.Mode == initModeLL && landlockABI() < 9,
 	})); err != nil {
 		return err
 	}
 	trace.mark("seccomp")
-	if cfg.Mode == initModeLL {
-		// No namespace to hold the tree: become the program, so the
-		// server's process-group kill reaches everything it starts
-		// (setsid and setpgid are denied above).
-		if err := joinCgroup(cfg.CgroupFD); err != nil {
-			return err
-		}
-		limits := rlimits(cfg.Limits, userTasks())
-		trace.mark("limits counted, exec")
-		trace.flush()
-		err := execWithLimits(cfg.Python, cfg.Args, cfg.Env, limits)
-		if cfg.DropTo != 0 && errors.Is(err, unix.EACCES) {
-			return fmt.Errorf("the sandbox user (uid %d) cannot run %s: install Python outside root's home, or enable user namespaces for the full sandbox", cfg.DropTo, cfg.Python)
-		}
-		return os.NewSyscallError("execve "+cfg.Python, err)
+	// The program must not reach what this process holds (the report
+	// pipe, as /proc/1/fd/N, where it could forge its own exit status:
+	// DESIGN.md pitfall 15) or its memory: a process that is not dumpable
+	// is open to ptrace-mode access only with CAP_SYS_PTRACE, which the
+	// program never has.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return os.NewSyscallError("dumpable", err)
 	}
-	return reap(&cfg)
+	return reap(&cfg, tasks)
+}
+
+// newCgroupNS joins the run's cgroup (v2 runs were born in it) and then
+// makes a cgroup namespace, whose root is the cgroup the caller is in at
+// that moment (DESIGN.md pitfall 5): the program sees "/" and no host
+// cgroup path. The join comes this early, on the thread that will start the
+// program, because seccomp forbids unshare later.
+func newCgroupNS(cfg *initConfig) error {
+	if err := joinCgroup(cfg.CgroupFD); err != nil {
+		return err
+	}
+	cfg.CgroupFD = 0 // joined: reap has nothing left to do
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
+		return os.NewSyscallError("unshare cgroup namespace", err)
+	}
+	return nil
+}
+
+// guardTree keeps a landlock-tier run from outliving the server: there is
+// no PID namespace to take the tree down, and the server's process-group
+// kill never comes when the server itself is killed. The init stays the
+// program's parent (reap), becomes a child subreaper so that orphans of
+// the run stay below it, and asks for a signal it can catch when the
+// server dies: then reap kills its process group, which holds every
+// process of the run (setsid and setpgid are denied to the program),
+// itself included. The clone-time SIGKILL covers the moments before, and
+// a SIGTERM before reap listens ends this process before any program.
+func guardTree() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return os.NewSyscallError("child subreaper", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0); err != nil {
+		return os.NewSyscallError("pdeathsig", err)
+	}
+	// The server may have died before the signal was changed, after the
+	// clone-time SIGKILL would have fired: then this process is already
+	// gone, so there is nothing else to check.
+	return nil
 }
 
 // traceEnv, set to 1 in the server's environment, makes the init write how
@@ -196,6 +248,15 @@ func monotonic() int64 {
 	return ts.Nano()
 }
 
+// landlockABI is the kernel's Landlock ABI version, 0 without Landlock.
+func landlockABI() int {
+	v, err := ll.LandlockGetABIVersion()
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
 func probeOK() error {
 	_, err := os.NewFile(fdReport, "report").Write([]byte(`{"ok":true}`))
 	return err
@@ -205,7 +266,10 @@ func probeOK() error {
 // program as PID 1 would ignore signals it has no handler for (DESIGN.md
 // pitfall 2), and orphans must be reaped by someone. When the program
 // exits, the init reports its status and exits too, and the kernel kills
-// whatever is left in the namespace: nothing outlives the run.
+// whatever is left in the namespace: nothing outlives the run. In the
+// landlock tier there is no namespace: the init is the program's parent
+// all the same, so that it can take the run down with the server
+// (guardTree), and the server kills the process group at the end.
 //
 // The limits go on the program, not on this process: under RLIMIT_DATA a Go
 // runtime that needs one more span of heap dies ("cannot allocate memory":
@@ -214,7 +278,7 @@ func probeOK() error {
 // is started, gets its limits with prlimit, and only then is let through a
 // gate (a byte on fdGate) before the bootstrap reads its code, so no code
 // of the run ever executes without them.
-func reap(cfg *initConfig) error {
+func reap(cfg *initConfig, tasks int) error {
 	devnull, err := os.Open("/dev/null")
 	if err != nil {
 		return err
@@ -226,8 +290,18 @@ func reap(cfg *initConfig) error {
 	if err := joinCgroup(cfg.CgroupFD); err != nil {
 		return err
 	}
-	limits := rlimits(cfg.Limits, threadsOfSelf())
+	if cfg.Mode == initModeNS {
+		tasks = threadsOfSelf()
+	}
+	limits := rlimits(cfg.Limits, tasks)
 	env := append(cfg.Env, gateEnv+"="+strconv.Itoa(fdGate))
+	// Children are reaped, and the server's death handled, on this
+	// thread as signals come; asked for before the first child exists.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGCHLD)
+	if cfg.Mode == initModeLL {
+		signal.Notify(sigs, unix.SIGTERM)
+	}
 	trace.mark("fork")
 	trace.flush()
 	pid, err := syscall.ForkExec(cfg.Python, cfg.Args, &syscall.ProcAttr{
@@ -237,6 +311,9 @@ func reap(cfg *initConfig) error {
 		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	})
 	if err != nil {
+		if cfg.DropTo != 0 && errors.Is(err, unix.EACCES) {
+			return fmt.Errorf("the sandbox user (uid %d) cannot run %s: install Python outside root's home, or enable user namespaces for the full sandbox", cfg.DropTo, cfg.Python)
+		}
 		return fmt.Errorf("start %s: %w", filepath.Base(cfg.Python), err)
 	}
 	gateR.Close()
@@ -257,21 +334,34 @@ func reap(cfg *initConfig) error {
 	unix.Close(2)
 	report := os.NewFile(fdReport, "report")
 	for {
-		var ws unix.WaitStatus
-		var ru unix.Rusage
-		got, err := unix.Wait4(-1, &ws, 0, &ru)
-		if errors.Is(err, unix.EINTR) {
-			continue
+		for {
+			var ws unix.WaitStatus
+			var ru unix.Rusage
+			got, err := unix.Wait4(-1, &ws, unix.WNOHANG, &ru)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return os.NewSyscallError("wait4", err)
+			}
+			if got <= 0 {
+				break
+			}
+			if got == pid {
+				trace.mark("program exited")
+				trace.flush()
+				cpu := ru.Utime.Nano() + ru.Stime.Nano()
+				_, err := fmt.Fprintf(report, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
+				return err
+			}
 		}
-		if err != nil {
-			return os.NewSyscallError("wait4", err)
-		}
-		if got == pid {
-			trace.mark("program exited")
-			trace.flush()
-			cpu := ru.Utime.Nano() + ru.Stime.Nano()
-			_, err := fmt.Fprintf(report, `{"status":%d,"cpu_ns":%d}`, int(ws), cpu)
-			return err
+		if <-sigs == unix.SIGTERM {
+			// The server died (guardTree). This goroutine is locked to
+			// the thread that started the program: Landlock scopes
+			// signals by domain, and that thread's domain is the
+			// program's (another thread's may be a sibling, which
+			// may not signal it).
+			unix.Kill(0, unix.SIGKILL)
 		}
 	}
 }
@@ -644,63 +734,6 @@ func rlimits(l Limits, tasks int) []rlimit {
 		out = append(out, rlimit{r.res, lim})
 	}
 	return out
-}
-
-// setRlimits applies limits to this process with raw system calls: once
-// RLIMIT_DATA is set, a Go runtime that maps memory (the race detector's
-// always does) may fail, so nothing here may allocate.
-//
-//go:norace
-//go:nosplit
-func setRlimits(limits []rlimit) syscall.Errno {
-	for i := range limits {
-		_, _, e := unix.RawSyscall6(unix.SYS_PRLIMIT64, 0, uintptr(limits[i].res), uintptr(unsafe.Pointer(&limits[i].lim)), 0, 0, 0)
-		if e != 0 {
-			return e
-		}
-	}
-	return 0
-}
-
-// execWithLimits sets the limits and execs the program, allocating nothing
-// in between: the limits are the last thing before execve (DESIGN.md
-// pitfall 1).
-func execWithLimits(path string, args, env []string, limits []rlimit) error {
-	pathp, err := unix.BytePtrFromString(path)
-	if err != nil {
-		return err
-	}
-	argvp, err := cStrings(args)
-	if err != nil {
-		return err
-	}
-	envp, err := cStrings(env)
-	if err != nil {
-		return err
-	}
-	return rawExec(pathp, argvp, envp, limits)
-}
-
-// cStrings is a NULL-terminated array of C strings.
-func cStrings(ss []string) ([]*byte, error) {
-	out := make([]*byte, len(ss)+1)
-	for i, s := range ss {
-		p, err := unix.BytePtrFromString(s)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
-	}
-	return out, nil
-}
-
-//go:norace
-func rawExec(path *byte, argv, envv []*byte, limits []rlimit) error {
-	if e := setRlimits(limits); e != 0 {
-		return e
-	}
-	_, _, e := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
-	return e
 }
 
 // threadsOfSelf counts this process's threads, which RLIMIT_NPROC counts too.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -66,6 +67,10 @@ type initConfig struct {
 	// TraceT0, when not 0, asks the init to trace its stages (traceEnv):
 	// the server's CLOCK_MONOTONIC reading as it prepared the run.
 	TraceT0 int64 `json:"trace_t0,omitempty"`
+	// FDAttrs holds the program to the descriptor forms of chmod, chown,
+	// utime and setxattr in the landlock tier (filterOptions.denyPathAttr);
+	// bootstrap.py falls back to them when a path form is refused.
+	FDAttrs bool `json:"fd_attrs,omitempty"`
 	// Egress, without Network, is the way to the server's egress proxy.
 	Egress *egressConfig `json:"egress,omitempty"`
 }
@@ -258,6 +263,7 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File, mem *mem
 		Dir:     dir,
 		Network: r.cfg.Network,
 		Limits:  r.limits,
+		FDAttrs: job.cmd == nil,
 	}
 	if job.cmd != nil {
 		cfg.Args, cfg.Network = job.cmd.Args, cfg.Network || job.cmd.Network
@@ -376,7 +382,7 @@ func sandboxBinds(job Job, dir string) []bind {
 	if real, err := filepath.EvalSymlinks(job.Python); err == nil {
 		ro = append(ro, filepath.Dir(filepath.Dir(real)))
 	}
-	for _, p := range ro {
+	for _, p := range narrowHomes(ro) {
 		p = filepath.Clean(p)
 		if seen[p] || !filepath.IsAbs(p) || underSystemDir(p) {
 			continue
@@ -390,6 +396,42 @@ func sandboxBinds(job Job, dir string) []bind {
 	}
 	slices.SortStableFunc(binds[1:], func(a, b bind) int { return strings.Count(a.Path, "/") - strings.Count(b.Path, "/") })
 	return binds
+}
+
+// prefixDirs are what an interpreter needs of its prefix: its programs,
+// its standard library and site-packages, shared libraries and headers,
+// its certificates (conda), and a venv's marker.
+var prefixDirs = []string{"bin", "lib", "lib64", "include", "ssl", "pyvenv.cfg"}
+
+// narrowHomes replaces each path that is a home directory, or holds one,
+// with the prefix directories under it: a Python installed with
+// --prefix=$HOME (or linked from ~/bin) needs ~/bin and ~/lib, not ~/.ssh.
+func narrowHomes(paths []string) []string {
+	var homes []string
+	if h, err := os.UserHomeDir(); err == nil && filepath.IsAbs(h) {
+		homes = append(homes, filepath.Clean(h))
+	}
+	if u, err := user.Current(); err == nil && filepath.IsAbs(u.HomeDir) {
+		homes = append(homes, filepath.Clean(u.HomeDir))
+	}
+	var out []string
+	for _, p := range paths {
+		p = filepath.Clean(p)
+		holdsHome := false
+		for _, h := range homes {
+			if h == p || strings.HasPrefix(h, p+"/") {
+				holdsHome = true
+			}
+		}
+		if !holdsHome || p == "/" {
+			out = append(out, p)
+			continue
+		}
+		for _, d := range prefixDirs {
+			out = append(out, filepath.Join(p, d))
+		}
+	}
+	return out
 }
 
 func underSystemDir(p string) bool {

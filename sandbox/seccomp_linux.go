@@ -45,8 +45,42 @@ var modeSyscalls = []modeSyscall{
 const nsCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
 	unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
 
+// ipcSyscalls reach SysV IPC and POSIX message queues, which only an IPC
+// namespace makes private: without one (the landlock tier) host segments
+// are readable and what a run creates outlives it.
+var ipcSyscalls = []uintptr{
+	unix.SYS_SHMGET, unix.SYS_SHMAT, unix.SYS_SHMCTL, unix.SYS_SHMDT,
+	unix.SYS_SEMGET, unix.SYS_SEMOP, unix.SYS_SEMCTL, unix.SYS_SEMTIMEDOP,
+	unix.SYS_MSGGET, unix.SYS_MSGSND, unix.SYS_MSGRCV, unix.SYS_MSGCTL,
+	unix.SYS_MQ_OPEN, unix.SYS_MQ_UNLINK, unix.SYS_MQ_TIMEDSEND, unix.SYS_MQ_TIMEDRECEIVE,
+	unix.SYS_MQ_NOTIFY, unix.SYS_MQ_GETSETATTR,
+}
+
+// pathAttrSyscalls change a file's mode, owner, times or extended
+// attributes by path, which Landlock does not check: in the landlock tier
+// they would reach any file the sandbox uid owns. Their descriptor forms
+// (fchmod, fchown, fsetxattr, utimensat with no path) stay allowed: they
+// act only on files Landlock let the program open. utimensat is checked
+// apart, by its path argument.
+var pathAttrSyscalls = append([]uintptr{
+	unix.SYS_FCHMODAT, unix.SYS_FCHMODAT2, unix.SYS_FCHOWNAT,
+	unix.SYS_SETXATTR, unix.SYS_LSETXATTR, unix.SYS_REMOVEXATTR, unix.SYS_LREMOVEXATTR,
+	unix.SYS_SETXATTRAT, unix.SYS_REMOVEXATTRAT,
+}, archPathAttrSyscalls...)
+
 // filterOptions are the per-run parts of the filter.
 type filterOptions struct {
+	// hostShared is the landlock tier: no namespace of its own, so SysV
+	// IPC, POSIX queues and netlink (sock_diag, rtnetlink) would reach the
+	// host's; they are denied.
+	hostShared bool
+	// denyPathAttr denies changing attributes by path (pathAttrSyscalls).
+	denyPathAttr bool
+	// denyUnix denies socket(AF_UNIX): where Landlock cannot bound
+	// connect() to pathname sockets (ABI < 9), a host socket the uid may
+	// write (ssh-agent, the session bus, X11) would be reachable.
+	// socketpair stays allowed (asyncio, multiprocessing pipes).
+	denyUnix    bool
 	denyInet    bool // no AF_INET/AF_INET6 sockets: the landlock tier without network
 	denySession bool // no setsid/setpgid: keeps every process in the group the server kills
 	// tcpOnly allows AF_INET/AF_INET6 sockets of TCP only: the landlock
@@ -93,9 +127,44 @@ func seccompFilter(o filterOptions) []unix.SockFilter {
 	if o.denySession {
 		deny = append(deny[:len(deny):len(deny)], unix.SYS_SETSID, unix.SYS_SETPGID)
 	}
+	if o.hostShared {
+		deny = append(deny[:len(deny):len(deny)], ipcSyscalls...)
+	}
+	if o.denyPathAttr {
+		deny = append(deny[:len(deny):len(deny)], pathAttrSyscalls...)
+	}
 	for _, nr := range deny {
 		f = append(f, j(jeq, uint32(nr), 0, 1), s(ret, eperm))
 	}
+	if o.denyPathAttr {
+		// utimensat(fd, NULL, ...) is futimens: allowed. Any path, even
+		// "" with AT_EMPTY_PATH (which reaches O_PATH descriptors that
+		// Landlock never checked), is not.
+		f = append(f,
+			j(jeq, unix.SYS_UTIMENSAT, 0, 6),
+			s(ld, offArg1), // the path pointer, low half
+			j(jeq, 0, 0, 3),
+			s(ld, offArg1+4), // high half
+			j(jeq, 0, 0, 1),
+			s(ret, allow),
+			s(ret, eperm),
+		)
+	}
+	// Socket families that reach outside the sandbox whatever the tier
+	// (AF_VSOCK is not namespaced at all), or without namespaces.
+	families := []uint32{unix.AF_VSOCK}
+	if o.hostShared {
+		families = append(families, unix.AF_NETLINK)
+	}
+	if o.denyUnix {
+		families = append(families, unix.AF_UNIX)
+	}
+	n := uint8(len(families))
+	f = append(f, j(jeq, unix.SYS_SOCKET, 0, n+4), s(ld, offArg0))
+	for i, fam := range families {
+		f = append(f, j(jeq, fam, n+1-uint8(i), 0))
+	}
+	f = append(f, s(ld, offNr), s(ja, 1), s(ret, eperm))
 	// No setuid or setgid files: a file the run leaves behind must not
 	// carry privileges for whoever runs it on the host later.
 	for _, m := range append(modeSyscalls[:len(modeSyscalls):len(modeSyscalls)], archModeSyscalls...) {

@@ -11,3 +11,4 @@ const (
 var archDeniedSyscalls []uintptr
 
 var archModeSyscalls []modeSyscall
+var archPathAttrSyscalls []uintptr

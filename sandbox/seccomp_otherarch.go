@@ -14,3 +14,4 @@ const (
 var archDeniedSyscalls []uintptr
 
 var archModeSyscalls []modeSyscall
+var archPathAttrSyscalls []uintptr

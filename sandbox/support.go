@@ -57,3 +57,23 @@ var probeOnce = sync.OnceValue(probe)
 // Probe reports what this host supports. The first call starts a short-lived
 // child; later calls return the same answer.
 func Probe() Support { return probeOnce() }
+
+// KnownLimits says, one line each, what the kernel offers no way to stop in
+// tier t on this host, and what the sandbox refuses there instead; `prims
+// doctor` and the README's tier table say the same (TestKnownLimits).
+func (s Support) KnownLimits(t Tier) []string {
+	if t != TierLandlock {
+		return nil
+	}
+	l := []string{
+		"SysV IPC, POSIX message queues and netlink sockets are refused (without an IPC or network namespace they would reach the host's).",
+		"chmod, chown, utime and setxattr by path are refused (Landlock does not check them); Python's os functions fall back to a descriptor, so shutil.copy and tarfile work, while other programs (tar, cp -p) get EPERM for those calls. Installs (pip) keep the path forms.",
+	}
+	if s.Landlock < 9 {
+		l = append(l, fmt.Sprintf("Unix sockets cannot be created (socketpair works): Landlock ABI %d cannot keep connect() away from host sockets such as ssh-agent's (ABI 9 can).", s.Landlock))
+	}
+	if !s.Root {
+		l = append(l, "The code runs as this user, who owns the read-only inputs, interpreter and environments: it can change their mode, times and extended attributes through a descriptor (not their contents). Run as root or allow user namespaces to close this.")
+	}
+	return l
+}
