@@ -146,7 +146,11 @@ func reexecTests(t *testing.T, uid int, env []string, run string) (string, error
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp("", "prims-reexec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	bin := exe
 	home := filepath.Join(dir, "home")
@@ -324,6 +328,13 @@ func socketWorks(family, typ, proto int) func() bool {
 		unix.Close(fd)
 		return true
 	}
+}
+
+// noNewPrivsOff: this process may still gain privileges through exec (not
+// so under TestEscapeHosts's filter, which needs no_new_privs).
+func noNewPrivsOff() bool {
+	v, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	return err == nil && v == 0
 }
 
 func envSet(k string) func() bool { return func() bool { return os.Getenv(k) != "" } }
@@ -524,7 +535,12 @@ except OSError as e: blocked(e)`},
 		{name: "AF_VSOCK datagram socket", control: socketWorks(unix.AF_VSOCK, unix.SOCK_DGRAM, 0), code: `
 try: socket.socket(40, socket.SOCK_DGRAM); esc("vsock datagram socket")
 except OSError as e: blocked(e)`},
-		{name: "the host's cgroup namespace", control: envSet("T_CGROUPNS"), code: `
+		{name: "the host's cgroup namespace", control: envSet("T_CGROUPNS"), limit: func(tier Tier) string {
+			if tier == TierLandlock && os.Geteuid() != 0 {
+				return "landlock tier, unprivileged server: no cgroup namespace without privilege (Landlock keeps /proc/self/cgroup unreadable)"
+			}
+			return ""
+		}, code: `
 try:
     if os.readlink("/proc/self/ns/cgroup") == E["T_CGROUPNS"]: esc("same cgroup namespace as the host")
     else: blocked("own cgroup namespace")
@@ -563,7 +579,7 @@ except OSError as e: blocked(e)`},
 		{name: "read a file in the host's /dev/shm", control: func() bool { return readable(devShmPath())() }, code: `
 try: esc(open(E["T_DEV_SHM"]).read())
 except OSError as e: blocked(e)`},
-		{name: "no_new_privs cleared", control: func() bool { v, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); return v == 0 }, code: `
+		{name: "no_new_privs cleared", control: noNewPrivsOff, code: `
 if libc.prctl(39, 0, 0, 0, 0) == 0: esc("no_new_privs is off")  # PR_GET_NO_NEW_PRIVS
 else: blocked("no_new_privs")`},
 		{name: "effective capabilities", control: asRoot, code: `
@@ -577,7 +593,7 @@ import resource
 try:
     resource.setrlimit(resource.RLIMIT_CORE, (1 << 20, 1 << 20)); esc("core dumps on")
 except (ValueError, OSError) as e: blocked(e)`},
-		{name: "setgid binary reads /etc/shadow", control: readable("/usr/bin/chage"), code: `
+		{name: "setgid binary reads /etc/shadow", control: func() bool { return readable("/usr/bin/chage")() && noNewPrivsOff() }, code: `
 import subprocess, pwd
 try:
     me = pwd.getpwuid(os.getuid()).pw_name
@@ -909,6 +925,35 @@ print("ran", os.path.basename(os.__file__))`
 			}
 			if escaped := strings.Contains(got, "ESCAPED"); escaped != (tier == TierNone) {
 				t.Errorf("read ~/.ssh: %v, want %v:\n%s", escaped, tier == TierNone, got)
+			}
+		})
+	}
+}
+
+// TestKnownLimits: what prims doctor says the kernel cannot stop follows
+// the host's facts, and the namespaces tier has no such line.
+func TestKnownLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		s    Support
+		tier Tier
+		want []string // substrings, one per line, in order
+	}{
+		{"namespaces", Support{Landlock: 7}, TierNamespaces, nil},
+		{"landlock, root, ABI 9", Support{Landlock: 9, Root: true}, TierLandlock, []string{"SysV IPC", "by path are refused"}},
+		{"landlock, root, ABI 7", Support{Landlock: 7, Root: true}, TierLandlock, []string{"SysV IPC", "by path are refused", "Unix sockets cannot be created"}},
+		{"landlock, unprivileged, ABI 7", Support{Landlock: 7}, TierLandlock, []string{"SysV IPC", "by path are refused", "Unix sockets cannot be created", "through a descriptor", "No cgroup namespace"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.s.KnownLimits(tt.tier)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d lines, want %d:\n%s", len(got), len(tt.want), strings.Join(got, "\n"))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("line %d = %q, want it to say %q", i, got[i], w)
+				}
 			}
 		})
 	}

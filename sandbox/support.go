@@ -73,7 +73,8 @@ func (s Support) KnownLimits(t Tier) []string {
 		l = append(l, fmt.Sprintf("Unix sockets cannot be created (socketpair works): Landlock ABI %d cannot keep connect() away from host sockets such as ssh-agent's (ABI 9 can).", s.Landlock))
 	}
 	if !s.Root {
-		l = append(l, "The code runs as this user, who owns the read-only inputs, interpreter and environments: it can change their mode, times and extended attributes through a descriptor (not their contents). Run as root or allow user namespaces to close this.")
+		l = append(l, "The code runs as this user, who owns the read-only inputs, interpreter and environments: it can change their mode, times and extended attributes through a descriptor (not their contents). Run as root or allow user namespaces to close this.",
+			"No cgroup namespace: making one needs privilege (Landlock keeps /proc/self/cgroup unreadable all the same).")
 	}
 	return l
 }
