@@ -269,3 +269,13 @@ time.sleep(3)
 		}
 	}
 }
+
+// BenchmarkQuotaWatch is what the quota watcher adds to a run that ends
+// before its first poll: starting and stopping it.
+func BenchmarkQuotaWatch(b *testing.B) {
+	ws := mkWorkspace(b)
+	for b.Loop() {
+		hit := make(chan struct{})
+		watchQuota(Job{Dir: ws}, os.Getpid(), 1<<30, hit)()
+	}
+}
