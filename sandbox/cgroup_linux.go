@@ -250,7 +250,7 @@ type memGuard struct {
 // newMemGuard makes the guard for one child in mode. A cgroup that cannot
 // be made leaves the run to accounting, which Result.Memory then says.
 func (r *Runner) newMemGuard() *memGuard {
-	g := &memGuard{mode: r.memory, limit: r.limits.Memory, fd: -1, groupScan: r.tier != TierNamespaces, spares: &r.cgroups}
+	g := &memGuard{mode: r.memory, limit: r.limits.Memory, fd: -1, groupScan: r.tier != TierNamespaces, spares: &runCgroups}
 	if g.mode != MemoryCgroupV1 && g.mode != MemoryCgroupV2 {
 		return g
 	}
@@ -472,15 +472,26 @@ func (g *memGuard) remove() {
 }
 
 // cgroupSpares keeps a run cgroup made ahead and removes used ones in the
-// background: making and removing a memory cgroup each wait several
-// milliseconds in the kernel (about 4.5 and 2.5 ms here), which a run
-// should not wait for.
+// background: making and removing a memory cgroup take 0.1-0.3 ms here,
+// and now and then several milliseconds, which a run should not wait for.
+// One per process (runCgroups), shared by its Runners: a process that never
+// closes its Runners (a test binary) leaves at most one spare behind, which
+// the next server to start sweeps.
 type cgroupSpares struct {
 	mu      sync.Mutex
 	ready   []string
 	making  bool
-	closed  bool
-	pending sync.WaitGroup // spares being made, cgroups being removed
+	pending int // spares being made, cgroups being removed
+	users   int // Runners open
+}
+
+var runCgroups cgroupSpares
+
+// open counts a Runner that may take cgroups.
+func (s *cgroupSpares) open() {
+	s.mu.Lock()
+	s.users++
+	s.mu.Unlock()
 }
 
 // take returns an empty run cgroup: the spare, or a new one.
@@ -503,20 +514,20 @@ func (s *cgroupSpares) take(h cgroupHost) (string, error) {
 func (s *cgroupSpares) refill(h cgroupHost) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.making || len(s.ready) > 0 {
+	if s.making || len(s.ready) > 0 || s.users <= 0 {
 		return
 	}
 	s.making = true
-	s.pending.Add(1)
+	s.pending++
 	go func() {
-		defer s.pending.Done()
 		dir, err := makeRunCgroup(h)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.making = false
+		s.pending--
 		switch {
 		case err != nil:
-		case s.closed:
+		case s.users <= 0:
 			_ = unix.Rmdir(dir)
 		default:
 			s.ready = append(s.ready, dir)
@@ -528,43 +539,47 @@ func (s *cgroupSpares) refill(h cgroupHost) {
 // it as they finish exiting: wait a little for that, killing again, and
 // leave it to the next server's sweep if it never empties.
 func (s *cgroupSpares) discard(dir string) {
-	rm := func() {
+	s.mu.Lock()
+	s.pending++
+	s.mu.Unlock()
+	go func() {
 		for i := range 100 {
 			err := unix.Rmdir(dir)
 			if err == nil || !errors.Is(err, unix.EBUSY) || i == 99 {
-				return
+				break
 			}
 			time.Sleep(10 * time.Millisecond)
 			killCgroup(dir)
 		}
-	}
-	// Added under mu, so that close's Wait never races an Add; after
-	// close, the caller waits.
-	s.mu.Lock()
-	if s.closed {
+		s.mu.Lock()
+		s.pending--
 		s.mu.Unlock()
-		rm()
-		return
-	}
-	s.pending.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.pending.Done()
-		rm()
 	}()
 }
 
-// close removes the spare and waits for removals under way.
+// close uncounts a Runner; the last one removes the spare. Either way it
+// waits for the removals under way, so that a closed Runner's cgroups are
+// gone.
 func (s *cgroupSpares) close() {
 	s.mu.Lock()
-	s.closed = true
-	ready := s.ready
-	s.ready = nil
+	s.users--
+	var ready []string
+	if s.users <= 0 {
+		ready, s.ready = s.ready, nil
+	}
 	s.mu.Unlock()
 	for _, d := range ready {
 		_ = unix.Rmdir(d)
 	}
-	s.pending.Wait()
+	for {
+		s.mu.Lock()
+		n := s.pending
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // runMemory adds up the memory of the run's processes (runProcs): their

@@ -11,6 +11,9 @@ type memGuard struct{ mode MemoryEnforcement }
 // cgroupSpares has nothing to keep outside Linux.
 type cgroupSpares struct{}
 
+var runCgroups cgroupSpares
+
+func (*cgroupSpares) open()  {}
 func (*cgroupSpares) close() {}
 
 func detectMemory() (MemoryEnforcement, error) { return MemoryNone, errNotLinux }

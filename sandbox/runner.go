@@ -198,9 +198,10 @@ type Runner struct {
 	limits  Limits
 	support Support
 	memory  MemoryEnforcement
-	cgroups cgroupSpares // run cgroups made ahead, and removals under way
-	log     *slog.Logger
-	pool    *pool
+	// closeCgroups uncounts the runner from runCgroups once.
+	closeCgroups sync.Once
+	log          *slog.Logger
+	pool         *pool
 
 	// shared holds the workspaces already handed to the sandbox user
 	// (shareWorkspace): after the first run only mounts/ needs it again.
@@ -270,17 +271,19 @@ func New(cfg Config) (*Runner, error) {
 		}
 		r.gate = g
 	}
+	runCgroups.open()
 	r.pool = newPool(r, cfg.Warm, cfg.WarmIdle)
 	return r, nil
 }
 
-// Close stops the sandboxes waiting in the warm pool and removes the run
-// cgroups made ahead of time. Runs in flight are not affected; the Runner
-// can still run jobs, without a pool.
+// Close stops the sandboxes waiting in the warm pool and waits until their
+// cgroups are removed (the last Runner of the process also removes the one
+// made ahead). Runs in flight are not affected; the Runner can still run
+// jobs, without a pool.
 func (r *Runner) Close() {
 	r.pool.close()
 	r.gate.close()
-	r.cgroups.close()
+	r.closeCgroups.Do(runCgroups.close)
 }
 
 // warmJob is job as its sandbox starts it (with the preload list for the
