@@ -75,7 +75,6 @@ func runInit() error {
 		unix.CloseOnExec(cfg.CgroupFD) // the run's cgroup: see joinCgroup
 	}
 
-	tasks := 0 // other tasks that count against RLIMIT_NPROC; see reap
 	switch cfg.Mode {
 	case initProbe + "-" + initModeLL:
 		return probeOK()
@@ -125,9 +124,6 @@ func runInit() error {
 		if err := guardTree(); err != nil {
 			return err
 		}
-		// Counted before Landlock hides /proc: RLIMIT_NPROC counts every
-		// task of this uid on the host.
-		tasks = userTasks()
 	default:
 		return fmt.Errorf("unknown sandbox mode %q", cfg.Mode)
 	}
@@ -163,7 +159,7 @@ func runInit() error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return os.NewSyscallError("dumpable", err)
 	}
-	return reap(&cfg, tasks)
+	return reap(&cfg)
 }
 
 // newCgroupNS joins the run's cgroup (v2 runs were born in it) and then
@@ -278,7 +274,7 @@ func probeOK() error {
 // is started, gets its limits with prlimit, and only then is let through a
 // gate (a byte on fdGate) before the bootstrap reads its code, so no code
 // of the run ever executes without them.
-func reap(cfg *initConfig, tasks int) error {
+func reap(cfg *initConfig) error {
 	devnull, err := os.Open("/dev/null")
 	if err != nil {
 		return err
@@ -290,17 +286,20 @@ func reap(cfg *initConfig, tasks int) error {
 	if err := joinCgroup(cfg.CgroupFD); err != nil {
 		return err
 	}
-	if cfg.Mode == initModeNS {
-		tasks = threadsOfSelf()
+	tasks := threadsOfSelf()
+	if cfg.Mode == initModeLL {
+		tasks = userTasks()
 	}
 	limits := rlimits(cfg.Limits, tasks)
 	env := append(cfg.Env, gateEnv+"="+strconv.Itoa(fdGate))
-	// Children are reaped, and the server's death handled, on this
-	// thread as signals come; asked for before the first child exists.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGCHLD)
+	// In the landlock tier, children are reaped, and the server's death
+	// handled, on this thread as signals come; asked for before the first
+	// child exists. The namespaces tier blocks in wait4 (cheaper), since
+	// the kernel takes its tree down with it.
+	var sigs chan os.Signal
 	if cfg.Mode == initModeLL {
-		signal.Notify(sigs, unix.SIGTERM)
+		sigs = make(chan os.Signal, 8)
+		signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM)
 	}
 	trace.mark("fork")
 	trace.flush()
@@ -337,14 +336,18 @@ func reap(cfg *initConfig, tasks int) error {
 		for {
 			var ws unix.WaitStatus
 			var ru unix.Rusage
-			got, err := unix.Wait4(-1, &ws, unix.WNOHANG, &ru)
+			opts := 0
+			if sigs != nil {
+				opts = unix.WNOHANG
+			}
+			got, err := unix.Wait4(-1, &ws, opts, &ru)
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			if err != nil {
 				return os.NewSyscallError("wait4", err)
 			}
-			if got <= 0 {
+			if got <= 0 && sigs != nil {
 				break
 			}
 			if got == pid {
