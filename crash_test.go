@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,7 +59,8 @@ func TestKilledServerWorkspaceIsSwept(t *testing.T) {
 			}
 		}
 		cmd.Process.Kill()
-		cmd.Wait()
+		// The command transport waits for the process: Close, never a
+		// second Wait of our own (they race).
 		cs.Close()
 		// Control: the killed server left its workspace (the next
 		// server to start sweeps it).
@@ -72,11 +74,11 @@ func TestKilledServerWorkspaceIsSwept(t *testing.T) {
 	if len(killed) != rounds {
 		t.Fatalf("%d workspaces for %d killed servers: %v", len(killed), rounds, killed)
 	}
-	live, liveCS := serve()
-	defer func() { liveCS.Close(); live.Wait() }()
+	_, liveCS := serve()
+	defer liveCS.Close()
 	var liveWS []string
 	for d := range workspaces() {
-		if !contains(killed, d) {
+		if !slices.Contains(killed, d) {
 			liveWS = append(liveWS, d)
 		}
 	}
@@ -96,13 +98,4 @@ func TestKilledServerWorkspaceIsSwept(t *testing.T) {
 	if res, err := liveCS.CallTool(ctx, &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": "print(2)"}}); err != nil || res.IsError {
 		t.Errorf("the running server after the sweep: %v %v", err, res)
 	}
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
