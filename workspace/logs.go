@@ -64,8 +64,9 @@ func (w *Workspace) logNote(local string) string {
 // A pruned log, asked for later, is reported as pruned (see Open).
 //
 // It walks logs/ only when the bytes it last counted plus those reported
-// since (AddLogBytes) may pass budget, so a long session does not pay for
-// a walk of all its logs on every run.
+// since (AddLogBytes) may pass budget, and once it must prune it prunes
+// down to 7/8 of budget, so a long session at its budget walks all its
+// logs once every budget/8 bytes of output, not on every run.
 func (w *Workspace) PruneLogs(budget int64) int {
 	if known := w.logBytes.Load(); known >= 0 && known <= budget {
 		return 0
@@ -113,8 +114,9 @@ func (w *Workspace) PruneLogs(budget int64) int {
 		return strings.Compare(a.prefix, b.prefix)
 	})
 	pruned := 0
+	low := budget - budget/8
 	for _, r := range runs {
-		if total <= budget {
+		if total <= low {
 			break
 		}
 		for _, f := range r.files {
