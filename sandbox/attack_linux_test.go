@@ -958,3 +958,48 @@ func TestKnownLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestAttrsInWorkspace: with chmod, utime and setxattr by path refused in
+// the landlock tier, Python programs still set modes and times in the
+// workspace (bootstrap.py falls back to descriptors): shutil.copy2,
+// copytree, tarfile extraction, pathlib and os calls keep their effect.
+func TestAttrsInWorkspace(t *testing.T) {
+	py := testPython(t)
+	code := `
+import os, shutil, tarfile, pathlib, stat
+os.makedirs("src/sub", exist_ok=True)
+open("src/run.sh", "w").write("#!/bin/sh\n")
+os.chmod("src/run.sh", 0o750)
+os.utime("src/run.sh", (1000000000, 1000000000))
+shutil.copy2("src/run.sh", "copy.sh")
+shutil.copytree("src", "tree")
+with tarfile.open("a.tar", "w") as tf: tf.add("src", arcname="t")
+with tarfile.open("a.tar") as tf: tf.extractall("out")
+pathlib.Path("p.txt").write_text("x"); pathlib.Path("p.txt").chmod(0o604)
+try: os.setxattr("p.txt", "user.k", b"v"); x = os.getxattr("p.txt", "user.k")
+except OSError as e: x = b"v" if e.errno == 95 else repr(e).encode()  # no user xattrs on this fs
+def m(p): st = os.stat(p); return "%o %d" % (stat.S_IMODE(st.st_mode), st.st_mtime)
+print(m("copy.sh"), m("tree/run.sh"), m("out/t/run.sh"), "%o" % stat.S_IMODE(os.stat("p.txt").st_mode), x)
+`
+	want := "750 1000000000 750 1000000000 750 1000000000 604 b'v'\n"
+	for _, tier := range []Tier{TierNamespaces, TierLandlock, TierNone} {
+		t.Run(string(tier), func(t *testing.T) {
+			cfg := Config{Tier: tier}
+			if tier == TierNone {
+				cfg = Config{Isolation: IsolationOff}
+			}
+			r, err := New(cfg)
+			if err != nil {
+				skipTier(t, tier, err)
+			}
+			var out, errOut lockedBuffer
+			res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: mkWorkspace(t), Stdout: &out, Stderr: &errOut, Timeout: 30 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != 0 || out.String() != want {
+				t.Errorf("exit %d, output %q, want %q; stderr:\n%s", res.ExitCode, out.String(), want, errOut.String())
+			}
+		})
+	}
+}
