@@ -89,7 +89,7 @@ func runInit() error {
 		}
 		return probeOK()
 	case initModeNS:
-		if err := newCgroupNS(&cfg); err != nil {
+		if err := newCgroupNS(&cfg, true); err != nil {
 			return err
 		}
 		if err := buildRoot(&cfg); err != nil {
@@ -112,9 +112,10 @@ func runInit() error {
 	case initModeLL:
 		if cfg.DropTo != 0 {
 			// Root may still make a cgroup namespace (nobody else can
-			// without a user namespace); Landlock hides /proc and /sys
-			// from the program anyway.
-			if err := newCgroupNS(&cfg); err != nil {
+			// without a user namespace), unless it lacks CAP_SYS_ADMIN,
+			// as in a container: best effort, Landlock hides /proc and
+			// /sys from the program anyway.
+			if err := newCgroupNS(&cfg, false); err != nil {
 				return err
 			}
 			if err := dropUser(cfg.DropTo); err != nil {
@@ -167,12 +168,14 @@ func runInit() error {
 // that moment (DESIGN.md pitfall 5): the program sees "/" and no host
 // cgroup path. The join comes this early, on the thread that will start the
 // program, because seccomp forbids unshare later.
-func newCgroupNS(cfg *initConfig) error {
+// Unless required, a namespace the kernel refuses (EPERM) is left out.
+func newCgroupNS(cfg *initConfig, required bool) error {
 	if err := joinCgroup(cfg.CgroupFD); err != nil {
 		return err
 	}
 	cfg.CgroupFD = 0 // joined: reap has nothing left to do
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil && !errors.Is(err, unix.EINVAL) {
+	err := unix.Unshare(unix.CLONE_NEWCGROUP)
+	if err != nil && !errors.Is(err, unix.EINVAL) && (required || !errors.Is(err, unix.EPERM)) {
 		return os.NewSyscallError("unshare cgroup namespace", err)
 	}
 	return nil
