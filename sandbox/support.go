@@ -66,12 +66,12 @@ func (s Support) KnownLimits(t Tier) []string {
 		return nil
 	}
 	l := []string{
-		"SysV IPC, POSIX message queues and netlink sockets are refused (without an IPC or network namespace they would reach the host's).",
+		"SysV IPC, POSIX message queues and netlink sockets are refused (without an IPC or network namespace they would reach the host's), and /dev/shm is the host's, out of Landlock's rules: multiprocessing's locks, queues and pools (POSIX semaphores) fail.",
 		"chmod, chown, utime and setxattr by path are refused (Landlock does not check them); Python's os functions fall back to a descriptor, so shutil.copy and tarfile work, while other programs (tar, cp -p) get EPERM for those calls. Installs (pip) keep the path forms.",
 	}
 	l = append(l, "A cgroup namespace only under a root server with CAP_SYS_ADMIN (root in most containers lacks it); Landlock keeps /proc/self/cgroup unreadable all the same.")
 	if s.Landlock < 9 {
-		l = append(l, fmt.Sprintf("Unix sockets cannot be created (socketpair works): Landlock ABI %d cannot keep connect() away from host sockets such as ssh-agent's (ABI 9 can).", s.Landlock))
+		l = append(l, fmt.Sprintf("Unix sockets cannot be created (socketpair works): Landlock ABI %d cannot keep connect() away from host sockets such as ssh-agent's (ABI 9 can). (multiprocessing managers and its forkserver start method need one.)", s.Landlock))
 	}
 	if !s.Root {
 		l = append(l, "The code runs as this user, who owns the read-only inputs, interpreter and environments: it can change their mode, times and extended attributes through a descriptor (not their contents). Run as root or allow user namespaces to close this.")
