@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -501,36 +500,7 @@ func TestPathAttacksUnprivileged(t *testing.T) {
 		t.Skip("-short")
 	}
 	testPython(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "prims-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "mcp.test")
-	src, _ := os.Open(exe)
-	dst, _ := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	io.Copy(dst, src)
-	src.Close()
-	dst.Close()
-	home := filepath.Join(dir, "home")
-	os.Mkdir(home, 0o700)
-	os.Chown(home, 65534, 65534)
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-test.run=^(TestPathAttacks|TestVictimControl)$", "-test.v")
-	cmd.Dir = dir
-	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=/tmp"}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	err = cmd.Run()
-	t.Logf("as uid 65534:\n%s", out.String())
-	if err != nil {
-		t.Fatalf("TestPathAttacks as uid 65534: %v", err)
-	}
+	testenv.RerunAsNobody(t, "^(TestPathAttacks|TestVictimControl)$", nil)
 }
 
 // TestMountFileCountsAgainstQuota: mounted downloads count against the

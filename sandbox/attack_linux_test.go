@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/prims-mcp/prims/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,8 +115,8 @@ func TestEscapeHosts(t *testing.T) {
 	}
 	for _, uid := range uids {
 		t.Run(fmt.Sprintf("uid=%d/no-userns", uid), func(t *testing.T) {
-			out, err := reexecTests(t, uid, []string{noUserNSEnv + "=1"}, run)
-			t.Logf("as uid %d, user namespaces forbidden:\n%s", uid, failures(out))
+			out, err := testenv.Rerun(t, uid, []string{noUserNSEnv + "=1"}, run, nil, testenv.Userns)
+			t.Logf("as uid %d, user namespaces forbidden:\n%s", uid, testenv.Summary(out))
 			if err != nil {
 				t.Fatalf("the attack suite failed: %v", err)
 			}
@@ -139,51 +139,6 @@ func TestForbiddenUserNS(t *testing.T) {
 		t.Fatal("a user namespace was made under the filter")
 	}
 	hostTierCheck(t)
-}
-
-// reexecTests runs this test binary again, as uid, with env added.
-func reexecTests(t *testing.T, uid int, env []string, run string) (string, error) {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "prims-reexec-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := exe
-	home := filepath.Join(dir, "home")
-	os.Mkdir(home, 0o700)
-	if uid != os.Geteuid() {
-		// The test binary sits in root's private build directory: copy it
-		// where uid can run it.
-		bin = filepath.Join(dir, "sandbox.test")
-		src, err := os.Open(exe)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(dst, src)
-		src.Close()
-		dst.Close()
-		os.Chown(home, uid, uid)
-	}
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-test.run="+run, "-test.v", "-test.count=1")
-	cmd.Dir = dir
-	cmd.Env = append([]string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=" + os.TempDir(), "GORACE=atexit_sleep_ms=0"}, env...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if uid != os.Geteuid() {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
-	}
-	err = cmd.Run()
-	return out.String(), err
 }
 
 // kernelTargets plants what the kernel-surface attacks aim at and returns

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testenv"
 )
 
 // probePrelude is prepended to every attack. An attack prints "ESCAPED"
@@ -502,58 +503,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 		t.Skip("-short")
 	}
 	testPython(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The test binary sits in root's private build directory: copy it
-	// where uid 65534 can run it.
-	dir, err := os.MkdirTemp("", "prims-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "sandbox.test")
-	src, err := os.Open(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(dst, src)
-	src.Close()
-	dst.Close()
-	home := filepath.Join(dir, "home")
-	os.Mkdir(home, 0o700)
-	os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine example.com password hunter2"), 0o600)
-	os.Chown(home, 65534, 65534)
-	os.Chown(filepath.Join(home, ".netrc"), 65534, 65534)
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-test.run=^(TestEscape|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome)$", "-test.v")
-	cmd.Dir = dir
-	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=" + os.TempDir()}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	err = cmd.Run()
-	t.Logf("as uid 65534:\n%s", failures(out.String()))
-	if err != nil {
-		t.Fatalf("TestEscape and TestProgramStartsClean as uid 65534: %v", err)
-	}
-}
-
-// failures keeps what a go test -v output says beyond its passes: the
-// failing tests with their messages, skips, and the summary.
-func failures(s string) string {
-	var keep []string
-	for line := range strings.Lines(s) {
-		t := strings.TrimSpace(line)
-		if strings.HasPrefix(t, "--- PASS") || strings.HasPrefix(t, "=== RUN") || strings.HasPrefix(t, "=== PAUSE") || strings.HasPrefix(t, "=== CONT") {
-			continue
-		}
-		keep = append(keep, line)
-	}
-	return strings.Join(keep, "")
+	testenv.RerunAsNobody(t, "^(TestEscape|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome)$", func(home string) {
+		os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine example.com password hunter2"), 0o600)
+	})
 }

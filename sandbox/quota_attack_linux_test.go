@@ -1,18 +1,16 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prims-mcp/prims/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,7 +135,7 @@ func TestQuotaWatcherChmod(t *testing.T) {
 	if os.Geteuid() == 0 {
 		// Root reads unreadable directories without opening them up:
 		// run this test again as uid 65534.
-		quotaWatcherChmodUnprivileged(t)
+		testenv.RerunAsNobody(t, "^TestQuotaWatcherChmod$", nil)
 		return
 	}
 	ws := t.TempDir()
@@ -199,40 +197,6 @@ func TestQuotaWatcherChmod(t *testing.T) {
 	os.Chmod(victim, 0o700)
 	if fi, _ := os.Stat(victim); fi.Mode().Perm() == 0o750 {
 		t.Error("control: a chmod of the victim went unseen")
-	}
-}
-
-// quotaWatcherChmodUnprivileged runs TestQuotaWatcherChmod as uid 65534.
-func quotaWatcherChmodUnprivileged(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "prims-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "sandbox.test")
-	src, _ := os.Open(exe)
-	dst, _ := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	io.Copy(dst, src)
-	src.Close()
-	dst.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-test.run=^TestQuotaWatcherChmod$", "-test.v")
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "TMPDIR=/tmp", "HOME=/nonexistent"}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	err = cmd.Run()
-	t.Logf("as uid 65534:\n%s", out.String())
-	if err != nil {
-		t.Fatalf("TestQuotaWatcherChmod as uid 65534: %v", err)
-	}
-	if !strings.Contains(out.String(), "--- PASS: TestQuotaWatcherChmod") {
-		t.Fatal("TestQuotaWatcherChmod did not pass as uid 65534")
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -210,38 +209,7 @@ func TestHostileSdistUnprivileged(t *testing.T) {
 	if !othersCanReach(in.Path) {
 		testenv.Skip(t, testenv.Shared, "uid 65534 cannot run %s", in.Path)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "prims-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "pyenv.test")
-	b, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	home := filepath.Join(dir, "home")
-	os.Mkdir(home, 0o700)
-	os.Chown(home, 65534, 65534)
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-test.run=^TestHostileSdist$", "-test.v")
-	cmd.Dir = dir
-	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "TMPDIR=/tmp", "PRIMS_REQUIRE=" + os.Getenv("PRIMS_REQUIRE")}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	err = cmd.Run()
-	t.Logf("as uid 65534 (%v, %d bytes):\n%s", err, out.Len(), out.String())
-	if err != nil {
-		t.Fatalf("TestHostileSdist as uid 65534: %v", err)
-	}
+	testenv.RerunAsNobody(t, "^TestHostileSdist$", nil)
 }
 
 // BenchmarkAcquireSandboxed measures what the install sandbox costs: each
