@@ -105,7 +105,7 @@ func TestEscapeHosts(t *testing.T) {
 		t.Skip("-short")
 	}
 	if os.Getenv(noUserNSEnv) == "1" {
-		t.Skip("already under the filter")
+		t.Skip("already under the filter that TestEscapeHosts installs")
 	}
 	testPython(t)
 	run := "^(TestEscape|TestRunDiesWithServer|TestInterpreterUnderHome|TestForbiddenUserNS)$"

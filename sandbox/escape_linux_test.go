@@ -395,7 +395,7 @@ func runAttack(t *testing.T, r *Runner, env *escapeEnv, ws string, a attack, con
 func skipKnownLimit(t *testing.T, tier Tier, a attack) {
 	t.Helper()
 	if a.only != "" && a.only != tier {
-		t.Skipf("a hole of the %s tier only: a %s run has its own", a.only, tier)
+		t.Skipf("a hole of the %s tier only (TestEscape/%s runs it): a %s run has its own", a.only, a.only, tier)
 	}
 }
 
