@@ -232,7 +232,16 @@ print("survived")`
 		c.ping(fmt.Sprint(100 + i))
 	}
 
-	if err := os.WriteFile(filepath.Join(srv.Workspace(), "go"), nil, 0o644); err != nil {
+	// The run's workspace is made when its call is handled, which under
+	// load can come after every bad line was answered.
+	ws := srv.Workspace()
+	for deadline := time.Now().Add(time.Minute); ws == "" && time.Now().Before(deadline); ws = srv.Workspace() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ws == "" {
+		t.Fatal("the run in flight never made its workspace")
+	}
+	if err := os.WriteFile(filepath.Join(ws, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m := c.reply(`"run"`)
