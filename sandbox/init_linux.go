@@ -125,6 +125,10 @@ func runInit() error {
 		if err := guardTree(); err != nil {
 			return err
 		}
+		// Without a user namespace RLIMIT_NPROC counts every task of
+		// this uid on the host: count them now, as the uid the program
+		// runs as, while Landlock still lets this process read /proc.
+		hostTasks = userTasks()
 	default:
 		return fmt.Errorf("unknown sandbox mode %q", cfg.Mode)
 	}
@@ -291,7 +295,7 @@ func reap(cfg *initConfig) error {
 	}
 	tasks := threadsOfSelf()
 	if cfg.Mode == initModeLL {
-		tasks = userTasks()
+		tasks = hostTasks
 	}
 	limits := rlimits(cfg.Limits, tasks)
 	env := append(cfg.Env, gateEnv+"="+strconv.Itoa(fdGate))
@@ -750,6 +754,10 @@ func threadsOfSelf() int {
 	}
 	return len(ents)
 }
+
+// hostTasks is what userTasks counted in the landlock tier before
+// Landlock hid /proc from the init.
+var hostTasks int
 
 // userTasks counts the tasks of this uid across the host: without a user
 // namespace, RLIMIT_NPROC counts them all against the limit.

@@ -124,7 +124,7 @@ func probe() Support {
 		s.Best = TierNamespaces
 	case s.Can(TierLandlock):
 		s.Best = TierLandlock
-		s.Procs = "RLIMIT_NPROC, counted per host uid"
+		s.Procs = "RLIMIT_NPROC: --max-procs more than the tasks the uid already has on the host, counted at sandbox start"
 	default:
 		s.Best = TierNone
 		s.Procs = "not limited"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -282,4 +283,72 @@ func skipTier(t testing.TB, tier Tier, err error) {
 		feature = testenv.Landlock
 	}
 	testenv.Skip(t, feature, "tier %s: %v", tier, err)
+}
+
+// TestProcsOfTheUserOutsideTheRun: in the landlock tier RLIMIT_NPROC
+// counts every task of the run's uid on the host, so a user who already
+// has more processes than --max-procs must still be able to start some in
+// a run. The init counts them before Landlock hides /proc (it counted 0
+// after, and the program could not fork at all).
+func TestProcsOfTheUserOutsideTheRun(t *testing.T) {
+	py := testPython(t)
+	const maxProcs = 32
+	r, err := New(Config{Tier: TierLandlock, Limits: Limits{MaxProcs: maxProcs}})
+	if err != nil {
+		skipTier(t, TierLandlock, err)
+	}
+	defer r.Close()
+	// The run's uid: 65534 for a root server, our own otherwise.
+	uid := os.Getuid()
+	if uid == 0 {
+		uid = sandboxID
+	}
+	var sleepers []*exec.Cmd
+	defer func() {
+		for _, c := range sleepers {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	for range 2 * maxProcs {
+		c := exec.Command("sleep", "600")
+		if os.Getuid() == 0 {
+			c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sleepers = append(sleepers, c)
+	}
+	// Control: the uid holds more tasks than the run may have, so a
+	// count of 0 would leave the program no room to fork.
+	if n := tasksOf(t, uid); n <= maxProcs {
+		t.Fatalf("control: uid %d has %d tasks, want more than %d", uid, n, maxProcs)
+	}
+	var out lockedBuffer
+	code := "import subprocess\nfor _ in range(4):\n    subprocess.run(['true'], check=True)\nprint('forked')"
+	res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: mkWorkspace(t), Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 || !strings.Contains(out.String(), "forked") {
+		t.Errorf("a run of a uid with %d other tasks could not fork: exit %d, limit %q:\n%s", 2*maxProcs, res.ExitCode, res.Limit, out.String())
+	}
+}
+
+// tasksOf counts the tasks of uid on the host, as RLIMIT_NPROC does.
+func tasksOf(t *testing.T, uid int) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		var st syscall.Stat_t
+		if syscall.Stat("/proc/"+e.Name(), &st) == nil && e.Name()[0] >= '0' && e.Name()[0] <= '9' && int(st.Uid) == uid {
+			tasks, _ := os.ReadDir("/proc/" + e.Name() + "/task")
+			n += len(tasks)
+		}
+	}
+	return n
 }
