@@ -404,25 +404,7 @@ func (g *memGuard) watch(hit chan<- struct{}) (stop func()) {
 	if g.mode == MemoryPerProcess || g.mode == MemoryNone {
 		return func() {}
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(memPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if g.exceeded() {
-					close(hit)
-					return
-				}
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
+	return poll(memPoll, hit, func() (func() bool, func()) { return g.exceeded, nil })
 }
 
 // killAll kills every process left in the run's cgroup, wherever it went:

@@ -34,23 +34,40 @@ const (
 // per file (DESIGN.md pitfall 6); this bounds the total without privileges
 // or a dedicated filesystem.
 func watchQuota(job Job, pid int, quota int64, hit chan<- struct{}) (stop func()) {
+	return poll(quotaPoll, hit, func() (func() bool, func()) {
+		q, err := newQuotaMeter(job.Dir, pid, quota-job.QuotaUsed)
+		if err != nil {
+			return nil, nil
+		}
+		return q.over, q.close
+	})
+}
+
+// poll watches for a limit from a goroutine of its own: it calls open
+// there (setup stays off the caller's path), then check every interval
+// until check reports the limit passed, and closes hit. stop ends the
+// watch and waits for it, cleanup included. A nil check (open failed)
+// watches nothing.
+func poll(every time.Duration, hit chan<- struct{}, open func() (check func() bool, cleanup func())) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		q, err := newQuotaMeter(job.Dir, pid, quota-job.QuotaUsed)
-		if err != nil {
+		check, cleanup := open()
+		if cleanup != nil {
+			defer cleanup()
+		}
+		if check == nil {
 			return
 		}
-		defer q.close()
-		t := time.NewTicker(quotaPoll)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				if q.over() {
+				if check() {
 					close(hit)
 					return
 				}
