@@ -1,13 +1,11 @@
 package mcp
 
 import (
-	"context"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/sys/unix"
 
 	"github.com/prims-mcp/prims/internal/testenv"
@@ -17,35 +15,7 @@ import (
 // startLimited is start with a runner of the given limits.
 func startLimited(t *testing.T, lim sandbox.Limits, cfg Config) *testEnv {
 	t.Helper()
-	if cfg.Python == "" {
-		cfg.Python = testPython(t)
-	}
-	runner, err := sandbox.New(sandbox.Config{Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, runner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &testEnv{srv: srv}
-	ct, st := sdk.NewInMemoryTransports()
-	ctx, cancel := context.WithCancel(context.Background())
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ctx, st) }()
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "long", Version: "1"}, nil).Connect(ctx, ct, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.cs = cs
-	t.Cleanup(func() {
-		cs.Close()
-		cancel()
-		<-serveDone
-		srv.Close()
-		runner.Close()
-	})
-	return env
+	return startRunner(t, "", sandbox.Config{Limits: lim}, cfg)
 }
 
 // TestLogsHaveTheirOwnBudget: a long session of runs that print more than

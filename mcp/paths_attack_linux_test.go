@@ -52,35 +52,7 @@ func pathTiers(t *testing.T) []sandbox.Tier {
 // startTier is start with a runner forced to tier.
 func startTier(t testing.TB, tier sandbox.Tier, cfg Config) *testEnv {
 	t.Helper()
-	if cfg.Python == "" {
-		cfg.Python = testPython(t)
-	}
-	runner, err := sandbox.New(sandbox.Config{Tier: tier})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, runner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &testEnv{srv: srv}
-	ct, st := sdk.NewInMemoryTransports()
-	ctx, cancel := context.WithCancel(context.Background())
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ctx, st) }()
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "attack", Version: "1"}, nil).Connect(ctx, ct, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.cs = cs
-	t.Cleanup(func() {
-		cs.Close()
-		cancel()
-		<-serveDone
-		srv.Close()
-		runner.Close()
-	})
-	return env
+	return startRunner(t, "", sandbox.Config{Tier: tier}, cfg)
 }
 
 // callCtx is call with a deadline, reporting a call that did not return.

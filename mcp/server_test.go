@@ -61,10 +61,17 @@ func (e *testEnv) events() []progressEvent {
 // start connects an SDK client to a fresh server over in-memory pipes.
 func start(t testing.TB, version string, cfg Config) *testEnv {
 	t.Helper()
+	return startRunner(t, version, sandbox.Config{}, cfg)
+}
+
+// startRunner is start with a runner of rcfg; version "" takes the SDK's
+// default protocol.
+func startRunner(t testing.TB, version string, rcfg sandbox.Config, cfg Config) *testEnv {
+	t.Helper()
 	if cfg.Python == "" {
 		cfg.Python = testPython(t)
 	}
-	runner, err := sandbox.New(sandbox.Config{})
+	runner, err := sandbox.New(rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,11 +91,15 @@ func start(t testing.TB, version string, cfg Config) *testEnv {
 			env.mu.Unlock()
 		},
 	})
-	cs, err := client.Connect(ctx, ct, &sdk.ClientSessionOptions{ProtocolVersion: version})
+	var opts *sdk.ClientSessionOptions
+	if version != "" {
+		opts = &sdk.ClientSessionOptions{ProtocolVersion: version}
+	}
+	cs, err := client.Connect(ctx, ct, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cs.InitializeResult().ProtocolVersion; got != version {
+	if got := cs.InitializeResult().ProtocolVersion; version != "" && got != version {
 		t.Fatalf("negotiated protocol %s, want %s", got, version)
 	}
 	env.cs = cs
@@ -97,6 +108,7 @@ func start(t testing.TB, version string, cfg Config) *testEnv {
 		cancel()
 		<-serveDone
 		srv.Close()
+		runner.Close()
 	})
 	return env
 }
