@@ -592,8 +592,8 @@ func (g *memGuard) runMemory() int64 {
 // proportion to the run.
 const fullScanEvery = 10
 
-// runProcs lists the run's processes: the child (unless it is the
-// namespaces tier's init) and its descendants and,
+// runProcs lists the run's processes: the child's descendants (the child
+// is the sandbox init) and,
 // outside the namespaces tier, whatever has the child's process group: an
 // orphan reparented out of the tree keeps it (the seccomp filter denies
 // setsid and setpgid there). Inside a PID namespace the init adopts every
@@ -613,7 +613,7 @@ func (g *memGuard) runProcs() []int {
 		}
 		g.polls++
 		for _, p := range g.group {
-			if _, pgrp, ok := procStat(p); ok && pgrp == g.pid {
+			if _, pgrp, ok := procStat(p); ok && pgrp == g.pid && p != g.pid {
 				add(p)
 			}
 		}
@@ -627,10 +627,11 @@ func (g *memGuard) runProcs() []int {
 			continue
 		}
 		walked[p] = true
-		// In the namespaces tier the child is the sandbox init, which
-		// waits for the program and holds none of its memory: like
-		// RLIMIT_DATA, the limit is on the program.
-		if p != g.pid || g.groupScan {
+		// The child is the sandbox init in every tier, which waits for
+		// the program and holds none of its memory: like RLIMIT_DATA,
+		// the limit is on the program (a race-built init alone holds
+		// more than a small limit).
+		if p != g.pid {
 			add(p)
 		}
 		queue = append(queue, childrenOf(p)...)

@@ -269,27 +269,32 @@ func TestCgroupV2Placement(t *testing.T) {
 	}
 }
 
-// TestAccountingCountsTheProgram: in the namespaces tier the accounting
-// counts the program and what it starts, not the sandbox init that waits
-// for it (a Go runtime, larger than a small limit under the race
-// detector), as RLIMIT_DATA does.
+// TestAccountingCountsTheProgram: in every tier the accounting counts the
+// program and what it starts, not the sandbox init that waits for it (a Go
+// runtime, larger than a small limit under the race detector), as
+// RLIMIT_DATA does. The landlock tier's init, its program's parent since it
+// guards the run's tree, was counted.
 func TestAccountingCountsTheProgram(t *testing.T) {
 	py := testPython(t)
-	if !Probe().Can(TierNamespaces) {
-		skipTier(t, TierNamespaces, errors.New(Probe().Missing()))
-	}
-	limits := testLimits
-	limits.Memory = 24 << 20
-	r, err := New(Config{Tier: TierNamespaces, Memory: MemoryAccounting, Limits: limits})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var out lockedBuffer
-	// Long enough for the accounting to look a few times.
-	res, err := r.Run(context.Background(), Job{Python: py, Code: "import time\ntime.sleep(0.5)\nprint('ok')", Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 30 * time.Second})
-	if err != nil || res.ExitCode != 0 || res.Limit != "" {
-		t.Errorf("exit %d limit %q err %v\n%s", res.ExitCode, res.Limit, err, out.String())
+	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
+		t.Run(string(tier), func(t *testing.T) {
+			if !Probe().Can(tier) {
+				skipTier(t, tier, errors.New(Probe().Missing()))
+			}
+			limits := testLimits
+			limits.Memory = 24 << 20
+			r, err := New(Config{Tier: tier, Memory: MemoryAccounting, Limits: limits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var out lockedBuffer
+			// Long enough for the accounting to look a few times.
+			res, err := r.Run(context.Background(), Job{Python: py, Code: "import time\ntime.sleep(0.5)\nprint('ok')", Dir: mkWorkspace(t), Stdout: &out, Stderr: &out, Timeout: 30 * time.Second})
+			if err != nil || res.ExitCode != 0 || res.Limit != "" {
+				t.Errorf("exit %d limit %q err %v\n%s", res.ExitCode, res.Limit, err, out.String())
+			}
+		})
 	}
 }
 
