@@ -160,6 +160,24 @@ func runOK(t *testing.T, cs *sdk.ClientSession, code string) map[string]any {
 }
 
 // workspaceDir returns the directory of a session's workspace, "" if none.
+// postRaw sends one JSON-RPC message as a client written by hand would:
+// within session sid (none for initialize) on protocol version.
+func (f *httpFixture) postRaw(t *testing.T, sid, version, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if sid != "" {
+		req.Header.Set(sessionHeader, sid)
+		req.Header.Set("Mcp-Protocol-Version", version)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 func (f *httpFixture) workspaceDir(id string) string {
 	f.srv.table.mu.Lock()
 	defer f.srv.table.mu.Unlock()
@@ -817,18 +835,7 @@ func TestHTTPResume(t *testing.T) {
 			f := newHTTPFixture(t, HTTPConfig{})
 			post := func(sid, body string) *http.Response {
 				t.Helper()
-				req, _ := http.NewRequest(http.MethodPost, f.url+"/mcp", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				if sid != "" {
-					req.Header.Set(sessionHeader, sid)
-					req.Header.Set("Mcp-Protocol-Version", version)
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return resp
+				return f.postRaw(t, sid, version, body)
 			}
 			resp := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+version+`","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
 			io.Copy(io.Discard, resp.Body)
@@ -916,17 +923,7 @@ func TestHTTPIDsEchoedExactly(t *testing.T) {
 	// answer, whether a JSON body or an event stream.
 	post := func(sid, body string) (*http.Response, []map[string]json.RawMessage) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, f.url+"/mcp", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		if sid != "" {
-			req.Header.Set(sessionHeader, sid)
-			req.Header.Set("Mcp-Protocol-Version", version)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := f.postRaw(t, sid, version, body)
 		defer resp.Body.Close()
 		var msgs []map[string]json.RawMessage
 		decode := func(data string) {
