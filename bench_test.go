@@ -9,7 +9,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 func median(d []time.Duration) time.Duration {
@@ -106,7 +106,7 @@ func reportAgainstBare(b *testing.B, bare []time.Duration, samples ...sample) {
 //	go test -run '^$' -bench Preload -benchtime 10x .
 func BenchmarkPreload(b *testing.B) {
 	py := testPython(b)
-	ix := pyenvtest.NewIndex(b, pyenvtest.Package{Name: "slowpkg", Version: "1.0", ImportDelay: 300 * time.Millisecond})
+	ix := pythonenvtest.NewIndex(b, pythonenvtest.Package{Name: "slowpkg", Version: "1.0", ImportDelay: 300 * time.Millisecond})
 	cache := b.TempDir()
 	common := []string{"--python", py, "--index-url", ix.URL, "--cache-dir", cache}
 	pre := connect(b, append(common, "--preload", "slowpkg")...)

@@ -12,8 +12,8 @@ import (
 
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 type doctorOptions struct {
@@ -93,7 +93,7 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 // printPythons lists the interpreters runs may use, the default first, and
 // why any candidate was skipped, then where environments are cached. It
 // returns the default interpreter, or why there is none.
-func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.Interpreter, error) {
+func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pythonenv.Interpreter, error) {
 	fmt.Fprintln(w, "\nPython interpreters")
 	// Only --python paths are explicit: the default found on PATH is found
 	// again by Discover's own search, which labels it [PATH].
@@ -102,11 +102,11 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.
 	if err != nil {
 		fmt.Fprintf(w, "  default: MISSING: %v\n", err)
 	}
-	var defInterp pyenv.Interpreter
+	var defInterp pythonenv.Interpreter
 	if err == nil {
-		defInterp, err = pyenv.Inspect(ctx, def)
+		defInterp, err = pythonenv.Inspect(ctx, def)
 	}
-	found, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: explicit})
+	found, skipped := pythonenv.Discover(ctx, pythonenv.DiscoverOptions{Explicit: explicit})
 	for _, in := range found {
 		mark := " "
 		if err == nil && in.Path == defInterp.Path {
@@ -128,7 +128,7 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.
 	dir := opts.cacheDir
 	if dir == "" {
 		var derr error
-		if dir, derr = pyenv.DefaultDir(); derr != nil {
+		if dir, derr = pythonenv.DefaultDir(); derr != nil {
 			dir = "a temporary directory, deleted on exit (no $HOME or $XDG_CACHE_HOME; pass --cache-dir)"
 		}
 	}
@@ -142,7 +142,7 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (pyenv.
 
 // printWarm measures what one waiting sandbox costs: it runs a program in a
 // scratch workspace with a pool of one and reads the idle sandbox's memory.
-func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pyenv.Interpreter, pythonErr error) {
+func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pythonenv.Interpreter, pythonErr error) {
 	fmt.Fprintln(w, "Warm pool")
 	if opts.warm <= 0 {
 		fmt.Fprintln(w, "  off (--warm 0): every run starts its sandbox")
@@ -164,7 +164,7 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pye
 	fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init and interpreter, measured now)\n", float64(idle)/(1<<20))
 }
 
-func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pyenv.Interpreter) (int64, error) {
+func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythonenv.Interpreter) (int64, error) {
 	r, err := sandbox.New(sandbox.Config{Isolation: sandbox.Isolation(opts.isolation), Warm: 1, Preload: opts.preload, Limits: opts.limits})
 	if err != nil {
 		return 0, err

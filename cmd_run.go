@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 type runCmdOptions struct {
@@ -157,14 +157,14 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, prog program) error {
 // runEnvironment picks the interpreter for prims run: the default one, or a
 // cached environment with the --with requirements installed.
 func runEnvironment(ctx context.Context, d deps, opts *runCmdOptions) (python string, readOnly []string, release func(), err error) {
-	interp, err := pyenv.Inspect(ctx, d.python)
+	interp, err := pythonenv.Inspect(ctx, d.python)
 	if err != nil {
 		return "", nil, nil, err
 	}
 	if len(opts.with) == 0 {
 		return interp.Path, []string{interp.BasePrefix}, func() {}, nil
 	}
-	reqs, err := pyenv.ValidateRequirements(opts.with, opts.allowDirect)
+	reqs, err := pythonenv.ValidateRequirements(opts.with, opts.allowDirect)
 	if err != nil {
 		return "", nil, nil, err
 	}

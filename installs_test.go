@@ -17,7 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 // TestStdioNetworkPolicy drives a real prims stdio built from its flags:
@@ -51,7 +51,7 @@ probe("plant", lambda: open(%q, "w").write("x"))
 probe("secret", lambda: open(%q).read())
 probe("service", lambda: socket.create_connection(("127.0.0.1", %d), timeout=3).close() or "connected")
 `, planted, secret, port)
-	ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "hostile", Version: "1.0", Build: build})
+	ix := pythonenvtest.NewIndex(t, pythonenvtest.Package{Name: "hostile", Version: "1.0", Build: build})
 	cache := t.TempDir()
 	os.Chmod(cache, 0o755)
 	os.Chmod(filepath.Dir(cache), 0o755)

@@ -17,8 +17,8 @@ import (
 	"github.com/prims-mcp/prims/mcp"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // runOptions are the flags shared by every command that runs code.
@@ -93,10 +93,10 @@ func (o *envOptions) addFlags(fs *pflag.FlagSet) {
 // cache opens the environment cache. Without --cache-dir and without a
 // home (desktop launchers may start the server with a bare environment),
 // it falls back to a temporary directory that remove deletes.
-func (o *envOptions) cache(log *slog.Logger, confine pyenv.ConfineFunc) (c *pyenv.Cache, remove func(), err error) {
+func (o *envOptions) cache(log *slog.Logger, confine pythonenv.ConfineFunc) (c *pythonenv.Cache, remove func(), err error) {
 	dir, remove := o.cacheDir, func() {}
 	if dir == "" {
-		if _, derr := pyenv.DefaultDir(); derr != nil {
+		if _, derr := pythonenv.DefaultDir(); derr != nil {
 			tmp, terr := os.MkdirTemp("", "prims-cache-")
 			if terr != nil {
 				return nil, nil, fmt.Errorf("%w, and no temporary directory instead: %w", derr, terr)
@@ -110,7 +110,7 @@ func (o *envOptions) cache(log *slog.Logger, confine pyenv.ConfineFunc) (c *pyen
 			}
 		}
 	}
-	c, err = pyenv.New(pyenv.Options{
+	c, err = pythonenv.New(pythonenv.Options{
 		Dir:            dir,
 		MaxBytes:       o.cacheMax,
 		IndexURL:       o.indexURL,
@@ -289,8 +289,8 @@ func (o *runOptions) logger() (*slog.Logger, error) {
 type deps struct {
 	log      *slog.Logger
 	python   string // the default interpreter's real executable
-	discover pyenv.DiscoverOptions
-	envs     *pyenv.Cache
+	discover pythonenv.DiscoverOptions
+	envs     *pythonenv.Cache
 	runner   *sandbox.Runner
 	cleanup  func() // removes a temporary cache
 }
@@ -323,7 +323,7 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	return deps{
 		log:      log,
 		python:   python,
-		discover: pyenv.DiscoverOptions{Explicit: o.pythons},
+		discover: pythonenv.DiscoverOptions{Explicit: o.pythons},
 		envs:     envs,
 		runner:   runner,
 		cleanup:  cleanup,

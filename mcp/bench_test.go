@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prims-mcp/prims/sandbox/pyenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 func median(d []time.Duration) time.Duration {
@@ -30,12 +30,12 @@ func median(d []time.Duration) time.Duration {
 //	go test -run '^$' -bench Requirements -benchtime 10x ./mcp/
 func BenchmarkRequirements(b *testing.B) {
 	const max = 40
-	var pkgs []pyenvtest.Package
+	var pkgs []pythonenvtest.Package
 	for i := range max {
-		pkgs = append(pkgs, pyenvtest.Package{Name: fmt.Sprintf("bench-pkg-%d", i), Version: "1.0"})
+		pkgs = append(pkgs, pythonenvtest.Package{Name: fmt.Sprintf("bench-pkg-%d", i), Version: "1.0"})
 	}
-	ix := pyenvtest.NewIndex(b, pkgs...)
-	envs, err := pyenv.New(pyenv.Options{Dir: b.TempDir(), IndexURL: ix.URL})
+	ix := pythonenvtest.NewIndex(b, pkgs...)
+	envs, err := pythonenv.New(pythonenv.Options{Dir: b.TempDir(), IndexURL: ix.URL})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,16 +9,16 @@ import (
 	"time"
 
 	"github.com/prims-mcp/prims/internal/testpython"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 // startWithIndex starts a server whose requirements install with real pip
 // from a local PEP 503 index of wheels the test built.
-func startWithIndex(t testing.TB, version string, cfg Config, pkgs ...pyenvtest.Package) *testEnv {
+func startWithIndex(t testing.TB, version string, cfg Config, pkgs ...pythonenvtest.Package) *testEnv {
 	t.Helper()
-	ix := pyenvtest.NewIndex(t, pkgs...)
-	envs, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})
+	ix := pythonenvtest.NewIndex(t, pkgs...)
+	envs, err := pythonenv.New(pythonenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,9 +29,9 @@ func startWithIndex(t testing.TB, version string, cfg Config, pkgs ...pyenvtest.
 func TestRequirementsInstallOnceAndStay(t *testing.T) {
 	forEachProtocol(t, func(t *testing.T, v string) {
 		env := startWithIndex(t, v, Config{},
-			pyenvtest.Package{Name: "greeting", Version: "1.0", Requires: []string{"shout"}, Files: map[string]string{"greeting/__init__.py": "from shout import up\ndef hello(): return up('hello')\n"}},
-			pyenvtest.Package{Name: "shout", Version: "2.0", Files: map[string]string{"shout/__init__.py": "def up(s): return s.upper()\n"}},
-			pyenvtest.Package{Name: "other", Version: "0.1"},
+			pythonenvtest.Package{Name: "greeting", Version: "1.0", Requires: []string{"shout"}, Files: map[string]string{"greeting/__init__.py": "from shout import up\ndef hello(): return up('hello')\n"}},
+			pythonenvtest.Package{Name: "shout", Version: "2.0", Files: map[string]string{"shout/__init__.py": "def up(s): return s.upper()\n"}},
+			pythonenvtest.Package{Name: "other", Version: "0.1"},
 		)
 		ctx := context.Background()
 
@@ -68,8 +68,8 @@ func TestRequirementsInstallOnceAndStay(t *testing.T) {
 
 func TestRequirementErrors(t *testing.T) {
 	env := startWithIndex(t, protocols[0], Config{},
-		pyenvtest.Package{Name: "good", Version: "1.0"},
-		pyenvtest.Package{Name: "broken", Version: "1.0", Broken: true},
+		pythonenvtest.Package{Name: "good", Version: "1.0"},
+		pythonenvtest.Package{Name: "broken", Version: "1.0", Broken: true},
 	)
 	ctx := context.Background()
 	tests := []struct {
@@ -122,14 +122,14 @@ func TestMissingModuleHintNamesDistribution(t *testing.T) {
 
 func TestPythonVersionSelection(t *testing.T) {
 	def := testPython(t)
-	var other pyenv.Interpreter
+	var other pythonenv.Interpreter
 	for _, in := range testpython.Versions(t, 2, testpython.Want{}) {
 		if in.Path != def {
 			other = in
 		}
 	}
 	mm := strings.Join(strings.SplitN(other.Version, ".", 3)[:2], ".")
-	env := start(t, protocols[0], Config{Discover: pyenv.DiscoverOptions{Explicit: []string{other.Path}}})
+	env := start(t, protocols[0], Config{Discover: pythonenv.DiscoverOptions{Explicit: []string{other.Path}}})
 	ctx := context.Background()
 	var out RunOutput
 	env.call(t, ctx, "run_code", map[string]any{"code": "import sys; print('%d.%d' % sys.version_info[:2])", "python": mm}, &out)
@@ -146,10 +146,10 @@ func TestPythonVersionSelection(t *testing.T) {
 // calls in each way the cache must notice: the next run_code rebuilds it
 // (env_cached false) and the code runs.
 func TestDamagedEnvironmentRebuilt(t *testing.T) {
-	ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "greeting", Version: "1.0", Requires: []string{"shout"}},
-		pyenvtest.Package{Name: "shout", Version: "2.0"})
+	ix := pythonenvtest.NewIndex(t, pythonenvtest.Package{Name: "greeting", Version: "1.0", Requires: []string{"shout"}},
+		pythonenvtest.Package{Name: "shout", Version: "2.0"})
 	cacheDir := t.TempDir()
-	envs, err := pyenv.New(pyenv.Options{Dir: cacheDir, IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})
+	envs, err := pythonenv.New(pythonenv.Options{Dir: cacheDir, IndexURL: ix.URL, InstallTimeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // Patterns over the traceback that the bootstrap prints for the model's code,
@@ -153,7 +153,7 @@ func exceptionHint(stderr, code string, needs func() []string) string {
 	case "ModuleNotFoundError", "ImportError":
 		if m := moduleNotFound.FindStringSubmatch(msg); m != nil {
 			mod := strings.SplitN(m[1], ".", 2)[0]
-			dist := pyenv.DistributionFor(mod)
+			dist := pythonenv.DistributionFor(mod)
 			reqs := []string{dist}
 			if needs != nil {
 				if all := needs(); slices.Contains(all, dist) {

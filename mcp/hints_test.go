@@ -12,8 +12,8 @@ import (
 	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // TestRunHints runs failing programs for real, so the hints are checked
@@ -205,7 +205,7 @@ func serveRunner(t *testing.T, cfg Config, runner *sandbox.Runner) *sdk.ClientSe
 
 func TestDistributionFor(t *testing.T) {
 	for mod, want := range map[string]string{"cv2": "opencv-python", "sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "bs4": "beautifulsoup4", "numpy": "numpy"} {
-		if got := pyenv.DistributionFor(mod); got != want {
+		if got := pythonenv.DistributionFor(mod); got != want {
 			t.Errorf("DistributionFor(%q) = %q, want %q", mod, got, want)
 		}
 	}

@@ -21,8 +21,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 type httpFixture struct {
@@ -735,13 +735,13 @@ func TestHTTPMetricsCountARun(t *testing.T) {
 // one gets it from the cache (a hit). The build, in its sandbox, reached
 // the index through the egress proxy, which counted it.
 func TestHTTPMetricsCountEnvCache(t *testing.T) {
-	ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "tinypkg", Version: "1.0", Files: map[string]string{"tinypkg/__init__.py": "X = 42\n"}})
+	ix := pythonenvtest.NewIndex(t, pythonenvtest.Package{Name: "tinypkg", Version: "1.0", Files: map[string]string{"tinypkg/__init__.py": "X = 42\n"}})
 	installs, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer installs.Close()
-	cache, err := pyenv.New(pyenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, Confine: ConfineInstalls(installs)})
+	cache, err := pythonenv.New(pythonenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, Confine: ConfineInstalls(installs)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // autoRequirement in run_code's requirements asks PRIMS to infer packages
@@ -93,7 +93,7 @@ func inferRequirements(ctx context.Context, python, code string) ([]string, erro
 		if !plainModule.MatchString(m) {
 			continue // a non-ASCII identifier names no package we would pick
 		}
-		if d := pyenv.DistributionFor(m); !slices.Contains(dists, d) {
+		if d := pythonenv.DistributionFor(m); !slices.Contains(dists, d) {
 			dists = append(dists, d)
 		}
 	}
@@ -138,7 +138,7 @@ func requirementName(req string) string {
 	if end >= 0 {
 		req = req[:end]
 	}
-	return pyenv.NormalizeName(strings.TrimSpace(req))
+	return pythonenv.NormalizeName(strings.TrimSpace(req))
 }
 
 // localModule reports whether the workspace root holds module m as a file

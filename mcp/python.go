@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // pythons finds the interpreters runs may use, lazily: the default one on
@@ -17,29 +17,29 @@ import (
 // discovery.
 type pythons struct {
 	def  string
-	opts pyenv.DiscoverOptions
+	opts pythonenv.DiscoverOptions
 
 	defOnce sync.Once
-	defInfo pyenv.Interpreter
+	defInfo pythonenv.Interpreter
 	defErr  error
 
 	allOnce sync.Once
-	all     []pyenv.Interpreter
+	all     []pythonenv.Interpreter
 	ready   chan struct{}
 }
 
-func newPythons(def string, opts pyenv.DiscoverOptions) *pythons {
+func newPythons(def string, opts pythonenv.DiscoverOptions) *pythons {
 	return &pythons{def: def, opts: opts, ready: make(chan struct{})}
 }
 
 // get returns the interpreter for a run's "python" argument: "" is the
 // server's default, "3.12" or "3.12.1" a version among those found.
-func (p *pythons) get(ctx context.Context, version string) (pyenv.Interpreter, error) {
+func (p *pythons) get(ctx context.Context, version string) (pythonenv.Interpreter, error) {
 	if version == "" {
 		p.defOnce.Do(func() {
 			// The answer is kept for the server's life: a cancelled first
 			// call must not make the default interpreter look broken.
-			p.defInfo, p.defErr = pyenv.Inspect(context.WithoutCancel(ctx), p.def)
+			p.defInfo, p.defErr = pythonenv.Inspect(context.WithoutCancel(ctx), p.def)
 			if p.defErr != nil {
 				p.defErr = fmt.Errorf("the server's %w", p.defErr)
 			}
@@ -51,23 +51,23 @@ func (p *pythons) get(ctx context.Context, version string) (pyenv.Interpreter, e
 			defer close(p.ready)
 			// Discovery belongs to the server, not to the first caller:
 			// a cancelled call must not leave the list empty for the rest.
-			p.all, _ = pyenv.Discover(context.WithoutCancel(ctx), p.opts)
+			p.all, _ = pythonenv.Discover(context.WithoutCancel(ctx), p.opts)
 		}()
 	})
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
-		return pyenv.Interpreter{}, ctx.Err()
+		return pythonenv.Interpreter{}, ctx.Err()
 	}
-	return pyenv.Select(p.all, version)
+	return pythonenv.Select(p.all, version)
 }
 
 // environment is what a run needs to start: an interpreter, and an
 // environment of packages when the run asked for any.
 type environment struct {
-	python   pyenv.Interpreter
-	env      *pyenv.Env // nil without requirements
-	reqs     []string   // the normalized set installed
+	python   pythonenv.Interpreter
+	env      *pythonenv.Env // nil without requirements
+	reqs     []string       // the normalized set installed
 	cacheHit bool
 }
 
@@ -120,7 +120,7 @@ func (s *Server) prepareEnvironment(ctx context.Context, sess *session, in RunIn
 	if len(reqs) == 0 {
 		return e, nil
 	}
-	reqs, err = pyenv.ValidateRequirements(reqs, s.cfg.AllowDirectRequirements)
+	reqs, err = pythonenv.ValidateRequirements(reqs, s.cfg.AllowDirectRequirements)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInstall, err)
 	}

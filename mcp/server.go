@@ -22,8 +22,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // Config configures a Server. Zero fields take the defaults shown.
@@ -31,10 +31,10 @@ type Config struct {
 	Python string // default interpreter for runs (required)
 	// Discover says where to look for the other interpreters a run may ask
 	// for by version (run_code's "python").
-	Discover pyenv.DiscoverOptions
+	Discover pythonenv.DiscoverOptions
 	// Envs builds and caches the environments that requirements need; nil
 	// refuses requirements.
-	Envs *pyenv.Cache
+	Envs *pythonenv.Cache
 	// AllowDirectRequirements lets requirements be local paths or URLs.
 	AllowDirectRequirements bool
 	Workspace               string        // keep the workspace in this directory; "" = temporary, deleted on Close

@@ -11,8 +11,8 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/prims-mcp/prims/sandbox/pyenv"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -230,9 +230,9 @@ func (s *Server) toolError(tool string, err error) error {
 		return errors.New("the call was cancelled")
 	}
 	if errors.Is(err, errInstall) {
-		// pyenv's errors are written for the model and name no host
+		// pythonenv's errors are written for the model and name no host
 		// paths; pip's own lines add what the summary leaves out.
-		var ie *pyenv.InstallError
+		var ie *pythonenv.InstallError
 		if errors.As(err, &ie) && len(ie.PipLines) > 0 {
 			return fmt.Errorf("%w\npip said:\n  %s", err, strings.Join(ie.PipLines, "\n  "))
 		}

@@ -1,5 +1,5 @@
 // Package testpython finds Python interpreters for tests the way the
-// product does (pyenv.Discover: --python, python3 on PATH through pyenv
+// product does (pythonenv.Discover: --python, python3 on PATH through pyenv
 // shims, pyenv versions, /usr/bin and /usr/local/bin), so a test runs on any
 // host the product runs on, and a host without one skips or fails through
 // testenv.
@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/prims-mcp/prims/internal/testenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // Want says what a test needs of an interpreter.
@@ -26,15 +26,15 @@ type Want struct {
 
 var (
 	once    sync.Once
-	found   []pyenv.Interpreter
-	skipped []pyenv.Skipped
+	found   []pythonenv.Interpreter
+	skipped []pythonenv.Skipped
 )
 
 // All returns every interpreter discovery finds on this host, those every
 // user can run first (they also start fastest: no pyenv site hooks).
-func All() ([]pyenv.Interpreter, []pyenv.Skipped) {
+func All() ([]pythonenv.Interpreter, []pythonenv.Skipped) {
 	once.Do(func() {
-		all, sk := pyenv.Discover(context.Background(), pyenv.DiscoverOptions{})
+		all, sk := pythonenv.Discover(context.Background(), pythonenv.DiscoverOptions{})
 		skipped = sk
 		for _, in := range all {
 			if Shared(in) {
@@ -52,7 +52,7 @@ func All() ([]pyenv.Interpreter, []pyenv.Skipped) {
 
 // Find returns the first discovered interpreter that has what want asks
 // for, or skips t (fails it where PRIMS_REQUIRE requires the feature).
-func Find(t testing.TB, want Want) pyenv.Interpreter {
+func Find(t testing.TB, want Want) pythonenv.Interpreter {
 	t.Helper()
 	all, sk := All()
 	if len(all) == 0 {
@@ -76,7 +76,7 @@ func Find(t testing.TB, want Want) pyenv.Interpreter {
 	default:
 		testenv.Skip(t, testenv.Shared, "every interpreter found is private to its owner: %s", paths(all))
 	}
-	return pyenv.Interpreter{}
+	return pythonenv.Interpreter{}
 }
 
 // Path is Find(t, Want{Shared: true}).Path: an interpreter a sandbox under
@@ -88,10 +88,10 @@ func Path(t testing.TB) string {
 
 // Versions returns n interpreters of distinct minor versions, preferring
 // those every user can run, or skips t.
-func Versions(t testing.TB, n int, want Want) []pyenv.Interpreter {
+func Versions(t testing.TB, n int, want Want) []pythonenv.Interpreter {
 	t.Helper()
 	all, _ := All()
-	var out []pyenv.Interpreter
+	var out []pythonenv.Interpreter
 	seen := map[string]bool{}
 	for _, in := range all {
 		mm := majorMinor(in.Version)
@@ -110,7 +110,7 @@ func Versions(t testing.TB, n int, want Want) []pyenv.Interpreter {
 
 // Shared reports whether every user can run in: the executable and its
 // base prefix lie on paths every user may traverse.
-func Shared(in pyenv.Interpreter) bool {
+func Shared(in pythonenv.Interpreter) bool {
 	return othersCanReach(in.Path) && (in.BasePrefix == "" || othersCanReach(in.BasePrefix))
 }
 
@@ -126,7 +126,7 @@ func othersCanReach(path string) bool {
 	}
 }
 
-func paths(all []pyenv.Interpreter) []string {
+func paths(all []pythonenv.Interpreter) []string {
 	var ps []string
 	for _, in := range all {
 		ps = append(ps, in.Path)

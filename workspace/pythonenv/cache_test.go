@@ -1,4 +1,4 @@
-package pyenv
+package pythonenv
 
 import (
 	"bufio"
@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prims-mcp/prims/internal/testenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
 	"github.com/prims-mcp/prims/sandbox/sandboxtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 var (
@@ -98,14 +98,14 @@ func newTestCache(t testing.TB, index string, mod func(*Options)) *Cache {
 	return c
 }
 
-func basicIndex(t testing.TB) *pyenvtest.Index {
-	return pyenvtest.NewIndex(t,
-		pyenvtest.Package{Name: "Base-Pkg", Version: "1.0"},
-		pyenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base-pkg>=1"}},
-		pyenvtest.Package{Name: "two", Version: "1.0"},
-		pyenvtest.Package{Name: "two", Version: "2.0"},
-		pyenvtest.Package{Name: "broken", Version: "1.0", Broken: true},
-		pyenvtest.Package{Name: "other", Version: "0.1"},
+func basicIndex(t testing.TB) *pythonenvtest.Index {
+	return pythonenvtest.NewIndex(t,
+		pythonenvtest.Package{Name: "Base-Pkg", Version: "1.0"},
+		pythonenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base-pkg>=1"}},
+		pythonenvtest.Package{Name: "two", Version: "1.0"},
+		pythonenvtest.Package{Name: "two", Version: "2.0"},
+		pythonenvtest.Package{Name: "broken", Version: "1.0", Broken: true},
+		pythonenvtest.Package{Name: "other", Version: "0.1"},
 	)
 }
 
@@ -230,11 +230,11 @@ func TestAcquireErrors(t *testing.T) {
 		wantInErr string // in Summary
 		wantLine  string // in some PipLine
 	}{
-		{"build fails", idx.URL, []string{"broken"}, "build_failed", "building broken from source failed", "RuntimeError: pyenvtest: deliberate build failure"},
+		{"build fails", idx.URL, []string{"broken"}, "build_failed", "building broken from source failed", "RuntimeError: pythonenvtest: deliberate build failure"},
 		{"unknown package", idx.URL, []string{"app", "nosuchpkg"}, "not_found", `no package named "nosuchpkg"`, "No matching distribution found for nosuchpkg"},
 		{"no matching version", idx.URL, []string{"two>=3"}, "no_matching_version", "available for Python", "(from versions: 1.0, 2.0)"},
 		{"conflict", idx.URL, []string{"two==1.0", "two==2.0"}, "no_matching_version", "conflict", "ResolutionImpossible"},
-		{"index answers 404", pyenvtest.NotFoundIndex(t), []string{"app"}, "not_found", `no package named "app"`, "No matching distribution found for app"},
+		{"index answers 404", pythonenvtest.NotFoundIndex(t), []string{"app"}, "not_found", `no package named "app"`, "No matching distribution found for app"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -272,7 +272,7 @@ func TestAcquireErrors(t *testing.T) {
 func TestAcquireHangingIndex(t *testing.T) {
 	t.Parallel()
 	interp := testInterp(t)
-	hanging := pyenvtest.HangingIndex(t)
+	hanging := pythonenvtest.HangingIndex(t)
 
 	t.Run("InstallTimeout", func(t *testing.T) {
 		t.Parallel()
@@ -826,10 +826,10 @@ func BenchmarkVerify(b *testing.B) {
 	for i := range 2000 {
 		big[fmt.Sprintf("bigpkg/m%04d.py", i)] = "x = 1\n"
 	}
-	idx := pyenvtest.NewIndex(b,
-		pyenvtest.Package{Name: "Base-Pkg", Version: "1.0"},
-		pyenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base-pkg>=1"}},
-		pyenvtest.Package{Name: "bigpkg", Version: "1.0", Files: big},
+	idx := pythonenvtest.NewIndex(b,
+		pythonenvtest.Package{Name: "Base-Pkg", Version: "1.0"},
+		pythonenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base-pkg>=1"}},
+		pythonenvtest.Package{Name: "bigpkg", Version: "1.0", Files: big},
 	)
 	c := newTestCache(b, idx.URL, nil)
 	for _, req := range []string{"app", "bigpkg"} {

@@ -1,4 +1,4 @@
-package pyenv
+package pythonenv
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 // confineWith is mcp.ConfineInstalls (which this package cannot import):
@@ -119,7 +119,7 @@ func TestHostileSdist(t *testing.T) {
 		}
 		build := fmt.Sprintf("OUTSIDE = %s\nHOME_SECRET = %q\nTMP_SECRET = %q\nPORT = %d\n",
 			pyList(outside), homeSecret, tmpSecret, ln.Addr().(*net.TCPAddr).Port) + hostileBuild
-		ix := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "hostile", Version: "1.0", Build: build})
+		ix := pythonenvtest.NewIndex(t, pythonenvtest.Package{Name: "hostile", Version: "1.0", Build: build})
 		var out bytes.Buffer
 		opts := Options{Dir: dir, IndexURL: ix.URL, InstallTimeout: 2 * time.Minute}
 		if confine != nil {
@@ -218,7 +218,7 @@ func TestHostileSdistUnprivileged(t *testing.T) {
 // index through the egress proxy, and reports each build's overhead beyond
 // pip's own install time on the host. Run with:
 //
-//	go test -run '^$' -bench AcquireSandboxed -benchtime 5x ./sandbox/pyenv/
+//	go test -run '^$' -bench AcquireSandboxed -benchtime 5x ./workspace/pythonenv/
 func BenchmarkAcquireSandboxed(b *testing.B) {
 	interp := testInterp(b)
 	idx := basicIndex(b)
@@ -284,7 +284,7 @@ func TestConfinedInstallNamesRefusedHost(t *testing.T) {
 	if r.Tier() == sandbox.TierNone {
 		testenv.Skip(t, testenv.Userns, "no sandbox tier here")
 	}
-	name, whl, err := pyenvtest.Wheel(pyenvtest.Package{Name: "elsewhere", Version: "1.0"})
+	name, whl, err := pythonenvtest.Wheel(pythonenvtest.Package{Name: "elsewhere", Version: "1.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +347,9 @@ func TestBuildCannotSteerTheServer(t *testing.T) {
 	const env = `import os
 env = os.path.join(os.path.dirname(os.environ["TMPDIR"]), "env")
 `
-	ix := pyenvtest.NewIndex(t,
-		pyenvtest.Package{Name: "metalink", Version: "1.0", Build: env + fmt.Sprintf("os.symlink(%q, os.path.join(env, %q))\n", target, metaFile)},
-		pyenvtest.Package{Name: "pylink", Version: "1.0", Build: env + `os.remove(os.path.join(env, "bin", "python"))
+	ix := pythonenvtest.NewIndex(t,
+		pythonenvtest.Package{Name: "metalink", Version: "1.0", Build: env + fmt.Sprintf("os.symlink(%q, os.path.join(env, %q))\n", target, metaFile)},
+		pythonenvtest.Package{Name: "pylink", Version: "1.0", Build: env + `os.remove(os.path.join(env, "bin", "python"))
 # Still runs Python in the sandbox (an exec resolves it in the caller),
 # but on the host it leads to the server's own binary.
 os.symlink("/proc/self/exe", os.path.join(env, "bin", "python"))

@@ -1,4 +1,4 @@
-package pyenv_test
+package pythonenv_test
 
 import (
 	"context"
@@ -7,18 +7,18 @@ import (
 	"os"
 	"os/exec"
 
-	"github.com/prims-mcp/prims/sandbox/pyenv"
+	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 func ExampleCache_Acquire() {
 	ctx := context.Background()
-	interps, _ := pyenv.Discover(ctx, pyenv.DiscoverOptions{})
-	interp, err := pyenv.Select(interps, "3.11")
+	interps, _ := pythonenv.Discover(ctx, pythonenv.DiscoverOptions{})
+	interp, err := pythonenv.Select(interps, "3.11")
 	if err != nil {
 		fmt.Println(err) // names the versions available
 		return
 	}
-	cache, err := pyenv.New(pyenv.Options{})
+	cache, err := pythonenv.New(pythonenv.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -26,7 +26,7 @@ func ExampleCache_Acquire() {
 	env, err := cache.Acquire(ctx, interp, []string{"requests>=2.31"}, func(line string) {
 		fmt.Fprintln(os.Stderr, line)
 	})
-	var ie *pyenv.InstallError
+	var ie *pythonenv.InstallError
 	if errors.As(err, &ie) {
 		fmt.Println(ie.Kind, ie.Summary, ie.PipLines, ie.Hint)
 		return
@@ -40,9 +40,9 @@ func ExampleCache_Acquire() {
 }
 
 func ExampleDistributionFor() {
-	fmt.Println(pyenv.DistributionFor("sklearn.linear_model"))
-	fmt.Println(pyenv.DistributionFor("cv2"))
-	fmt.Println(pyenv.DistributionFor("numpy"))
+	fmt.Println(pythonenv.DistributionFor("sklearn.linear_model"))
+	fmt.Println(pythonenv.DistributionFor("cv2"))
+	fmt.Println(pythonenv.DistributionFor("numpy"))
 	// Output:
 	// scikit-learn
 	// opencv-python
@@ -50,9 +50,9 @@ func ExampleDistributionFor() {
 }
 
 func ExampleValidateRequirements() {
-	reqs, err := pyenv.ValidateRequirements([]string{"Pandas >= 2", "requests[SOCKS]", "pandas>=2"}, false)
+	reqs, err := pythonenv.ValidateRequirements([]string{"Pandas >= 2", "requests[SOCKS]", "pandas>=2"}, false)
 	fmt.Println(reqs, err)
-	_, err = pyenv.ValidateRequirements([]string{"-r requirements.txt"}, false)
+	_, err = pythonenv.ValidateRequirements([]string{"-r requirements.txt"}, false)
 	fmt.Println(err)
 	// Output:
 	// [pandas>=2 requests[socks]] <nil>

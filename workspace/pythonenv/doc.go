@@ -1,10 +1,10 @@
-// Package pyenv finds the Python interpreters on a host and gives PRIMS
+// Package pythonenv finds the Python interpreters on a host and gives PRIMS
 // content-addressed Python environments that are installed once per machine
 // and reused by every run that asks for the same packages.
 //
-//	interps, skipped := pyenv.Discover(ctx, pyenv.DiscoverOptions{Explicit: pythonFlags})
-//	interp, err := pyenv.Select(interps, "3.12") // "" for the default
-//	cache, err := pyenv.New(pyenv.Options{MaxBytes: 5 << 30})
+//	interps, skipped := pythonenv.Discover(ctx, pythonenv.DiscoverOptions{Explicit: pythonFlags})
+//	interp, err := pythonenv.Select(interps, "3.12") // "" for the default
+//	cache, err := pythonenv.New(pythonenv.Options{MaxBytes: 5 << 30})
 //	env, err := cache.Acquire(ctx, interp, []string{"pandas>=2", "requests"}, func(line string) {
 //		notify(line) // "resolving pandas>=2", "downloading pandas-2.2.1 (12.4 MB)", ...
 //	})
@@ -29,4 +29,4 @@
 // build time, so runs can mount them read-only and set
 // PYTHONDONTWRITEBYTECODE. Console scripts in bin/ keep the build path in
 // their shebang; runs use Env.Python directly.
-package pyenv
+package pythonenv

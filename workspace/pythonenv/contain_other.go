@@ -1,6 +1,6 @@
 //go:build !linux
 
-package pyenv
+package pythonenv
 
 import "os/exec"
 

@@ -1,16 +1,16 @@
-// Package pyenvtest serves a real PEP 503 "simple" package index from
+// Package pythonenvtest serves a real PEP 503 "simple" package index from
 // httptest, with wheels and sdists built in Go, so tests can drive real pip
 // without network access.
 //
-//	idx := pyenvtest.NewIndex(t,
-//		pyenvtest.Package{Name: "base", Version: "1.0"},
-//		pyenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base>=1"}},
+//	idx := pythonenvtest.NewIndex(t,
+//		pythonenvtest.Package{Name: "base", Version: "1.0"},
+//		pythonenvtest.Package{Name: "app", Version: "2.0", Requires: []string{"base>=1"}},
 //	)
 //	// pip install --index-url idx.URL app
 //
 // Each package installs one top-level module named like the distribution
 // ("my-pkg" imports as my_pkg) whose __version__ is the package version.
-package pyenvtest
+package pythonenvtest
 
 import (
 	"archive/tar"
@@ -138,7 +138,7 @@ func NewIndex(t testing.TB, pkgs ...Package) *Index {
 			name, data, err = Wheel(p)
 		}
 		if err != nil {
-			t.Fatalf("pyenvtest: build %s %s: %v", p.Name, p.Version, err)
+			t.Fatalf("pythonenvtest: build %s %s: %v", p.Name, p.Version, err)
 		}
 		n := Normalize(p.Name)
 		projects[n] = append(projects[n], file{name, data})
@@ -255,7 +255,7 @@ func Wheel(p Package) (filename string, data []byte, err error) {
 		files[initPy] = initSource(p)
 	}
 	files[distInfo+"/METADATA"] = metadata(p, "2.1")
-	files[distInfo+"/WHEEL"] = "Wheel-Version: 1.0\nGenerator: pyenvtest\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+	files[distInfo+"/WHEEL"] = "Wheel-Version: 1.0\nGenerator: pythonenvtest\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
 
 	paths := make([]string, 0, len(files))
 	for k := range files {
@@ -296,7 +296,7 @@ func Wheel(p Package) (filename string, data []byte, err error) {
 // in-tree PEP 517 backend raises, so no build dependency is fetched.
 func Sdist(p Package) (filename string, data []byte, err error) {
 	return sdist(p, `def _fail(*args, **kwargs):
-    raise RuntimeError("pyenvtest: deliberate build failure")
+    raise RuntimeError("pythonenvtest: deliberate build failure")
 
 get_requires_for_build_wheel = lambda config_settings=None: []
 prepare_metadata_for_build_wheel = _fail
@@ -323,13 +323,13 @@ def get_requires_for_build_wheel(config_settings=None):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     report = []
-    exec(compile(BUILD, "pyenvtest-build", "exec"), {"report": report})
+    exec(compile(BUILD, "pythonenvtest-build", "exec"), {"report": report})
     info = "%%s-%%s.dist-info" %% (DIST, VERSION)
     files = {
         MODULE + "/__init__.py": "__version__ = %%r\n" %% VERSION,
         MODULE + "/build_report.txt": "\n".join(report) + "\n",
         info + "/METADATA": METADATA,
-        info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: pyenvtest\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: pythonenvtest\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     name = "%%s-%%s-py3-none-any.whl" %% (DIST, VERSION)
     record = []

@@ -1,4 +1,4 @@
-package pyenv
+package pythonenv
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/prims-mcp/prims/internal/testenv"
-	"github.com/prims-mcp/prims/sandbox/pyenv/pyenvtest"
+	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
 // TestAcquireDiskFull builds an environment on a cache disk too small for
@@ -26,7 +26,7 @@ func TestAcquireDiskFull(t *testing.T) {
 		t.Fatalf("mount a 2 MiB tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
-	idx := pyenvtest.NewIndex(t, pyenvtest.Package{Name: "huge", Version: "1.0",
+	idx := pythonenvtest.NewIndex(t, pythonenvtest.Package{Name: "huge", Version: "1.0",
 		Files: map[string]string{"huge/data.txt": strings.Repeat("0123456789abcdef", 1<<18)}}) // 4 MiB installed, a few kB as a wheel
 	c := newTestCache(t, idx.URL, func(o *Options) { o.Dir = dir })
 	_, err := c.Acquire(context.Background(), interp, []string{"huge"}, nil)

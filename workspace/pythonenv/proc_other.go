@@ -1,6 +1,6 @@
 //go:build !unix
 
-package pyenv
+package pythonenv
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package pyenv
+package pythonenv
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 // the build into pip's own time and PRIMS's overhead (venv creation,
 // metadata, rename, eviction scan). Run with:
 //
-//	go test -run '^$' -bench Acquire -benchtime 5x ./sandbox/pyenv/
+//	go test -run '^$' -bench Acquire -benchtime 5x ./workspace/pythonenv/
 func BenchmarkAcquire(b *testing.B) {
 	interp := testInterp(b)
 	idx := basicIndex(b)
