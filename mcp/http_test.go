@@ -620,7 +620,7 @@ func parseMetrics(text string) (map[string]float64, error) {
 					return nil, fmt.Errorf("line %d: bad TYPE", n)
 				}
 				switch f[3] {
-				case "counter", "gauge", "histogram":
+				case "counter", "gauge", "histogram", "summary": // summary: the Go collector's GC pauses
 				default:
 					return nil, fmt.Errorf("line %d: type %q", n, f[3])
 				}
@@ -641,7 +641,7 @@ func parseMetrics(text string) (map[string]float64, error) {
 		}
 		family := m[1]
 		for _, suf := range []string{"_bucket", "_sum", "_count"} {
-			if base := strings.TrimSuffix(family, suf); base != family && types[base] == "histogram" {
+			if base := strings.TrimSuffix(family, suf); base != family && (types[base] == "histogram" || types[base] == "summary") {
 				family = base
 			}
 		}

@@ -1,30 +1,33 @@
 package mcp
 
 import (
-	"fmt"
 	"io"
-	"math"
-	"strconv"
-	"sync"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
 )
 
-// metrics are the counters behind GET /metrics, written in the Prometheus
-// text format by hand: a dozen series do not need a client library. The
-// zero value is ready to use.
+// metrics are the series behind GET /metrics, in a Prometheus registry of
+// the server's own (not the global one: a test process runs many servers)
+// next to the Go runtime and process collectors. initMetrics fills it.
 type metrics struct {
-	runs      [numOutcomes]atomic.Uint64
-	duration  histogram // seconds from start to exit of each program
-	queueWait histogram // seconds each run waited for a slot
-	inFlight  atomic.Int64
-	queued    atomic.Int64
-	outBytes  [2]atomic.Uint64 // stdout, stderr
-	envHits   atomic.Uint64
-	envMisses atomic.Uint64
-	limits    sync.Map // sandbox.Result.Limit → *atomic.Uint64: runs each limit ended or broke
+	reg *prometheus.Registry
+
+	// The server reads these too (drain, tests), so they stay plain
+	// atomics that the registry reads at scrape time.
+	runs     [numOutcomes]atomic.Uint64
+	inFlight atomic.Int64
+	queued   atomic.Int64
+
+	duration  prometheus.Histogram   // seconds from start to exit of each program
+	queueWait prometheus.Histogram   // seconds each run waited for a slot
+	outBytes  *prometheus.CounterVec // by stream
+	envLookup *prometheus.CounterVec // by result
+	limited   *prometheus.CounterVec // by sandbox.Result.Limit
 }
 
 type outcome int
@@ -41,11 +44,68 @@ const (
 
 var outcomeNames = [numOutcomes]string{"ok", "error", "timeout", "cancelled", "failed", "refused"}
 
+// bucketBounds are the histograms' upper bounds in seconds, from a quick
+// print(1) (~15 ms) to the longest default timeout.
+var bucketBounds = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// limitNames are the limits prims_runs_limited_total always shows, at 0
+// until one fires, so a dashboard's query has a series from the start.
+var limitNames = []string{sandbox.LimitWallTime, sandbox.LimitCPUTime, sandbox.LimitMemory, sandbox.LimitMaxProcs, sandbox.LimitMaxFileSize, sandbox.LimitMaxOpenFiles, sandbox.LimitWorkspaceQuota}
+
+// initMetrics builds s.metrics and its registry. New calls it once.
+func (s *Server) initMetrics() {
+	m := &s.metrics
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "prims_run_duration_seconds", Help: "Wall-clock time of each program, from start to exit.", Buckets: bucketBounds,
+	})
+	m.queueWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "prims_run_queue_wait_seconds", Help: "Time each run waited for a free run slot.", Buckets: bucketBounds,
+	})
+	m.outBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prims_output_bytes_total", Help: "Bytes programs wrote, by stream.",
+	}, []string{"stream"})
+	m.envLookup = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prims_env_cache_total", Help: "Lookups in the Python environment cache, by result.",
+	}, []string{"result"})
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "prims_runs_limited_total", Help: "Runs a sandbox limit ended or broke, by limit.",
+	}, []string{"limit"})
+	// Every label value a dashboard may ask for is there from the start.
+	for _, v := range []string{"stdout", "stderr"} {
+		m.outBytes.WithLabelValues(v)
+	}
+	for _, v := range []string{"hit", "miss"} {
+		m.envLookup.WithLabelValues(v)
+	}
+	for _, v := range limitNames {
+		m.limited.WithLabelValues(v)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.duration, m.queueWait, m.outBytes, m.envLookup, m.limited,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prims_runs_in_flight", Help: "Programs running now."},
+			func() float64 { return float64(m.inFlight.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prims_runs_queued", Help: "Runs waiting for a run slot now."},
+			func() float64 { return float64(m.queued.Load()) }),
+		scrapeCollector{s},
+	)
+	for o, name := range outcomeNames {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "prims_runs_total", Help: "Programs run_code was asked to run, by outcome.",
+			ConstLabels: prometheus.Labels{"outcome": name},
+		}, func() float64 { return float64(m.runs[o].Load()) }))
+	}
+	m.reg = reg
+}
+
 func (m *metrics) countRun(o outcome) { m.runs[o].Add(1) }
 
 func (m *metrics) observeRun(res sandbox.Result, err error, stdout, stderr int64) {
-	m.outBytes[0].Add(uint64(stdout))
-	m.outBytes[1].Add(uint64(stderr))
+	m.outBytes.WithLabelValues("stdout").Add(float64(stdout))
+	m.outBytes.WithLabelValues("stderr").Add(float64(stderr))
 	switch {
 	case err != nil:
 		m.countRun(outcomeFailed)
@@ -59,94 +119,54 @@ func (m *metrics) observeRun(res sandbox.Result, err error, stdout, stderr int64
 	default:
 		m.countRun(outcomeError)
 	}
-	m.duration.observe(res.Duration.Seconds())
+	m.duration.Observe(res.Duration.Seconds())
 	if res.Limit != "" {
-		n, _ := m.limits.LoadOrStore(res.Limit, new(atomic.Uint64))
-		n.(*atomic.Uint64).Add(1)
+		m.limited.WithLabelValues(res.Limit).Inc()
 	}
 }
 
 // envCache records a lookup in the Python environment cache:
 // prepareEnvironment calls it once per run that needed an environment.
 func (m *metrics) envCache(hit bool) {
+	result := "miss"
 	if hit {
-		m.envHits.Add(1)
-	} else {
-		m.envMisses.Add(1)
+		result = "hit"
+	}
+	m.envLookup.WithLabelValues(result).Inc()
+}
+
+// Series whose values live elsewhere (the session table, the runner, the
+// egress proxy) and are read when Prometheus scrapes.
+var (
+	descSessions   = prometheus.NewDesc("prims_sessions_active", "Live MCP sessions.", nil, nil)
+	descWorkspaces = prometheus.NewDesc("prims_workspaces_active", "Session workspaces on disk.", nil, nil)
+	descTier       = prometheus.NewDesc("prims_sandbox_tier", "The isolation tier runs use (1 for the active tier).", []string{"tier"}, nil)
+	descMemory     = prometheus.NewDesc("prims_sandbox_memory_enforcement", "How the memory limit bounds a run (1 for the active way).", []string{"mode"}, nil)
+	descWarm       = prometheus.NewDesc("prims_warm_sandboxes", "Sandboxes started and waiting for code (--warm).", nil, nil)
+	descWarmRSS    = prometheus.NewDesc("prims_warm_sandbox_rss_bytes", "Resident memory of the waiting sandboxes.", nil, nil)
+	descEgressReqs = prometheus.NewDesc("prims_egress_requests_total", "Requests through the egress proxy (installs and --allow-host), by result.", []string{"result"}, nil)
+	descEgressByte = prometheus.NewDesc("prims_egress_bytes_total", "Bytes carried by the egress proxy, by direction.", []string{"direction"}, nil)
+)
+
+// scrapeCollector reads the series of values the server keeps elsewhere,
+// once per scrape: the warm pool's stats walk /proc, so they are read once
+// for both of their series.
+type scrapeCollector struct{ s *Server }
+
+func (c scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSessions, descWorkspaces, descTier, descMemory, descWarm, descWarmRSS, descEgressReqs, descEgressByte} {
+		ch <- d
 	}
 }
 
-// bucketBounds are the histogram's upper bounds in seconds, from a quick
-// print(1) (~15 ms) to the longest default timeout.
-var bucketBounds = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
-
-type histogram struct {
-	mu     sync.Mutex
-	counts [len(bucketBounds) + 1]uint64 // per bucket, not cumulative; last is +Inf
-	sum    float64
-	n      uint64
-}
-
-func (h *histogram) observe(v float64) {
-	i := len(bucketBounds)
-	for j, b := range bucketBounds {
-		if v <= b {
-			i = j
-			break
-		}
+func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	h.mu.Lock()
-	h.counts[i]++
-	h.sum += v
-	h.n++
-	h.mu.Unlock()
-}
-
-func (h *histogram) write(w io.Writer, name, help string) {
-	h.mu.Lock()
-	counts, sum, n := h.counts, h.sum, h.n
-	h.mu.Unlock()
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
-	var cum uint64
-	for i, c := range counts {
-		cum += c
-		le := "+Inf"
-		if i < len(bucketBounds) {
-			le = formatFloat(bucketBounds[i])
-		}
-		fmt.Fprintf(w, "%s_bucket{le=%q} %d\n", name, le, cum)
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	fmt.Fprintf(w, "%s_sum %s\n%s_count %d\n", name, formatFloat(sum), name, n)
-}
-
-func formatFloat(f float64) string {
-	if math.IsInf(f, 1) {
-		return "+Inf"
-	}
-	return strconv.FormatFloat(f, 'g', -1, 64)
-}
-
-// writeMetrics writes every series in the Prometheus text exposition format.
-func (s *Server) writeMetrics(w io.Writer) {
-	m := &s.metrics
-	counter := func(name, help string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
-	}
-	gauge := func(name, help string) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
-	}
-
-	counter("prims_runs_total", "Programs run_code was asked to run, by outcome.")
-	for o, name := range outcomeNames {
-		fmt.Fprintf(w, "prims_runs_total{outcome=%q} %d\n", name, m.runs[o].Load())
-	}
-	m.duration.write(w, "prims_run_duration_seconds", "Wall-clock time of each program, from start to exit.")
-	m.queueWait.write(w, "prims_run_queue_wait_seconds", "Time each run waited for a free run slot.")
-	gauge("prims_runs_in_flight", "Programs running now.")
-	fmt.Fprintf(w, "prims_runs_in_flight %d\n", m.inFlight.Load())
-	gauge("prims_runs_queued", "Runs waiting for a run slot now.")
-	fmt.Fprintf(w, "prims_runs_queued %d\n", m.queued.Load())
-
 	s.table.mu.Lock()
 	sessions, workspaces := len(s.table.entries), 0
 	for _, e := range s.table.entries {
@@ -155,44 +175,22 @@ func (s *Server) writeMetrics(w io.Writer) {
 		}
 	}
 	s.table.mu.Unlock()
-	gauge("prims_sessions_active", "Live MCP sessions.")
-	fmt.Fprintf(w, "prims_sessions_active %d\n", sessions)
-	gauge("prims_workspaces_active", "Session workspaces on disk.")
-	fmt.Fprintf(w, "prims_workspaces_active %d\n", workspaces)
+	gauge(descSessions, float64(sessions))
+	gauge(descWorkspaces, float64(workspaces))
 
-	counter("prims_env_cache_total", "Lookups in the Python environment cache, by result.")
-	fmt.Fprintf(w, "prims_env_cache_total{result=\"hit\"} %d\n", m.envHits.Load())
-	fmt.Fprintf(w, "prims_env_cache_total{result=\"miss\"} %d\n", m.envMisses.Load())
-
-	counter("prims_output_bytes_total", "Bytes programs wrote, by stream.")
-	fmt.Fprintf(w, "prims_output_bytes_total{stream=\"stdout\"} %d\n", m.outBytes[0].Load())
-	fmt.Fprintf(w, "prims_output_bytes_total{stream=\"stderr\"} %d\n", m.outBytes[1].Load())
-
-	gauge("prims_sandbox_tier", "The isolation tier runs use (1 for the active tier).")
-	fmt.Fprintf(w, "prims_sandbox_tier{tier=%q} 1\n", string(s.runner.Tier()))
-	gauge("prims_sandbox_memory_enforcement", "How the memory limit bounds a run (1 for the active way).")
-	fmt.Fprintf(w, "prims_sandbox_memory_enforcement{mode=%q} 1\n", string(s.runner.MemoryEnforcement()))
-	counter("prims_runs_limited_total", "Runs a sandbox limit ended or broke, by limit.")
-	for _, l := range []string{sandbox.LimitWallTime, sandbox.LimitCPUTime, sandbox.LimitMemory, sandbox.LimitMaxProcs, sandbox.LimitMaxFileSize, sandbox.LimitMaxOpenFiles, sandbox.LimitWorkspaceQuota} {
-		var n uint64
-		if c, ok := m.limits.Load(l); ok {
-			n = c.(*atomic.Uint64).Load()
-		}
-		fmt.Fprintf(w, "prims_runs_limited_total{limit=%q} %d\n", l, n)
+	if s.runner != nil {
+		gauge(descTier, 1, string(s.runner.Tier()))
+		gauge(descMemory, 1, string(s.runner.MemoryEnforcement()))
+		pool := s.runner.PoolStats()
+		gauge(descWarm, float64(pool.Waiting))
+		gauge(descWarmRSS, float64(pool.RSSBytes))
 	}
-	pool := s.runner.PoolStats()
-	gauge("prims_warm_sandboxes", "Sandboxes started and waiting for code (--warm).")
-	fmt.Fprintf(w, "prims_warm_sandboxes %d\n", pool.Waiting)
-	gauge("prims_warm_sandbox_rss_bytes", "Resident memory of the waiting sandboxes.")
-	fmt.Fprintf(w, "prims_warm_sandbox_rss_bytes %d\n", pool.RSSBytes)
 
 	eg := egress.ReadTotals()
-	counter("prims_egress_requests_total", "Requests through the egress proxy (installs and --allow-host), by result.")
-	fmt.Fprintf(w, "prims_egress_requests_total{result=\"allowed\"} %d\n", eg.Requests-eg.Denied)
-	fmt.Fprintf(w, "prims_egress_requests_total{result=\"denied\"} %d\n", eg.Denied)
-	counter("prims_egress_bytes_total", "Bytes carried by the egress proxy, by direction.")
-	fmt.Fprintf(w, "prims_egress_bytes_total{direction=\"up\"} %d\n", eg.BytesUp)
-	fmt.Fprintf(w, "prims_egress_bytes_total{direction=\"down\"} %d\n", eg.BytesDown)
+	counter(descEgressReqs, eg.Requests-eg.Denied, "allowed")
+	counter(descEgressReqs, eg.Denied, "denied")
+	counter(descEgressByte, eg.BytesUp, "up")
+	counter(descEgressByte, eg.BytesDown, "down")
 }
 
 // countWriter counts the bytes passed through to w.

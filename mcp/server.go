@@ -137,6 +137,7 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel, initialized: make(chan struct{})}
 	s.pythons = newPythons(cfg.Python, cfg.Discover)
+	s.initMetrics()
 	s.sdk = sdk.NewServer(&sdk.Implementation{
 		Name:    "prims",
 		Title:   "PRIMS: Python sandbox",

@@ -343,7 +343,7 @@ func (s *Server) acquire(ctx context.Context, sess *session, prog *progress) (fu
 	}
 	w, why := slots.enter(sess)
 	if w.granted() {
-		s.metrics.queueWait.observe(0)
+		s.metrics.queueWait.Observe(0)
 		return func() { slots.release(sess) }, nil
 	}
 	start := time.Now()
@@ -362,7 +362,7 @@ func (s *Server) acquire(ctx context.Context, sess *session, prog *progress) (fu
 		slots.release(sess)
 	}
 	s.metrics.queued.Add(-1)
-	s.metrics.queueWait.observe(time.Since(start).Seconds())
+	s.metrics.queueWait.Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, errShuttingDown):
 		return nil, err

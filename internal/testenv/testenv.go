@@ -34,10 +34,11 @@ const (
 	Proc     = "proc"     // a Linux /proc
 	FIFO     = "fifo"     // named pipes
 	Cgroup   = "cgroup"   // a memory cgroup per run: a delegated cgroup v2 subtree, or v1 as root
+	Promtool = "promtool" // Prometheus's promtool on PATH, to check /metrics (Debian: prometheus)
 )
 
 // Features lists every feature name PRIMS_REQUIRE may hold.
-var Features = []string{Python, Pip, Shared, Pythons, Pyenv, Ancient, Userns, Landlock, Root, Proc, FIFO, Cgroup}
+var Features = []string{Python, Pip, Shared, Pythons, Pyenv, Ancient, Userns, Landlock, Root, Proc, FIFO, Cgroup, Promtool}
 
 // Var is the environment variable that lists the required features,
 // separated by commas or spaces; "all" requires every one.
