@@ -36,7 +36,7 @@ type initReport struct {
 // prepare builds the child for job in the runner's tier.
 func (r *Runner) prepare(job Job, code, stdout, stderr *os.File, mem *memGuard) (*launch, error) {
 	if r.tier == TierNone {
-		cmd := exec.Command(job.Python, "-s", "-c", bootstrap)
+		cmd := exec.Command(job.Python, "-s", "-c", job.program())
 		if job.cmd != nil {
 			cmd = exec.Command(job.cmd.Args[0], job.cmd.Args[1:]...)
 		}

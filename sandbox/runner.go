@@ -334,6 +334,19 @@ type Job struct {
 	QuotaUsed int64
 
 	cmd *Command // RunCommand's: runs instead of the bootstrap
+	// script, when set, is the Python program the sandbox starts instead
+	// of the bootstrap (the state server), and ctl its fd 3 instead of a
+	// code pipe: a unix socket the server keeps talking on.
+	script string
+	ctl    *os.File
+}
+
+// program is the Python source the interpreter is started with (-c).
+func (job Job) program() string {
+	if job.script != "" {
+		return job.script
+	}
+	return bootstrap
 }
 
 // codeHeader is the first line of what the bootstrap reads: the program's
@@ -448,7 +461,10 @@ func (r *Runner) start(job Job) (*child, error) {
 		}
 		return rd, wr, err
 	}
-	codeR, codeW, err := pipe()
+	codeR, codeW, err := job.ctl, (*os.File)(nil), error(nil)
+	if codeR == nil {
+		codeR, codeW, err = pipe()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("code pipe: %w", err)
 	}

@@ -258,7 +258,7 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File, mem *mem
 	cfg := initConfig{
 		Mode:    string(r.tier),
 		Python:  job.Python,
-		Args:    []string{job.Python, "-s", "-c", bootstrap},
+		Args:    []string{job.Python, "-s", "-c", job.program()},
 		Env:     childEnv(job),
 		Dir:     dir,
 		Network: r.cfg.Network,

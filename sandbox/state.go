@@ -1,0 +1,54 @@
+package sandbox
+
+import (
+	_ "embed"
+	"errors"
+	"strings"
+)
+
+//go:embed stateserver.py
+var stateServer string
+
+// stateProgram is what a state sandbox runs: the bootstrap's definitions
+// (its hooks and fallbacks, without its final call, which would read a
+// program) followed by the state server.
+var stateProgram = func() string {
+	defs, ok := strings.CutSuffix(bootstrap, "\n_prims_main()\n")
+	if !ok {
+		panic("sandbox: bootstrap.py must end with its _prims_main() call")
+	}
+	return defs + "\n" + stateServer
+}()
+
+// ErrNoState is wrapped by StateHost's errors for a state name that does
+// not exist (never created, dropped, or lost).
+var ErrNoState = errors.New("no such state")
+
+// ErrStateLost is wrapped when a state's interpreter died outside any
+// call's control (a limit took the holder itself, or it was killed): what
+// it held is gone.
+var ErrStateLost = errors.New("the state's interpreter died; what it held is gone")
+
+// ErrStatesUnsupported is returned by OpenStates where states cannot be
+// kept (outside Linux: they need fork and /proc).
+var ErrStatesUnsupported = errors.New("stateful runs are not supported on this platform")
+
+// StateResult is how one call on a state ended.
+type StateResult struct {
+	Result
+	// Committed: the program ended well (exit status 0, no uncaught
+	// exception) and its interpreter is the state now. Otherwise the
+	// state is exactly as it was before the call.
+	Committed bool
+	// Threads names the threads other than the main one that the
+	// program left running in the state (committed calls only). A fork
+	// carries only the thread that forks: they keep running in the
+	// state's interpreter until the next call that ends well replaces it,
+	// and no later call sees them run.
+	Threads []string
+	// OpenFiles and Sockets count the descriptors the state holds open
+	// (committed calls only). Every later call's fork shares their
+	// position: reading one moves it for the state too, even in a call
+	// that is rolled back.
+	OpenFiles, Sockets int
+}

@@ -1,0 +1,535 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// StateHost is one sandbox that keeps named Python states alive between
+// calls (stateserver.py). It has the tier, limits and workspace view of a
+// fresh run of the job it was opened with; its memory limit bounds all its
+// states and the call running in it together. Calls run one at a time.
+//
+//	h, err := r.OpenStates(sandbox.Job{Python: py, Dir: ws})
+//	err = h.New(ctx, "df", "")
+//	res, err := h.Run(ctx, "df", sandbox.Job{Code: "import pandas as pd; df = pd.read_csv('x.csv')"})
+//	res, err = h.Run(ctx, "df", sandbox.Job{Code: "print(len(df))"}) // df is still there
+//	h.Close()
+type StateHost struct {
+	r    *Runner
+	job  Job
+	c    *child
+	conn *net.UnixConn
+
+	mu      sync.Mutex
+	holders map[string]int // state name -> host pid of its interpreter
+	anchor  int            // host pid of the state server
+	broken  error          // set once the sandbox is unusable
+	closed  bool
+	aerr    syncTail // the state server's own stderr, for diagnostics
+}
+
+// stateReplyWait bounds how long the state server may take to answer
+// anything but a call's end: a fork of a large state takes milliseconds.
+const stateReplyWait = 30 * time.Second
+
+// OpenStates starts a sandbox for states of job's interpreter, environment
+// (ReadOnly) and workspace (Dir). It holds no state until New.
+func (r *Runner) OpenStates(job Job) (*StateHost, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "state-server")
+	theirs := os.NewFile(uintptr(fds[1]), "state-server-peer")
+	job, _ = r.warmJob(job)
+	job.script, job.ctl = stateProgram, theirs
+	job.Code, job.Stdout, job.Stderr = "", nil, nil
+	c, err := r.start(job)
+	theirs.Close()
+	if err != nil {
+		ours.Close()
+		return nil, err
+	}
+	fc, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		c.kill()
+		return nil, err
+	}
+	h := &StateHost{r: r, job: job, c: c, conn: fc.(*net.UnixConn), holders: map[string]int{}}
+	// An OOM kill must take the call that went over, not every state:
+	// the call's fork gets the highest OOM score (prepareCall), and the
+	// kernel's group kill is off for this sandbox.
+	if c.mem.mode == MemoryCgroupV2 && c.mem.dir != "" {
+		_ = os.WriteFile(filepath.Join(c.mem.dir, "memory.oom.group"), []byte("0"), 0)
+	}
+	go func() { _ = pump(c.outR, io.Discard) }()
+	go func() { _ = pump(c.errR, &h.aerr) }()
+	var hello struct {
+		PID int `json:"pid"`
+	}
+	if err := h.recv(&hello, time.Now().Add(stateReplyWait)); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("%w: the state server did not start: %w", ErrStart, err)
+	}
+	h.anchor = h.hostPID(hello.PID)
+	return h, nil
+}
+
+// Job is the job the host was opened with (its interpreter, workspace and
+// read-only paths).
+func (h *StateHost) Job() Job { return h.job }
+
+// Tier is the isolation tier of the host's sandbox.
+func (h *StateHost) Tier() Tier { return h.r.tier }
+
+// New makes a state called name: an empty interpreter, or with from a
+// copy-on-write copy of that state as it is now.
+func (h *StateHost) New(ctx context.Context, name, from string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.usable(); err != nil {
+		return err
+	}
+	if _, ok := h.holders[name]; ok {
+		return fmt.Errorf("state %q exists already", name)
+	}
+	if from != "" {
+		if _, ok := h.holders[from]; !ok {
+			return fmt.Errorf("%w: %q", ErrNoState, from)
+		}
+	}
+	var rep struct {
+		PID  int    `json:"pid"`
+		Lost bool   `json:"lost"`
+		Err  string `json:"err"`
+	}
+	if err := h.call(map[string]any{"op": "new", "name": name, "from": from}, nil, &rep); err != nil {
+		return err
+	}
+	switch {
+	case rep.Err != "":
+		return fmt.Errorf("make state %q: %s", name, rep.Err)
+	case rep.Lost:
+		delete(h.holders, from)
+		return fmt.Errorf("copy state %q: %w", from, ErrStateLost)
+	}
+	h.holders[name] = h.hostPID(rep.PID)
+	return nil
+}
+
+// Drop ends a state and frees what it held.
+func (h *StateHost) Drop(name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.holders[name]; !ok {
+		return fmt.Errorf("%w: %q", ErrNoState, name)
+	}
+	delete(h.holders, name)
+	if h.usable() != nil {
+		return nil
+	}
+	var rep struct{}
+	return h.call(map[string]any{"op": "drop", "name": name}, nil, &rep)
+}
+
+// Has reports whether a state called name is alive here.
+func (h *StateHost) Has(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.holders[name]
+	return ok && h.broken == nil
+}
+
+// Memory is the memory a state holds: the proportional set size of its
+// interpreter, so pages it shares with copies of it count once in all.
+func (h *StateHost) Memory(name string) int64 {
+	h.mu.Lock()
+	pid, ok := h.holders[name]
+	h.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return proportionalMemory(pid)
+}
+
+// Close ends every state and the sandbox.
+func (h *StateHost) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	h.conn.Close()
+	h.c.kill()
+}
+
+func (h *StateHost) usable() error {
+	if h.closed {
+		return errors.New("the states' sandbox is closed")
+	}
+	return h.broken
+}
+
+// fail marks the host unusable: its sandbox is killed and every state in
+// it is lost.
+func (h *StateHost) fail(err error) error {
+	if h.broken == nil {
+		h.broken = fmt.Errorf("%w: %w", ErrStateLost, err)
+		if tail := strings.TrimSpace(h.aerr.String()); tail != "" {
+			h.r.log.Warn("state server failed", "err", err, "stderr", tail)
+		}
+		h.conn.Close()
+		h.c.kill()
+		h.closed = true
+		h.holders = map[string]int{}
+	}
+	return h.broken
+}
+
+// Run runs job's program on the state called name, in a fork of it, and
+// waits for it and everything it started. If the program ends well, the
+// fork is the state from now on; otherwise the state is as it was. job's
+// Code, Filename, Stdout, Stderr and Timeout are used; the rest is the
+// host's. Like Runner.Run, the error is non-nil only when the program could
+// not be started (or the state is gone).
+func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	res := StateResult{Result: Result{Tier: h.r.tier, Memory: h.c.mem.mode}}
+	if err := h.usable(); err != nil {
+		return res, err
+	}
+	if _, ok := h.holders[name]; !ok {
+		return res, fmt.Errorf("%w: %q", ErrNoState, name)
+	}
+	timeout := job.Timeout
+	if timeout <= 0 {
+		timeout = h.r.cfg.DefaultTimeout
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return res, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return res, err
+	}
+	defer outR.Close()
+	defer errR.Close()
+	msg := map[string]any{"op": "run", "name": name, "code": job.Code, "filename": job.Filename}
+	var started struct {
+		PID  int    `json:"pid"`
+		Lost bool   `json:"lost"`
+		Err  string `json:"err"`
+	}
+	err = h.call(msg, []*os.File{outW, errW}, &started)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case started.Err != "":
+		return res, fmt.Errorf("%w: %s", ErrStart, started.Err)
+	case started.Lost:
+		delete(h.holders, name)
+		return res, fmt.Errorf("state %q: %w", name, ErrStateLost)
+	}
+	callPID := h.hostPID(started.PID)
+	// The kernel's OOM killer, when the sandbox's memory runs out, picks
+	// the call, never a state: raising one's own score is always allowed
+	// (Landlock keeps the program from writing /proc, so the server does).
+	if callPID > 0 {
+		_ = os.WriteFile("/proc/"+strconv.Itoa(callPID)+"/oom_score_adj", []byte("1000"), 0)
+	}
+
+	tail := &tailBuffer{}
+	pumps := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = pump(outR, job.Stdout) }()
+		go func() { defer wg.Done(); _ = pump(errR, io.MultiWriter(tail, orDiscard(job.Stderr))) }()
+		wg.Wait()
+		close(pumps)
+	}()
+
+	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
+	defer cancel()
+	quotaHit := make(chan struct{})
+	stopQuota := watchQuota(Job{Dir: h.job.Dir, QuotaUsed: job.QuotaUsed}, h.c.l.cmd.Process.Pid, h.r.limits.WorkspaceQuota, quotaHit)
+	memHit := make(chan struct{})
+	h.c.mem.arm()
+	stopMem := h.c.mem.watch(memHit)
+	start := time.Now()
+	if err := h.send(map[string]any{"op": "go"}, nil); err != nil {
+		stopQuota()
+		stopMem()
+		return res, h.fail(err)
+	}
+	type ending struct {
+		Status    *int     `json:"status"`
+		CPUNanos  int64    `json:"cpu_ns"`
+		Committed bool     `json:"committed"`
+		PID       int      `json:"pid"`
+		Threads   []string `json:"threads"`
+		Files     int      `json:"files"`
+		Sockets   int      `json:"sockets"`
+		Lost      bool     `json:"lost"`
+		Err       string   `json:"err"`
+	}
+	var end ending
+	ended := make(chan error, 1)
+	go func() { ended <- h.recv(&end, time.Time{}) }()
+	var endErr error
+	select {
+	case endErr = <-ended:
+	case <-quotaHit:
+		res.Limit = LimitWorkspaceQuota
+	case <-memHit:
+		res.Limit = LimitMemory
+	case <-runCtx.Done():
+		if errors.Is(context.Cause(runCtx), errTimeout) {
+			res.TimedOut = true
+			res.Limit = LimitWallTime
+		} else {
+			res.Cancelled = true
+		}
+	}
+	if res.Limit != "" || res.Cancelled {
+		h.killCall()
+		select {
+		case endErr = <-ended:
+		case <-time.After(stateReplyWait):
+			endErr = errors.New("no answer after the call was killed")
+		}
+	}
+	stopQuota()
+	stopMem()
+	res.Duration = time.Since(start)
+	if endErr != nil {
+		return res, h.fail(endErr)
+	}
+	if end.Committed {
+		h.holders[name] = h.hostPID(end.PID)
+	}
+	// Whatever the call started dies with it, even when it ended well: a
+	// state is an interpreter, not the processes it ran.
+	h.killCall()
+	select {
+	case <-pumps:
+	case <-time.After(2 * time.Second):
+		h.r.log.Warn("a state call's output pipes are still open after it ended; closing them")
+		outR.SetReadDeadline(time.Now())
+		errR.SetReadDeadline(time.Now())
+		<-pumps
+	}
+	switch {
+	case end.Err != "":
+		return res, h.fail(errors.New(end.Err))
+	case end.Lost:
+		delete(h.holders, name)
+		return res, fmt.Errorf("state %q: %w", name, ErrStateLost)
+	case end.Committed:
+		res.Committed = true
+		res.Threads, res.OpenFiles, res.Sockets = end.Threads, end.Files, end.Sockets
+		return res, nil
+	}
+	st := childStatus{cpu: time.Duration(end.CPUNanos)}
+	if end.Status != nil {
+		st.ws = rawWaitStatus(*end.Status)
+	}
+	res.ExitCode, res.Signal = exitStatus(st.ws)
+	if res.Limit == "" && res.ExitCode != 0 && !res.Cancelled && h.c.mem.exceeded() {
+		res.Limit = LimitMemory
+	}
+	if res.Limit == "" {
+		res.Limit = h.r.limitHit(res.Result, st, tail.String())
+	}
+	return res, nil
+}
+
+// killCall kills every process of the sandbox but the state server and
+// the states' interpreters: the call's fork and whatever it started,
+// wherever they were reparented. Killed processes cannot fork again, so
+// a few passes reach a fork bomb's last generation.
+func (h *StateHost) killCall() {
+	keep := map[int]bool{h.anchor: true, h.c.l.cmd.Process.Pid: true}
+	for _, p := range h.holders {
+		keep[p] = true
+	}
+	for range 100 {
+		n := 0
+		for _, p := range h.procs() {
+			if keep[p] || zombie(p) {
+				continue
+			}
+			_ = syscall.Kill(p, syscall.SIGKILL)
+			n++
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// procs lists the processes of the sandbox: the init's descendants (an
+// orphan goes to the init, PID 1 of the namespace or a child subreaper in
+// the landlock tier), and without an init the program's process group.
+func (h *StateHost) procs() []int {
+	root := h.c.l.cmd.Process.Pid
+	seen := map[int]bool{root: true}
+	queue := []int{root}
+	if h.r.tier == TierNone {
+		queue = append(queue, groupMembers(root)...)
+	}
+	var out []int
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range append([]int{p}, childrenOf(p)...) {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out
+}
+
+// hostPID maps a pid as the sandbox sees it to the host's. Only the
+// namespaces tier has a PID namespace of its own.
+func (h *StateHost) hostPID(pid int) int {
+	if h.r.tier != TierNamespaces || pid <= 0 {
+		return pid
+	}
+	for _, p := range h.procs() {
+		if nsPID(p) == pid {
+			return p
+		}
+	}
+	return 0
+}
+
+// nsPID is pid's number in its innermost PID namespace (the last field of
+// NSpid in /proc/PID/status).
+func nsPID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				return 0
+			}
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
+}
+
+// zombie reports whether pid has exited and waits for its parent.
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true // gone
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// call sends msg and reads one reply into rep.
+func (h *StateHost) call(msg any, fds []*os.File, rep any) error {
+	if err := h.send(msg, fds); err != nil {
+		return h.fail(err)
+	}
+	if err := h.recv(rep, time.Now().Add(stateReplyWait)); err != nil {
+		return h.fail(err)
+	}
+	return nil
+}
+
+// send writes one message: a little-endian length, then JSON; fds ride on
+// the length.
+func (h *StateHost) send(msg any, fds []*os.File) error {
+	body, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	hdr := binary.LittleEndian.AppendUint32(nil, uint32(len(body)))
+	var oob []byte
+	if len(fds) > 0 {
+		ints := make([]int, len(fds))
+		for i, f := range fds {
+			ints[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(ints...)
+	}
+	if _, _, err := h.conn.WriteMsgUnix(hdr, oob, nil); err != nil {
+		return fmt.Errorf("send to the state server: %w", err)
+	}
+	if _, err := h.conn.Write(body); err != nil {
+		return fmt.Errorf("send to the state server: %w", err)
+	}
+	return nil
+}
+
+// recv reads one message into rep, by deadline (zero: none).
+func (h *StateHost) recv(rep any, deadline time.Time) error {
+	_ = h.conn.SetReadDeadline(deadline)
+	var hdr [4]byte
+	if _, err := io.ReadFull(h.conn, hdr[:]); err != nil {
+		return fmt.Errorf("read from the state server: %w", err)
+	}
+	n := binary.LittleEndian.Uint32(hdr[:])
+	if n > 16<<20 {
+		return fmt.Errorf("the state server sent a message of %d bytes", n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(h.conn, body); err != nil {
+		return fmt.Errorf("read from the state server: %w", err)
+	}
+	return json.Unmarshal(body, rep)
+}
+
+// syncTail is a tailBuffer written by one goroutine and read by another.
+type syncTail struct {
+	mu sync.Mutex
+	t  tailBuffer
+}
+
+func (s *syncTail) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t.Write(p)
+}
+
+func (s *syncTail) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t.String()
+}

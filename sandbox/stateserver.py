@@ -1,0 +1,353 @@
+
+# PRIMS state server: the program of a sandbox that holds named interpreter
+# states (sandbox/state_linux.go). It runs after the bootstrap's definitions
+# (bootstrap.py without its last line), so calls get the same matplotlib
+# hook and descriptor fallbacks as a fresh run.
+#
+# Three kinds of process, all inside the one sandbox:
+#   the anchor (this program, started by the sandbox init): talks to the
+#     server over fd 3, a unix socket, and keeps one socket per state;
+#   a holder per state: an idle interpreter whose __main__ is the state;
+#   a call: a fork of a holder that runs one program. If the program ends
+#     well, the call tells the anchor "ok" and becomes the state's holder
+#     (the old one is killed); otherwise it dies and the holder is as it was.
+# Messages are a 4-byte little-endian length and JSON; descriptors ride on
+# the length with SCM_RIGHTS.
+import array
+import json
+import os
+import select
+import socket
+import struct
+
+
+def _st_send(sock, obj, fds=()):
+    data = json.dumps(obj).encode()
+    hdr = struct.pack("<I", len(data))
+    if fds:
+        sock.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        sock.sendall(data)
+    else:
+        sock.sendall(hdr + data)
+
+
+def _st_recv(sock):
+    """One message and the descriptors that came with it; (None, []) at EOF.
+    Received descriptors are close-on-exec: a subprocess never inherits them."""
+    fds = []
+    hdr = b""
+    while len(hdr) < 4:
+        try:
+            msg, anc, _, _ = sock.recvmsg(4 - len(hdr), socket.CMSG_SPACE(16 * 4), socket.MSG_CMSG_CLOEXEC)
+        except OSError:
+            msg, anc = b"", []
+        for level, kind, d in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(d[: len(d) - len(d) % a.itemsize])
+                fds.extend(a)
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        hdr += msg
+    n = struct.unpack("<I", hdr)[0]
+    body = bytearray()
+    while len(body) < n:
+        try:
+            chunk = sock.recv(min(n - len(body), 1 << 20))
+        except OSError:
+            chunk = b""
+        if not chunk:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        body += chunk
+    return json.loads(bytes(body)), fds
+
+
+def _st_flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass
+
+
+def _st_exec(main, msg):
+    """Runs one program in the state's __main__, as the bootstrap runs a
+    fresh one; returns its exit status (0: ended well)."""
+    name = msg.get("filename") or "<code>"
+    main.__file__ = name
+    sys.argv = [name]
+    src = msg["code"].encode("utf-8", "surrogateescape")
+    try:
+        code = compile(src, name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:
+        sys.excepthook(type(e), e.with_traceback(None), None)
+        return 1
+    try:
+        exec(code, main.__dict__)
+    except SystemExit as e:
+        if e.code is None:
+            return 0
+        if type(e.code) is int:
+            return e.code & 0xFF
+        try:
+            print(e.code, file=sys.stderr)
+        except BaseException:
+            pass
+        return 1
+    except BaseException as e:
+        tb = e.__traceback__.tb_next
+        try:
+            sys.excepthook(type(e), e.with_traceback(tb), tb)
+        except BaseException:
+            pass
+        return 1
+    return 0
+
+
+def _st_report(keep):
+    """What a fork cannot carry, as the state is after a call that ended
+    well: threads other than the main one, and open files and sockets
+    (their position is shared with every later fork)."""
+    threads = []
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            main = threading.main_thread()
+            threads = [t.name for t in threading.enumerate() if t is not main and t.is_alive()]
+        except BaseException:
+            pass
+    files = sockets = 0
+    try:
+        import resource
+
+        top = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 4096)
+    except BaseException:
+        top = 1024
+    import stat
+
+    for fd in range(3, top):
+        if fd == keep:
+            continue
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISSOCK(st.st_mode):
+            sockets += 1
+        else:
+            files += 1
+    return {"threads": threads, "files": files, "sockets": sockets}
+
+
+def _st_reap():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _st_holder(chan, main):
+    """The loop of a state's holder: fork on demand, never run code itself.
+    A call's fork leaves this loop to run its program and, when it ends
+    well, comes back into it as the new holder."""
+    while True:
+        _st_reap()
+        msg, fds = _st_recv(chan)
+        if msg is None or msg.get("op") != "fork":
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            chan.close()
+            if msg.get("bare"):
+                # fork_from: a copy that is a holder at once.
+                chan = socket.socket(fileno=fds[0])
+                continue
+            out, err, mine = fds
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            os.close(out)
+            os.close(err)
+            chan = socket.socket(fileno=mine)
+            go, _ = _st_recv(chan)
+            if go is None or go.get("op") != "go":
+                os._exit(125)
+            status = _st_exec(main, msg)
+            _st_flush()
+            if status != 0:
+                os._exit(status)
+            report = _st_report(chan.fileno())
+            # The call's streams end here: its output is complete once
+            # this process lets go of them.
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+            report["ok"] = True
+            report["pid"] = os.getpid()
+            _st_send(chan, report)
+            continue
+        for fd in fds:
+            os.close(fd)
+        _st_send(chan, {"pid": pid})
+        if msg.get("bare"):
+            continue
+        _, status, ru = os.wait4(pid, 0)
+        _st_send(chan, {"status": status, "cpu_ns": int((ru.ru_utime + ru.ru_stime) * 1e9)})
+
+
+def _st_fresh(server, holders):
+    """A new, empty state: a fork of the anchor, which has imported
+    nothing of a program's."""
+    parent, child = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        server.close()
+        parent.close()
+        for chan, _ in holders.values():
+            chan.close()
+        # The anchor's own streams stay the anchor's: a holder writes
+        # nothing, and a call gets streams of its own.
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        main = type(sys)("__main__")
+        main.__builtins__ = __builtins__
+        sys.modules["__main__"] = main
+        sys.meta_path.insert(0, _PrimsShowHook(os.path.abspath("output")))
+        try:
+            _st_holder(child, main)
+        finally:
+            os._exit(0)
+    child.close()
+    return parent, pid
+
+
+def _st_copy(holder):
+    parent, child = socket.socketpair()
+    _st_send(holder, {"op": "fork", "bare": True}, [child.fileno()])
+    child.close()
+    rep, _ = _st_recv(holder)
+    if rep is None:
+        parent.close()
+        return None, 0
+    return parent, rep["pid"]
+
+
+def _st_run(server, holders, msg, fds):
+    name = msg["name"]
+    chan, hpid = holders[name]
+    parent, child = socket.socketpair()
+    fork = {"op": "fork", "code": msg["code"], "filename": msg.get("filename", "")}
+    _st_send(chan, fork, fds + [child.fileno()])
+    for fd in fds:
+        os.close(fd)
+    child.close()
+    rep, _ = _st_recv(chan)
+    if rep is None:
+        del holders[name]
+        parent.close()
+        return {"lost": True}
+    cpid = rep["pid"]
+    _st_send(server, {"pid": cpid})
+    go, _ = _st_recv(server)
+    if go is None:
+        os._exit(0)
+    _st_send(parent, {"op": "go"})
+    watch = [parent, chan]
+    while watch:
+        ready, _, _ = select.select(watch, [], [])
+        if parent in ready:
+            m, _ = _st_recv(parent)
+            if m is not None and m.get("ok"):
+                # The call ended well: it is the state now.
+                try:
+                    os.kill(hpid, 9)
+                except OSError:
+                    pass
+                chan.close()
+                holders[name] = (parent, cpid)
+                m["committed"] = True
+                return m
+            watch.remove(parent)
+            continue
+        m, _ = _st_recv(chan)
+        if m is None:
+            # The holder itself died (a limit took it, not the call): the
+            # call may still end well and become the state.
+            watch.remove(chan)
+            if parent not in watch:
+                break
+            continue
+        parent.close()
+        return {"status": m["status"], "cpu_ns": m["cpu_ns"]}
+    parent.close()
+    chan.close()
+    del holders[name]
+    return {"lost": True}
+
+
+def _st_anchor():
+    gate = os.environ.pop("PRIMS_GATE_FD", "")
+    if gate:
+        try:
+            opened = os.read(int(gate), 1)
+            os.close(int(gate))
+        except OSError:
+            opened = b""
+        if opened != b"1":
+            os._exit(125)
+    _prims_fd_attrs(os)
+    os.set_inheritable(3, False)
+    server = socket.socket(fileno=3)
+    preload = os.environ.pop("PRIMS_PRELOAD", "")
+    if preload:
+        _prims_preload(preload.split(","))
+    compile(b"pass\n", "<prims>", "exec", dont_inherit=True)
+    holders = {}
+    _st_send(server, {"pid": os.getpid()})
+    while True:
+        _st_reap()
+        msg, fds = _st_recv(server)
+        if msg is None:
+            os._exit(0)
+        op = msg.get("op")
+        try:
+            if op == "new":
+                src = msg.get("from")
+                if src:
+                    chan, pid = _st_copy(holders[src][0])
+                    if chan is None:
+                        del holders[src]
+                        reply = {"lost": True}
+                    else:
+                        holders[msg["name"]] = (chan, pid)
+                        reply = {"pid": pid}
+                else:
+                    chan, pid = _st_fresh(server, holders)
+                    holders[msg["name"]] = (chan, pid)
+                    reply = {"pid": pid}
+            elif op == "run":
+                reply = _st_run(server, holders, msg, fds)
+            elif op == "drop":
+                chan, pid = holders.pop(msg["name"])
+                chan.close()
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+                reply = {}
+            else:
+                reply = {"err": "unknown op %r" % (op,)}
+        except BaseException as e:
+            reply = {"err": "%s: %s" % (type(e).__name__, e)}
+        _st_send(server, reply)
+
+
+_st_anchor()
