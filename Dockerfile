@@ -4,18 +4,26 @@
 #   docker run -p 127.0.0.1:9000:9000 \
 #     -v /path/to/token:/run/secrets/prims_token:ro prims
 #
-# examples/docker/run.sh does both and prints the MCP URL.
+# examples/docker/run.sh does both and prints the MCP URL;
+# examples/docker/smoke.sh builds it with podman from base images made
+# locally (examples/docker/base-images.sh) and checks it end to end.
 
-FROM golang:1.26-bookworm AS build
+# The base images are arguments so that a host without access to an image
+# registry can build from images it made itself (see base-images.sh).
+ARG GO_IMAGE=golang:1.26-bookworm
+ARG RUNTIME_IMAGE=python:3.12-slim
+
+FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+ARG VERSION=dev
 # A static binary: it runs on any base image, including distroless ones.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/prims . \
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.buildVersion=${VERSION}" -o /out/prims . \
  && /out/prims version
 
-FROM python:3.12-slim
+FROM ${RUNTIME_IMAGE}
 # An unprivileged user owns the process; workspaces live in its TMPDIR.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/prims prims \
  && install -d -o prims -g prims -m 0700 /home/prims/work
