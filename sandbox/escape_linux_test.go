@@ -503,7 +503,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 		t.Skip("-short")
 	}
 	testPython(t)
-	testenv.RerunAsNobody(t, "^(TestEscape|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome|TestProcsOfTheUserOutsideTheRun)$", func(home string) {
+	testenv.RerunAsNobody(t, "^(TestEscape|TestEscapeStateful|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome|TestProcsOfTheUserOutsideTheRun)$", func(home string) {
 		os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine example.com password hunter2"), 0o600)
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,12 @@ const stateReplyWait = 30 * time.Second
 // OpenStates starts a sandbox for states of job's interpreter, environment
 // (ReadOnly) and workspace (Dir). It holds no state until New.
 func (r *Runner) OpenStates(job Job) (*StateHost, error) {
+	return r.openStates(job, r.tier == TierNamespaces)
+}
+
+// openStates opens a host whose processes are not dumpable when private
+// (see stateserver.py); only the escape test's control opens one without.
+func (r *Runner) openStates(job Job, private bool) (*StateHost, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socketpair", err)
@@ -57,6 +64,9 @@ func (r *Runner) OpenStates(job Job) (*StateHost, error) {
 	ours := os.NewFile(uintptr(fds[0]), "state-server")
 	theirs := os.NewFile(uintptr(fds[1]), "state-server-peer")
 	job, _ = r.warmJob(job)
+	if private {
+		job.Env = append(slices.Clip(job.Env), "PRIMS_STATE_PRIVATE=1")
+	}
 	job.script, job.ctl = stateProgram, theirs
 	job.Code, job.Stdout, job.Stderr = "", nil, nil
 	c, err := r.start(job)
@@ -330,7 +340,13 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 		return res, h.fail(endErr)
 	}
 	if end.Committed {
-		h.holders[name] = h.hostPID(end.PID)
+		// The fork's host pid was looked up while its parent lived: now
+		// that parent is being killed, and the fork may be between it and
+		// its new parent, out of any tree a walk of /proc finds.
+		if end.PID != started.PID {
+			callPID = h.hostPID(end.PID)
+		}
+		h.holders[name] = callPID
 	}
 	// Whatever the call started dies with it, even when it ended well: a
 	// state is an interpreter, not the processes it ran.
@@ -377,7 +393,10 @@ func (h *StateHost) killCall() {
 	for _, p := range h.holders {
 		keep[p] = true
 	}
-	for range 100 {
+	// An orphan being reparented can be missing from one walk: stop
+	// after two in a row find nothing left.
+	clean := 0
+	for range 200 {
 		n := 0
 		for _, p := range h.procs() {
 			if keep[p] || zombie(p) {
@@ -387,7 +406,11 @@ func (h *StateHost) killCall() {
 			n++
 		}
 		if n == 0 {
-			return
+			if clean++; clean == 2 {
+				return
+			}
+		} else {
+			clean = 0
 		}
 		time.Sleep(time.Millisecond)
 	}

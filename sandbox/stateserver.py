@@ -303,6 +303,20 @@ def _st_anchor():
             opened = b""
         if opened != b"1":
             os._exit(125)
+    if os.environ.pop("PRIMS_STATE_PRIVATE", "") == "1":
+        # In a PID namespace every process of the sandbox can see the
+        # others in /proc: a call could read a state's memory and
+        # environment there (/proc/PID/mem, environ). A process that is not
+        # dumpable is closed to that; forks inherit it, so every holder and
+        # call is. (The landlock tier's program cannot read /proc at all.)
+        try:
+            import ctypes
+
+            if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+                raise OSError(ctypes.get_errno(), "prctl")
+        except BaseException as e:
+            sys.stderr.write("prims state server: cannot make its processes private: %r\n" % (e,))
+            os._exit(126)
     _prims_fd_attrs(os)
     os.set_inheritable(3, False)
     server = socket.socket(fileno=3)
