@@ -180,26 +180,34 @@ type UploadResult struct {
 	StatusText string `json:"status_text"`
 }
 
+// OpenOutput opens the regular file at name for reading as Open does, and
+// only when it lies under output/: the one place persisted artifacts come
+// from. The size in the Entry is the file's when it was opened; readers send
+// no more than that, even if the code is still writing.
+func (w *Workspace) OpenOutput(name string) (*os.File, Entry, error) {
+	local, err := w.Resolve(name)
+	if err != nil {
+		return nil, Entry{}, err
+	}
+	if !inDir(local, OutputDir) || local == OutputDir {
+		return nil, Entry{}, errorf(nil, "%q is not under output/: only files the code wrote to output/ can be persisted", filepath.ToSlash(local))
+	}
+	return w.openLocal(local)
+}
+
 // Upload sends the file at name, which must lie under output/, with an HTTP
 // PUT to a presigned URL, streamed with Content-Length and Content-Type.
 func (w *Workspace) Upload(ctx context.Context, name, rawURL string, lim Limits) (UploadResult, error) {
 	lim = lim.withDefaults()
-	local, err := w.Resolve(name)
-	if err != nil {
-		return UploadResult{}, err
-	}
-	if !inDir(local, OutputDir) || local == OutputDir {
-		return UploadResult{}, errorf(nil, "%q is not under output/: only files the code wrote to output/ can be persisted", filepath.ToSlash(local))
-	}
-	u, err := checkURL(rawURL)
-	if err != nil {
-		return UploadResult{}, err
-	}
-	f, e, err := w.openLocal(local)
+	f, e, err := w.OpenOutput(name)
 	if err != nil {
 		return UploadResult{}, err
 	}
 	defer f.Close()
+	u, err := checkURL(rawURL)
+	if err != nil {
+		return UploadResult{}, err
+	}
 	if e.Size > lim.MaxUpload {
 		return UploadResult{}, errorf(nil, "%q is %d bytes, over the %d-byte limit for persisted artifacts", e.Path, e.Size, lim.MaxUpload)
 	}
