@@ -12,7 +12,7 @@ import (
 
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
-	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
@@ -170,13 +170,14 @@ func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythone
 		return 0, err
 	}
 	defer r.Close()
-	ws, err := workspace.New("")
+	// A run as a client's session makes it, so the sandbox left waiting
+	// is the one a server would keep.
+	sess, err := session.New(session.Config{Python: python.Path}, r).Open("", nil)
 	if err != nil {
 		return 0, err
 	}
-	defer ws.Close()
-	defer r.ForgetDir(ws.Dir())
-	if _, err := r.Run(ctx, sandbox.Job{Python: python.Path, Code: "pass", Dir: ws.Dir(), ReadOnly: []string{python.BasePrefix}}); err != nil {
+	defer sess.Close()
+	if _, err := sess.Run(ctx, session.Request{Code: "pass"}); err != nil {
 		return 0, err
 	}
 	// Give the replacement time to start and settle in its wait.

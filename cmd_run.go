@@ -1,18 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/workspace"
-	"github.com/prims-mcp/prims/workspace/pythonenv"
+	"github.com/prims-mcp/prims/session"
 )
 
 type runCmdOptions struct {
@@ -101,48 +99,39 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, prog program) error {
 		return err
 	}
 	defer d.close()
-	ws, err := workspace.New(opts.workspace)
+	// The same session a server's client gets, for one run: it keeps the
+	// program beside its run in logs/, where tracebacks of -c and stdin
+	// programs show its lines from.
+	rt := session.New(session.Config{
+		Python:                  d.python,
+		Discover:                d.discover,
+		Envs:                    d.envs,
+		AllowDirectRequirements: opts.allowDirect,
+		DefaultTimeout:          opts.timeout,
+		MaxTimeout:              opts.timeout,
+		MaxCodeBytes:            math.MaxInt, // a file on this machine, not a model's message
+		Logger:                  d.log,
+	}, d.runner)
+	sess, err := rt.Open(opts.workspace, nil)
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
-	// Keep the program beside its run: tracebacks of -c and stdin programs
-	// show its lines from there.
-	f, name, err := ws.CreateLog("0001-code.py")
-	if err != nil {
-		return err
-	}
-	if prog.file != "" {
-		name = prog.file
-	}
-	_, err = f.WriteString(prog.code)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("save program: %w", err)
-	}
-	python, readOnly, release, err := runEnvironment(ctx, d, opts)
-	if err != nil {
-		return err
-	}
-	defer release()
-	res, err := d.runner.Run(ctx, sandbox.Job{
-		Python:   python,
-		Code:     prog.code,
-		Filename: name,
-		Argv:     prog.argv,
-		Dir:      ws.Dir(),
-		ReadOnly: append(readOnly, ws.ReadOnly()...), // its logs and mounts
-		Stdout:   os.Stdout,
-		Stderr:   os.Stderr,
+	defer sess.Close()
+	res, err := sess.Run(ctx, session.Request{
+		Code:         prog.code,
+		Filename:     prog.file,
+		Argv:         prog.argv,
+		Requirements: opts.with,
+		Status:       func(line string) { fmt.Fprintln(os.Stderr, "prims:", line) },
+		Stdout:       os.Stdout,
+		Stderr:       os.Stderr,
 	})
 	if err != nil {
 		return err
 	}
 	switch {
 	case res.TimedOut:
-		fmt.Fprintf(os.Stderr, "prims: timed out after %s\n", opts.timeout)
+		fmt.Fprintf(os.Stderr, "prims: timed out after %s\n", res.Timeout)
 		return exitError{124}
 	case res.Cancelled:
 		return exitError{130}
@@ -152,25 +141,4 @@ func runRun(cmd *cobra.Command, opts *runCmdOptions, prog program) error {
 		return exitError{res.ExitCode}
 	}
 	return nil
-}
-
-// runEnvironment picks the interpreter for prims run: the default one, or a
-// cached environment with the --with requirements installed.
-func runEnvironment(ctx context.Context, d deps, opts *runCmdOptions) (python string, readOnly []string, release func(), err error) {
-	interp, err := pythonenv.Inspect(ctx, d.python)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	if len(opts.with) == 0 {
-		return interp.Path, []string{interp.BasePrefix}, func() {}, nil
-	}
-	reqs, err := pythonenv.ValidateRequirements(opts.with, opts.allowDirect)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	env, err := d.envs.Acquire(ctx, interp, reqs, func(line string) { fmt.Fprintln(os.Stderr, "prims:", line) })
-	if err != nil {
-		return "", nil, nil, err
-	}
-	return env.Python, []string{interp.BasePrefix, env.Dir}, env.Release, nil
 }

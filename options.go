@@ -17,6 +17,7 @@ import (
 	"github.com/prims-mcp/prims/mcp"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
+	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
@@ -315,7 +316,7 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	if err != nil {
 		return deps{}, err
 	}
-	envs, cleanup, err := o.cache(log, mcp.ConfineInstalls(runner))
+	envs, cleanup, err := o.cache(log, session.ConfineInstalls(runner))
 	if err != nil {
 		runner.Close()
 		return deps{}, err

@@ -9,6 +9,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -82,9 +83,9 @@ func readImage(ws *workspace.Workspace, name, mediaType string, left, total int6
 	defer f.Close()
 	switch {
 	case e.Size > total:
-		return nil, fmt.Sprintf("not shown inline: it is over the %s image budget of a result", humanBytes(total))
+		return nil, fmt.Sprintf("not shown inline: it is over the %s image budget of a result", human.Bytes(total))
 	case e.Size > left:
-		return nil, fmt.Sprintf("not shown inline: newer images used the %s image budget of this result", humanBytes(total))
+		return nil, fmt.Sprintf("not shown inline: newer images used the %s image budget of this result", human.Bytes(total))
 	}
 	// The code may still be writing: read at most what is left and one byte.
 	data, err := io.ReadAll(io.LimitReader(f, left+1))

@@ -1,8 +1,6 @@
 package mcp
 
 import (
-	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,10 +8,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
-	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/workspace"
-	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
 // TestRunHints runs failing programs for real, so the hints are checked
@@ -57,47 +52,6 @@ func TestRunHints(t *testing.T) {
 			}
 			if !strings.Contains(resultText(res), "Hint: "+out.Hint) {
 				t.Errorf("the summary does not carry the hint:\n%s", resultText(res))
-			}
-		})
-	}
-}
-
-func TestSignalAndLimitHints(t *testing.T) {
-	s := &Server{cfg: Config{MaxTimeout: time.Minute}}
-	tests := []struct {
-		name string
-		out  RunOutput
-		want string
-		not  []string
-	}{
-		{"ok", RunOutput{}, "", nil},
-		{"cancelled", RunOutput{Cancelled: true, ExitCode: -9, Signal: "killed"}, "", nil},
-		// Every limit below ends a run with the same SIGKILL: only the
-		// typed Limit tells them apart.
-		{"cpu", RunOutput{ExitCode: -9, Signal: "killed", Limit: sandbox.LimitCPUTime}, "CPU-time limit", []string{"memory"}},
-		{"memory", RunOutput{ExitCode: -9, Signal: "killed", Limit: sandbox.LimitMemory}, "memory limit", []string{"CPU"}},
-		{"quota", RunOutput{ExitCode: -9, Signal: "killed", Limit: sandbox.LimitWorkspaceQuota}, "workspace quota", []string{"memory"}},
-		{"max procs", RunOutput{ExitCode: 1, Limit: sandbox.LimitMaxProcs, Stderr: "BlockingIOError: [Errno 11] Resource temporarily unavailable\n"}, "processes and threads", []string{"memory"}},
-		{"fsize", RunOutput{ExitCode: 1, Limit: sandbox.LimitMaxFileSize}, "file-size limit", nil},
-		{"open files", RunOutput{ExitCode: 1, Limit: sandbox.LimitMaxOpenFiles}, "open files", nil},
-		{"timeout at max", RunOutput{TimedOut: true, ExitCode: -9, Signal: "killed", Limit: sandbox.LimitWallTime}, "server's maximum timeout", []string{"memory"}},
-		{"killed by no limit", RunOutput{ExitCode: -9, Signal: "killed"}, "not by one of the sandbox's limits", []string{"memory limit"}},
-		{"segfault", RunOutput{ExitCode: -11, Signal: "segmentation fault"}, "crashed", nil},
-		{"MemoryError", RunOutput{ExitCode: 1, Limit: sandbox.LimitMemory, Stderr: "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\nMemoryError\n"}, "memory limit ended the run (MemoryError at line 1 (`x = [0] * 10**12`))", nil},
-		{"read-only mounts", RunOutput{ExitCode: 1, Stderr: "  File \"<code>\", line 1, in <module>\nOSError: [Errno 30] Read-only file system: 'mounts/a.csv'\n"}, "mounts/ is read-only", nil},
-		{"no traceback", RunOutput{ExitCode: 3, Stderr: "bye\n"}, "", nil},
-		{"exit", RunOutput{ExitCode: 2, Stderr: "Traceback (most recent call last):\n  File \"<code>\", line 1, in <module>\nSystemExit: 2\n"}, "", nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := s.hint(t.Context(), &tt.out, time.Minute, "x = [0] * 10**12\n", s.cfg.Python)
-			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
-				t.Errorf("hint = %q, want it to contain %q", got, tt.want)
-			}
-			for _, n := range tt.not {
-				if strings.Contains(got, n) {
-					t.Errorf("hint = %q names %q", got, n)
-				}
 			}
 		})
 	}
@@ -201,92 +155,6 @@ func serveRunner(t *testing.T, cfg Config, runner *sandbox.Runner) *sdk.ClientSe
 	}
 	t.Cleanup(func() { cs.Close() })
 	return cs
-}
-
-func TestDistributionFor(t *testing.T) {
-	for mod, want := range map[string]string{"cv2": "opencv-python", "sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "bs4": "beautifulsoup4", "numpy": "numpy"} {
-		if got := pythonenv.DistributionFor(mod); got != want {
-			t.Errorf("DistributionFor(%q) = %q, want %q", mod, got, want)
-		}
-	}
-}
-
-const importsCode = `
-import os, sys, json
-import numpy as np, pandas as pd
-from sklearn.linear_model import LinearRegression
-from . import sibling
-import cv2, PIL.Image, yaml
-from bs4 import BeautifulSoup
-import xml.etree.ElementTree as ET
-import helpers
-def f():
-    import requests
-`
-
-func TestInferRequirements(t *testing.T) {
-	want := []string{"beautifulsoup4", "helpers", "numpy", "opencv-python", "pandas", "pillow", "pyyaml", "requests", "scikit-learn"}
-	pythons := []string{testPython(t)}
-	// Older interpreters lack sys.stdlib_module_names (3.10+): the scan
-	// falls back to looking the module up on the stdlib-only sys.path.
-	// Discovery names them among the skipped (too old to run code).
-	_, skipped := testpython.All()
-	for _, s := range skipped {
-		if strings.Contains(s.Reason, "too old") {
-			pythons = append(pythons, s.Path)
-		}
-	}
-	if len(pythons) == 1 {
-		t.Run("ancient", func(t *testing.T) {
-			testenv.Skip(t, testenv.Ancient, "discovery found no Python older than 3.7")
-		})
-	}
-	for _, py := range pythons {
-		t.Run(py, func(t *testing.T) {
-			got, err := inferRequirements(t.Context(), py, importsCode)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, want) {
-				t.Errorf("inferRequirements = %v, want %v", got, want)
-			}
-			got, err = inferRequirements(t.Context(), py, "import numpy\nprint((1\n")
-			if err != nil || len(got) != 0 {
-				t.Errorf("code that does not parse: %v, %v; want no requirements and no error (the run reports the syntax error)", got, err)
-			}
-		})
-	}
-	if _, err := inferRequirements(t.Context(), "/nonexistent/python", "import numpy"); err == nil {
-		t.Error("a missing interpreter gave no error")
-	}
-}
-
-func TestExpandRequirements(t *testing.T) {
-	py := testPython(t)
-	ws, err := workspace.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	if err := os.WriteFile(ws.Dir()+"/helpers.py", []byte("X = 1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		reqs, want []string
-	}{
-		{[]string{"numpy==2.0"}, []string{"numpy==2.0"}},
-		{[]string{"auto"}, []string{"beautifulsoup4", "numpy", "opencv-python", "pandas", "pillow", "pyyaml", "requests", "scikit-learn"}},
-		{[]string{"Pillow>=10", "auto", "scikit_learn"}, []string{"Pillow>=10", "scikit_learn", "beautifulsoup4", "numpy", "opencv-python", "pandas", "pyyaml", "requests"}},
-	}
-	for _, tt := range tests {
-		got, err := expandRequirements(t.Context(), py, importsCode, tt.reqs, ws)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("expandRequirements(%v) = %v, want %v", tt.reqs, got, tt.want)
-		}
-	}
 }
 
 func TestPythonProgrammerPrompt(t *testing.T) {

@@ -71,7 +71,8 @@ func (s *Server) Handler(hc HTTPConfig) (http.Handler, error) {
 	if hc.Token != "" && hc.OAuth != nil {
 		return nil, errors.New("mcp: choose a static token or OAuth, not both")
 	}
-	s.table.init(hc.MaxSessions, hc.MaxRuns)
+	s.table.init(hc.MaxSessions)
+	s.rt.LimitRuns(hc.MaxRuns)
 
 	mux := http.NewServeMux()
 	protect := func(h http.Handler) http.Handler { return h }
@@ -307,7 +308,7 @@ func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	f, entry, err := e.sess.ws.Open(path.Join(workspace.OutputDir, name))
+	f, entry, err := e.sess.Workspace().Open(path.Join(workspace.OutputDir, name))
 	if err != nil {
 		if errors.Is(err, workspace.ErrSymlink) {
 			http.Error(w, "symlinks are not served", http.StatusForbidden)

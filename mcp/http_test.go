@@ -21,6 +21,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
@@ -185,7 +186,7 @@ func (f *httpFixture) workspaceDir(id string) string {
 	if e == nil || e.sess == nil {
 		return ""
 	}
-	return e.sess.ws.Dir()
+	return e.sess.Workspace().Dir()
 }
 
 // eventually polls cond until it holds or the test's patience runs out.
@@ -741,7 +742,7 @@ func TestHTTPMetricsCountEnvCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer installs.Close()
-	cache, err := pythonenv.New(pythonenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, Confine: ConfineInstalls(installs)})
+	cache, err := pythonenv.New(pythonenv.Options{Dir: t.TempDir(), IndexURL: ix.URL, Confine: session.ConfineInstalls(installs)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -783,7 +784,7 @@ func TestHTTPHealth(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || resp.StatusCode != 200 || !st.Ready || !st.Python || st.Isolation == "" || st.Memory != string(f.srv.runner.MemoryEnforcement()) {
 		t.Errorf("/readyz: %d %s", resp.StatusCode, body)
 	}
-	f.srv.beginDrain()
+	f.srv.rt.Drain()
 	if resp, body := get(t, f.url+"/readyz", nil); resp.StatusCode != 503 {
 		t.Errorf("/readyz while draining: %d %s", resp.StatusCode, body)
 	}

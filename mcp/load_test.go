@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -183,7 +184,11 @@ func TestHTTPLoad(t *testing.T) {
 	t.Logf("%d clients x %d runs of print(1): %d ok in %v: %.0f runs/s", *loadClients, *loadRuns, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
 	t.Logf("latency over HTTP: p50 %v  p95 %v  p99 %v  max %v", pct(latencies, .50).Round(100*time.Microsecond), pct(latencies, .95).Round(100*time.Microsecond), pct(latencies, .99).Round(100*time.Microsecond), latencies[n-1].Round(100*time.Microsecond))
 	t.Logf("baseline (cold runner.Run, one at a time): p50 %v; HTTP p50 under load is %.1fx", pct(baseline, .5).Round(100*time.Microsecond), float64(pct(latencies, .5))/float64(pct(baseline, .5)))
-	t.Logf("tier %s, warm %d, run slots %d; file descriptors before %d, after %d; at most %d workspaces on disk", runner.Tier(), *loadWarm, srv.table.slots.max, len(fdsBefore), len(fdsAfter), maxWs)
+	slots := *loadMaxRuns
+	if slots <= 0 {
+		slots = 2 * runtime.NumCPU() // HTTPConfig's default
+	}
+	t.Logf("tier %s, warm %d, run slots %d; file descriptors before %d, after %d; at most %d workspaces on disk", runner.Tier(), *loadWarm, slots, len(fdsBefore), len(fdsAfter), maxWs)
 }
 
 // openFDs maps this process's open descriptors to what they refer to.

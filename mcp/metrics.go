@@ -1,7 +1,6 @@
 package mcp
 
 import (
-	"io"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -191,18 +190,4 @@ func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descEgressReqs, eg.Denied, "denied")
 	counter(descEgressByte, eg.BytesUp, "up")
 	counter(descEgressByte, eg.BytesDown, "down")
-}
-
-// countWriter counts the bytes passed through to w.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	if c.w == nil {
-		return len(p), nil
-	}
-	return c.w.Write(p)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -85,7 +86,7 @@ func (s *Server) listResources(ss *sdk.ServerSession) (*sdk.ListResourcesResult,
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
 	}
 	for _, dir := range []string{workspace.OutputDir, workspace.MountsDir} {
-		files := walkFiles(sess.ws, dir, maxListedResources-len(res.Resources))
+		files := walkFiles(sess.Workspace(), dir, maxListedResources-len(res.Resources))
 		slices.SortStableFunc(files, func(a, b workspace.Entry) int { return b.Modified.Compare(a.Modified) })
 		for _, e := range files {
 			res.Resources = append(res.Resources, &sdk.Resource{
@@ -120,7 +121,7 @@ func (s *Server) readResource(ctx context.Context, req *sdk.ReadResourceRequest)
 	if err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
 	}
-	f, e, err := sess.ws.Open(name)
+	f, e, err := sess.Workspace().Open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, sdk.ResourceNotFoundError(uri)
@@ -136,7 +137,7 @@ func (s *Server) readResource(ctx context.Context, req *sdk.ReadResourceRequest)
 	if e.Size > maxResourceBytes {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf(
 			"%s is %s, over the %s limit of resources/read: use preview_file to read it in pages, or persist_artifact to upload it",
-			e.Path, humanBytes(e.Size), humanBytes(maxResourceBytes))}
+			e.Path, human.Bytes(e.Size), human.Bytes(maxResourceBytes))}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxResourceBytes))
 	if err != nil {
@@ -206,8 +207,8 @@ func (sub *subscriptions) changed(ws *workspace.Workspace, before map[string]sta
 
 // notifyUpdated sends notifications/resources/updated for each watched file
 // that the run changed.
-func (s *Server) notifyUpdated(ctx context.Context, sess *session, before map[string]stamp) {
-	for _, uri := range sess.subs.changed(sess.ws, before) {
+func (s *Server) notifyUpdated(ctx context.Context, sess *client, before map[string]stamp) {
+	for _, uri := range sess.subs.changed(sess.Workspace(), before) {
 		if err := s.sdk.ResourceUpdated(ctx, &sdk.ResourceUpdatedNotificationParams{URI: uri}); err != nil {
 			s.log.Debug("resource updated", "uri", uri, "err", err)
 		}
@@ -225,7 +226,7 @@ func (s *Server) subscribe(ctx context.Context, req *sdk.SubscribeRequest) error
 	}
 	// A file that does not exist yet can be watched (a run may create it);
 	// a path outside the workspace or through a symlink cannot.
-	local, err := sess.ws.Resolve(name)
+	local, err := sess.Workspace().Resolve(name)
 	if err != nil {
 		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
 	}

@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"syscall"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/internal/human"
+	"github.com/prims-mcp/prims/session"
 )
 
 // RunInput is what run_code accepts.
@@ -73,20 +71,20 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	if strings.TrimSpace(in.Code) == "" {
 		return nil, nil, errors.New("code is empty: pass a complete Python program in \"code\"")
 	}
-	if len(in.Code) > s.cfg.MaxCodeBytes {
-		return nil, nil, fmt.Errorf("code is %s, over the %s limit: write large data to a file with mount_file instead of embedding it in the program", humanBytes(int64(len(in.Code))), humanBytes(int64(s.cfg.MaxCodeBytes)))
-	}
-	timeout := s.cfg.DefaultTimeout
-	var notes []string
 	if in.TimeoutS < 0 {
 		return nil, nil, fmt.Errorf("timeout_s %g is negative", in.TimeoutS)
 	}
-	if in.TimeoutS > 0 {
-		timeout = time.Duration(in.TimeoutS * float64(time.Second))
-		if timeout > s.cfg.MaxTimeout {
-			timeout = s.cfg.MaxTimeout
-			notes = append(notes, fmt.Sprintf("timeout_s was lowered to the server's maximum of %s", s.cfg.MaxTimeout))
-		}
+	r := session.Request{
+		Code:         in.Code,
+		Timeout:      time.Duration(in.TimeoutS * float64(time.Second)),
+		Requirements: in.Requirements,
+		Python:       strings.TrimSpace(in.Python),
+	}
+	for _, f := range in.Files {
+		r.Files = append(r.Files, session.Fetch{URL: f.URL, Path: f.MountPath})
+	}
+	if err := s.rt.Check(r); err != nil {
+		return nil, nil, err
 	}
 	sess, err := s.session(req.Session)
 	if err != nil {
@@ -100,89 +98,18 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 
 	prog := newProgress(ctx, req, s.cfg.Heartbeat)
 	defer prog.stop()
-	for _, f := range in.Files {
-		prog.status(fmt.Sprintf("downloading %s", f.MountPath))
-		if _, err := sess.ws.Fetch(ctx, f.URL, f.MountPath, s.cfg.Transfer); err != nil {
-			return nil, nil, s.toolError("run_code", fmt.Errorf("the code was not run: %w", err))
-		}
-	}
-
-	env, err := s.prepareEnvironment(ctx, sess, in, prog.status)
-	if err != nil {
-		return nil, nil, s.toolError("run_code", err)
-	}
-	defer env.release()
-
-	n := sess.runs.Add(1)
-	// Logs have a budget of their own: the oldest runs' logs go first,
-	// leaving room for this run's streams at their cap.
-	sess.ws.PruneLogs(s.cfg.LogBudget - 2*s.cfg.LogLimit - int64(len(in.Code)))
-	codePath, diskFull, err := writeLog(sess.ws, fmt.Sprintf("%04d-code.py", n), in.Code)
-	if err != nil {
-		return nil, nil, s.toolError("run_code", err)
-	}
-	stdoutLog, stdoutPath, err := createLog(sess.ws, fmt.Sprintf("%04d-stdout.txt", n), &diskFull)
-	if err != nil {
-		return nil, nil, s.toolError("run_code", err)
-	}
-	defer stdoutLog.Close()
-	stderrLog, stderrPath, err := createLog(sess.ws, fmt.Sprintf("%04d-stderr.txt", n), &diskFull)
-	if err != nil {
-		return nil, nil, s.toolError("run_code", err)
-	}
-	defer stderrLog.Close()
-	if diskFull {
-		notes = append(notes, "the disk is full, so this run's logs could not be written; the run went ahead, so code that deletes files can free space")
-	}
-	outLog := &limitWriter{w: stdoutLog, n: s.cfg.LogLimit}
-	errLog := &limitWriter{w: stderrLog, n: s.cfg.LogLimit}
-
-	outCap := sandbox.NewCapture(s.cfg.OutputBudget)
-	errCap := sandbox.NewCapture(s.cfg.OutputBudget)
-	before := sess.ws.Snapshot()
-	watched := sess.subs.stamps(sess.ws)
-	job := runJob(sess, env)
-	job.Code, job.Filename, job.Timeout = in.Code, codePath, timeout
-	job.QuotaUsed = sess.ws.MountsUsage()
-	job.Stdout = io.MultiWriter(outCap, outLog, prog.stream("stdout"))
-	job.Stderr = io.MultiWriter(errCap, errLog, prog.stream("stderr"))
-	res, err := s.execute(ctx, sess, prog, job)
+	r.Status, r.Stdout, r.Stderr = prog.status, prog.stream("stdout"), prog.stream("stderr")
+	watched := sess.subs.stamps(sess.Workspace())
+	res, err := sess.Run(ctx, r)
 	if err != nil {
 		return nil, nil, s.toolError("run_code", err)
 	}
 	prog.stop()
 
-	out := &RunOutput{
-		ExitCode:     res.ExitCode,
-		Signal:       res.Signal,
-		Limit:        res.Limit,
-		Stdout:       outCap.String(),
-		Stderr:       errCap.String(),
-		StdoutBytes:  outCap.Total(),
-		StderrBytes:  errCap.Total(),
-		StdoutLog:    stdoutPath,
-		StderrLog:    stderrPath,
-		TimedOut:     res.TimedOut,
-		Cancelled:    res.Cancelled,
-		DurationMS:   res.Duration.Milliseconds(),
-		Truncated:    outCap.Truncated() || errCap.Truncated(),
-		Artifacts:    []Artifact{},
-		Isolation:    string(res.Tier),
-		Warm:         res.Warm,
-		Python:       env.python.Version,
-		Requirements: append([]string{}, env.reqs...),
-		EnvCached:    env.cacheHit,
-	}
-	sess.ws.AddLogBytes(int64(len(in.Code)) + outLog.written + errLog.written)
-	out.StdoutLogNote = outLog.note(sess.ws, stdoutPath, s.cfg.LogLimit)
-	out.StderrLogNote = errLog.note(sess.ws, stderrPath, s.cfg.LogLimit)
-	for _, e := range sess.ws.Changes(before) {
-		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})
-	}
+	out := runOutput(res)
 	s.notifyUpdated(ctx, sess, watched)
-	files := s.fileContent(sess.ws, out.Artifacts, req.ProtocolVersion())
-	out.Hint = s.hint(ctx, out, timeout, in.Code, env.python.Path)
-	result := textResult(summary(out, timeout, notes))
+	files := s.fileContent(sess.Workspace(), out.Artifacts, req.ProtocolVersion())
+	result := textResult(summary(out, res))
 	result.Content = append(result.Content, files...)
 	result.IsError = out.ExitCode != 0 || out.TimedOut || out.Cancelled
 	if s.cfg.SampleFixes && out.ExitCode != 0 && !out.TimedOut && !out.Cancelled {
@@ -191,14 +118,36 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	return result, out, nil
 }
 
-// runJob is what a run in sess with env starts: everything that decides
-// which waiting sandbox can take it (see Prewarm), without the program.
-func runJob(sess *session, env *environment) sandbox.Job {
-	return sandbox.Job{
-		Python:   env.executable(),
-		Dir:      sess.ws.Dir(),
-		ReadOnly: append(env.readOnly(), sess.ws.ReadOnly()...),
+// runOutput is run_code's structured result for res.
+func runOutput(res *session.Result) *RunOutput {
+	out := &RunOutput{
+		ExitCode:      res.ExitCode,
+		Signal:        res.Signal,
+		Limit:         res.Limit,
+		Stdout:        res.Stdout.Text,
+		Stderr:        res.Stderr.Text,
+		StdoutBytes:   res.Stdout.Total,
+		StderrBytes:   res.Stderr.Total,
+		StdoutLog:     res.Stdout.Log,
+		StderrLog:     res.Stderr.Log,
+		StdoutLogNote: res.Stdout.LogNote,
+		StderrLogNote: res.Stderr.LogNote,
+		TimedOut:      res.TimedOut,
+		Cancelled:     res.Cancelled,
+		DurationMS:    res.Duration.Milliseconds(),
+		Truncated:     res.Stdout.Truncated || res.Stderr.Truncated,
+		Artifacts:     []Artifact{},
+		Isolation:     string(res.Tier),
+		Warm:          res.Warm,
+		Python:        res.Python.Version,
+		Requirements:  res.Requirements,
+		EnvCached:     res.EnvCached,
+		Hint:          res.Hint,
 	}
+	for _, e := range res.Artifacts {
+		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})
+	}
+	return out
 }
 
 // Prewarm starts, in the background, a sandbox for the stdio session's
@@ -219,14 +168,10 @@ func (s *Server) Prewarm() {
 			return
 		}
 		sess, err := s.session(nil)
-		if err != nil || s.runner == nil {
+		if err != nil {
 			return
 		}
-		py, err := s.pythons.get(s.base, "")
-		if err != nil {
-			return // the first run reports it
-		}
-		s.runner.Prewarm(runJob(sess, &environment{python: py}))
+		sess.Prewarm(s.base)
 	}()
 }
 
@@ -234,11 +179,11 @@ func (s *Server) Prewarm() {
 const prewarmDelay = 100 * time.Millisecond
 
 // summary is the text the model reads: what happened, then the streams.
-func summary(o *RunOutput, timeout time.Duration, notes []string) string {
+func summary(o *RunOutput, res *session.Result) string {
 	var b strings.Builder
 	switch {
 	case o.TimedOut:
-		fmt.Fprintf(&b, "Timed out after %s: the process tree was killed.", timeout)
+		fmt.Fprintf(&b, "Timed out after %s: the process tree was killed.", res.Timeout)
 	case o.Cancelled:
 		b.WriteString("Cancelled: the process tree was killed.")
 	case o.Signal != "":
@@ -247,19 +192,21 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 		fmt.Fprintf(&b, "Exit code %d after %d ms.", o.ExitCode, o.DurationMS)
 	}
 	fmt.Fprintf(&b, " Isolation: %s.\n", o.Isolation)
-	for _, n := range notes {
+	for _, n := range res.Notes {
 		fmt.Fprintf(&b, "Note: %s.\n", n)
 	}
-	stream := func(name, text string, total int64, log, logNote string) {
+	stream := func(name string, st session.Stream) {
+		text, total, log, logNote := st.Text, st.Total, st.Log, st.LogNote
 		if total == 0 {
 			return
 		}
 		fmt.Fprintf(&b, "\n--- %s", name)
-		if int64(len(text)) < total || strings.Contains(text, "bytes omitted ...]") {
+		// Cut in the middle, or shortened where invalid UTF-8 was replaced.
+		if st.Truncated || int64(len(text)) < total {
 			if logNote != "" {
-				fmt.Fprintf(&b, " (%s in all; %s is not complete: %s)", humanBytes(total), log, logNote)
+				fmt.Fprintf(&b, " (%s in all; %s is not complete: %s)", human.Bytes(total), log, logNote)
 			} else {
-				fmt.Fprintf(&b, " (%s in all; complete in %s)", humanBytes(total), log)
+				fmt.Fprintf(&b, " (%s in all; complete in %s)", human.Bytes(total), log)
 			}
 		}
 		b.WriteString(" ---\n")
@@ -268,15 +215,15 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 			b.WriteString("\n")
 		}
 	}
-	stream("stdout", o.Stdout, o.StdoutBytes, o.StdoutLog, o.StdoutLogNote)
-	stream("stderr", o.Stderr, o.StderrBytes, o.StderrLog, o.StderrLogNote)
+	stream("stdout", res.Stdout)
+	stream("stderr", res.Stderr)
 	if o.StdoutBytes == 0 && o.StderrBytes == 0 {
 		b.WriteString("(no output)\n")
 	}
 	if len(o.Artifacts) > 0 {
 		b.WriteString("\nFiles written to output/:\n")
 		for _, a := range o.Artifacts {
-			fmt.Fprintf(&b, "  %s (%s, %s)", shownName(a.Path), humanBytes(a.Size), a.MIME)
+			fmt.Fprintf(&b, "  %s (%s, %s)", shownName(a.Path), human.Bytes(a.Size), a.MIME)
 			if a.Note != "" {
 				fmt.Fprintf(&b, ": %s", a.Note)
 			}
@@ -287,105 +234,4 @@ func summary(o *RunOutput, timeout time.Duration, notes []string) string {
 		fmt.Fprintf(&b, "\nHint: %s\n", o.Hint)
 	}
 	return b.String()
-}
-
-// limitWriter writes at most n bytes to w, then notes the cut once and
-// discards the rest. Its errors are swallowed: a full disk must not fail
-// the run, only shorten its log (note says how).
-type limitWriter struct {
-	w       io.Writer
-	n       int64
-	written int64
-	cut     bool
-	err     error // the write error that ended the log
-}
-
-func (l *limitWriter) Write(p []byte) (int, error) {
-	if l.err != nil {
-		return len(p), nil
-	}
-	if l.n <= 0 {
-		if !l.cut {
-			l.cut = true
-			fmt.Fprintf(l.w, "\n[PRIMS: log cut here; the rest of the stream was not kept]\n")
-		}
-		return len(p), nil
-	}
-	k := min(int64(len(p)), l.n)
-	m, err := l.w.Write(p[:k])
-	l.written += int64(m)
-	if err != nil {
-		l.err = err
-		return len(p), nil
-	}
-	l.n -= k
-	if k < int64(len(p)) {
-		return l.Write(p[k:])
-	}
-	return len(p), nil
-}
-
-// note says why the log does not hold the whole stream, or "" when it
-// does, and records it with the workspace so preview_file says it too.
-func (l *limitWriter) note(ws *workspace.Workspace, log string, limit int64) string {
-	var note string
-	switch {
-	case l.err != nil && isDiskFull(l.err):
-		note = fmt.Sprintf("the disk filled up; it holds only the first %s", humanBytes(l.written))
-	case l.err != nil:
-		note = fmt.Sprintf("writing it failed; it holds only the first %s", humanBytes(l.written))
-	case l.cut:
-		note = fmt.Sprintf("it holds the first %s, the cap for one stream's log", humanBytes(limit))
-	default:
-		return ""
-	}
-	ws.NoteLog(log, note)
-	return note
-}
-
-// writeLog writes a whole log (the program's source). On a full disk it
-// reports diskFull instead of failing: the run goes ahead without it.
-func writeLog(ws *workspace.Workspace, name, text string) (path string, diskFull bool, err error) {
-	f, path, err := ws.CreateLog(name)
-	if err != nil {
-		if isDiskFull(err) {
-			return workspace.LogsDir + "/" + name, true, nil
-		}
-		return "", false, err
-	}
-	_, err = io.WriteString(f, text)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if isDiskFull(err) {
-		ws.NoteLog(path, "the disk filled up while it was written")
-		return path, true, nil
-	}
-	return path, false, err
-}
-
-// createLog opens a stream's log. On a full disk it sets *diskFull and
-// returns a writer that keeps nothing: the run goes ahead without a log.
-func createLog(ws *workspace.Workspace, name string, diskFull *bool) (io.WriteCloser, string, error) {
-	f, path, err := ws.CreateLog(name)
-	if err != nil {
-		if isDiskFull(err) {
-			*diskFull = true
-			path = workspace.LogsDir + "/" + name
-			ws.NoteLog(path, "the disk was full; nothing of the stream was kept")
-			return nopWriteCloser{io.Discard}, path, nil
-		}
-		return nil, "", err
-	}
-	return f, path, nil
-}
-
-type nopWriteCloser struct{ io.Writer }
-
-func (nopWriteCloser) Close() error { return nil }
-
-// isDiskFull reports whether err says the disk (or the user's disk quota)
-// is full.
-func isDiskFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/internal/human"
 )
 
 // Fix suggestions (--sample-fixes): when a run fails and the client supports
@@ -46,7 +48,7 @@ type fixStore struct {
 }
 
 type pendingFix struct {
-	sess    *session
+	sess    *client
 	res     *sdk.CallToolResult
 	out     *RunOutput
 	expires time.Time
@@ -84,7 +86,7 @@ func (st *fixStore) put(p *pendingFix) string {
 }
 
 // take removes and returns the entry for token if it belongs to sess.
-func (st *fixStore) take(token string, sess *session) *pendingFix {
+func (st *fixStore) take(token string, sess *client) *pendingFix {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	p := st.m[token]
@@ -113,7 +115,7 @@ func usesInputRequests(ss *sdk.ServerSession) bool {
 
 // withFix asks for a fix suggestion for a failed run, or returns the result
 // unchanged when the client cannot sample.
-func (s *Server) withFix(ctx context.Context, req *sdk.CallToolRequest, sess *session, code string, res *sdk.CallToolResult, out *RunOutput) (*sdk.CallToolResult, *RunOutput, error) {
+func (s *Server) withFix(ctx context.Context, req *sdk.CallToolRequest, sess *client, code string, res *sdk.CallToolResult, out *RunOutput) (*sdk.CallToolResult, *RunOutput, error) {
 	if caps := req.ClientCapabilities(); caps == nil || caps.Sampling == nil || req.Session == nil {
 		return res, out, nil
 	}
@@ -189,8 +191,8 @@ func addFix(res *sdk.CallToolResult, out *RunOutput, text string) {
 func fixRequest(code string, out *RunOutput) *sdk.CreateMessageParams {
 	var b strings.Builder
 	b.WriteString("This Python program failed in PRIMS, a sandbox where each run is a fresh python3 process in a workspace directory (inputs under mounts/, results written to output/, third-party packages declared in run_code's requirements).\n\n")
-	fmt.Fprintf(&b, "Program:\n```python\n%s\n```\n\n", tail(code, 8<<10))
-	fmt.Fprintf(&b, "Exit code %d. End of stderr:\n```\n%s\n```\n", out.ExitCode, tail(out.Stderr, 3<<10))
+	fmt.Fprintf(&b, "Program:\n```python\n%s\n```\n\n", human.Tail(code, 8<<10))
+	fmt.Fprintf(&b, "Exit code %d. End of stderr:\n```\n%s\n```\n", out.ExitCode, human.Tail(out.Stderr, 3<<10))
 	if out.Hint != "" {
 		fmt.Fprintf(&b, "\nPRIMS' hint: %s\n", out.Hint)
 	}
@@ -205,16 +207,4 @@ func fixRequest(code string, out *RunOutput) *sdk.CreateMessageParams {
 			IntelligencePriority: 0.5,
 		},
 	}
-}
-
-// tail returns the last n bytes of s, cut on a line boundary when possible.
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
-		s = s[i+1:]
-	}
-	return "[...]\n" + strings.ToValidUTF8(s, "")
 }

@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/sandbox"
+	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
@@ -52,28 +52,9 @@ type Config struct {
 	Logger                  *slog.Logger
 }
 
+// setDefaults fills in the fields the server itself uses; the run's own
+// (timeouts, budgets, limits) are filled in by session.New.
 func (c *Config) setDefaults() {
-	if c.DefaultTimeout <= 0 {
-		c.DefaultTimeout = 60 * time.Second
-	}
-	if c.MaxTimeout <= 0 {
-		c.MaxTimeout = 600 * time.Second
-	}
-	if c.DefaultTimeout > c.MaxTimeout {
-		c.DefaultTimeout = c.MaxTimeout
-	}
-	if c.OutputBudget <= 0 {
-		c.OutputBudget = 32 << 10
-	}
-	if c.LogLimit <= 0 {
-		c.LogLimit = 64 << 20
-	}
-	if c.LogBudget <= 0 {
-		c.LogBudget = 8 * c.LogLimit
-	}
-	if c.MaxCodeBytes <= 0 {
-		c.MaxCodeBytes = 1 << 20
-	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
@@ -90,11 +71,11 @@ func (c *Config) setDefaults() {
 
 // Server is a PRIMS MCP server.
 type Server struct {
-	cfg     Config
-	runner  *sandbox.Runner
-	pythons *pythons
-	sdk     *sdk.Server
-	log     *slog.Logger
+	cfg    Config
+	rt     *session.Runtime // runs code: the sessions' shared machinery
+	runner *sandbox.Runner  // rt's, for what /healthz and /metrics report
+	sdk    *sdk.Server
+	log    *slog.Logger
 
 	// base is cancelled by Close: every run in flight is killed.
 	base     context.Context
@@ -105,7 +86,7 @@ type Server struct {
 	initializedOnce sync.Once
 
 	mu   sync.Mutex
-	sess *session // the one session of a stdio server
+	sess *client // the one session of a stdio server
 
 	fixes fixStore // run results waiting for the client's sampling answer
 
@@ -113,15 +94,11 @@ type Server struct {
 	metrics metrics      // what /metrics reports (metrics.go)
 }
 
-// session is one client's workspace and what the server remembers for it.
-type session struct {
-	ws   *workspace.Workspace
-	runs atomic.Int64
-	subs subscriptions   // workspace resources the client subscribed to
-	gone context.Context // ends when the HTTP session ends, killing its runs; nil on stdio
-
-	mu   sync.Mutex
-	reqs map[string][]string // interpreter path -> requirements installed so far
+// client is one MCP client's session: the workspace and runs
+// (session.Session), and the resources it subscribed to.
+type client struct {
+	*session.Session
+	subs subscriptions
 }
 
 // New returns a Server whose runs are started by runner.
@@ -130,13 +107,26 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 	if cfg.Python == "" {
 		return nil, errors.New("mcp: no Python interpreter configured")
 	}
-	if cfg.Transfer.Quota == 0 && runner != nil {
-		// Mounted files count against the workspace quota too.
-		cfg.Transfer.Quota = runner.Limits().WorkspaceQuota
-	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, runner: runner, log: cfg.Logger, base: base, shutdown: cancel, initialized: make(chan struct{})}
-	s.pythons = newPythons(cfg.Python, cfg.Discover)
+	s.rt = session.New(session.Config{
+		Python:                  cfg.Python,
+		Discover:                cfg.Discover,
+		Envs:                    cfg.Envs,
+		AllowDirectRequirements: cfg.AllowDirectRequirements,
+		DefaultTimeout:          cfg.DefaultTimeout,
+		MaxTimeout:              cfg.MaxTimeout,
+		OutputBudget:            cfg.OutputBudget,
+		LogLimit:                cfg.LogLimit,
+		LogBudget:               cfg.LogBudget,
+		MaxCodeBytes:            cfg.MaxCodeBytes,
+		Transfer:                cfg.Transfer,
+		Observer:                observer{&s.metrics},
+		Logger:                  cfg.Logger,
+	}, runner)
+	// Mounts count against the workspace quota: the runtime filled it in.
+	s.cfg.Transfer = s.rt.Config().Transfer
+	s.table.draining = s.rt.Draining()
 	s.initMetrics()
 	s.sdk = sdk.NewServer(&sdk.Implementation{
 		Name:    "prims",
@@ -195,24 +185,15 @@ func (s *Server) Close() error {
 	if s.sess == nil {
 		return herr
 	}
-	err := s.closeWorkspace(s.sess)
+	err := s.sess.Close()
 	s.sess = nil
 	return errors.Join(herr, err)
-}
-
-// closeWorkspace stops the warm sandboxes started for a session's workspace,
-// then deletes it (unless it was named in Config.Workspace).
-func (s *Server) closeWorkspace(sess *session) error {
-	if s.runner != nil {
-		s.runner.ForgetDir(sess.ws.Dir())
-	}
-	return sess.ws.Close()
 }
 
 // session returns the workspace of the calling client, creating it on first
 // use so that a server that is never called costs no directory. Over HTTP
 // each MCP session has its own; on stdio there is one.
-func (s *Server) session(ss *sdk.ServerSession) (*session, error) {
+func (s *Server) session(ss *sdk.ServerSession) (*client, error) {
 	if ss != nil && ss.ID() != "" {
 		return s.sessionFor(ss)
 	}
@@ -222,13 +203,14 @@ func (s *Server) session(ss *sdk.ServerSession) (*session, error) {
 		return nil, errShuttingDown
 	}
 	if s.sess == nil {
-		ws, err := workspace.New(s.cfg.Workspace)
+		rs, err := s.rt.Open(s.cfg.Workspace, nil)
 		if err != nil {
 			s.log.Error("create workspace", "err", err)
 			return nil, fmt.Errorf("the server could not create its workspace: %w", err)
 		}
+		ws := rs.Workspace()
 		s.log.Info("workspace ready", "dir", ws.Dir(), "kept", ws.Kept())
-		s.sess = &session{ws: ws}
+		s.sess = &client{Session: rs}
 	}
 	return s.sess, nil
 }
@@ -241,7 +223,7 @@ func (s *Server) Workspace() string {
 	if s.sess == nil {
 		return ""
 	}
-	return s.sess.ws.Dir()
+	return s.sess.Workspace().Dir()
 }
 
 // track registers a run so Close can wait for it, and derives a context

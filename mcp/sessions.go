@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/prims-mcp/prims/sandbox"
-	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/session"
 )
 
 // sessionTable holds what a Server serving streamable HTTP keeps per MCP
@@ -27,10 +25,7 @@ type sessionTable struct {
 	pending     int // new-session requests in flight, counted against maxSessions
 	maxSessions int // 0 = unlimited
 
-	slots *runSlots // nil = unlimited
-
-	drainOnce sync.Once
-	draining  chan struct{} // closed when the server stops taking new work
+	draining <-chan struct{} // closed when the server stops taking new work (session.Runtime.Draining)
 }
 
 // liveSession is one MCP session of an HTTP server.
@@ -41,36 +36,22 @@ type liveSession struct {
 	// tracked is set when the HTTP handler registered the session with its
 	// owner. Only tracked sessions are reachable through /artifacts.
 	tracked bool
-	sess    *session
+	sess    *client
 	// gone is cancelled when the session ends: its runs are killed.
 	gone   context.Context
 	cancel context.CancelFunc
 	ended  chan struct{} // closed once the workspace is removed
 }
 
-func (t *sessionTable) init(maxSessions, maxRuns int) {
+func (t *sessionTable) init(maxSessions int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.maxSessions = maxSessions
-	if maxRuns > 0 {
-		t.slots = newRunSlots(maxRuns)
-	}
-}
-
-// drainChLocked returns the channel closed by beginDrain. Callers hold t.mu.
-func (t *sessionTable) drainChLocked() chan struct{} {
-	if t.draining == nil {
-		t.draining = make(chan struct{})
-	}
-	return t.draining
 }
 
 func (t *sessionTable) isDraining() bool {
-	t.mu.Lock()
-	ch := t.drainChLocked()
-	t.mu.Unlock()
 	select {
-	case <-ch:
+	case <-t.draining:
 		return true
 	default:
 		return false
@@ -102,10 +83,8 @@ func (r *reservation) releaseLocked() {
 func (t *sessionTable) reserve() (*reservation, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	select {
-	case <-t.drainChLocked():
+	if t.isDraining() {
 		return nil, errShuttingDown
-	default:
 	}
 	if t.maxSessions > 0 && len(t.entries)+t.pending >= t.maxSessions {
 		return nil, errTooManySessions
@@ -115,7 +94,7 @@ func (t *sessionTable) reserve() (*reservation, error) {
 }
 
 var (
-	errShuttingDown    = errors.New("the server is shutting down")
+	errShuttingDown    = session.ErrShuttingDown
 	errTooManySessions = errors.New("the server has as many sessions as it allows; close one or try again later")
 )
 
@@ -186,7 +165,7 @@ func (s *Server) dropUninitialized(id string) {
 
 // sessionFor is session() for a client with an MCP session ID: its own
 // workspace, created on first use.
-func (s *Server) sessionFor(ss *sdk.ServerSession) (*session, error) {
+func (s *Server) sessionFor(ss *sdk.ServerSession) (*client, error) {
 	s.table.mu.Lock()
 	defer s.table.mu.Unlock()
 	if s.base.Err() != nil {
@@ -194,13 +173,13 @@ func (s *Server) sessionFor(ss *sdk.ServerSession) (*session, error) {
 	}
 	e := s.liveLocked(ss, "")
 	if e.sess == nil {
-		ws, err := workspace.New("")
+		rs, err := s.rt.Open("", e.gone)
 		if err != nil {
 			s.log.Error("create workspace", "session", e.id, "err", err)
 			return nil, fmt.Errorf("the server could not create a workspace: %w", err)
 		}
 		s.log.Info("workspace ready", "session", e.id)
-		e.sess = &session{ws: ws, gone: e.gone}
+		e.sess = &client{Session: rs}
 	}
 	return e.sess, nil
 }
@@ -236,10 +215,10 @@ func (s *Server) endSession(id, why string) {
 	}
 	// The SDK has waited for the session's handlers to return before the
 	// session counts as closed, so no run still uses the directory.
-	if err := s.closeWorkspace(e.sess); err != nil {
+	if err := e.sess.Close(); err != nil {
 		s.log.Error("remove workspace", "session", id, "err", err)
 	}
-	s.log.Info("session ended; workspace removed", "session", id, "why", why, "runs", e.sess.runs.Load())
+	s.log.Info("session ended; workspace removed", "session", id, "why", why, "runs", e.sess.Runs())
 }
 
 // closeSessions is Close's part for HTTP sessions: every workspace is
@@ -253,7 +232,7 @@ func (s *Server) closeSessions() error {
 	for id, e := range entries {
 		e.cancel()
 		if e.sess != nil {
-			if err := s.closeWorkspace(e.sess); err != nil {
+			if err := e.sess.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("session %s: %w", id, err))
 			}
 		}
@@ -275,20 +254,12 @@ func (s *Server) closeSessions() error {
 	return errors.Join(errs...)
 }
 
-// beginDrain stops the server from taking new sessions or starting new
-// programs; runs already started go on.
-func (s *Server) beginDrain() {
-	s.table.mu.Lock()
-	ch := s.table.drainChLocked()
-	s.table.mu.Unlock()
-	s.table.drainOnce.Do(func() { close(ch) })
-}
-
 // Drain stops taking new sessions and new runs, then waits until the runs
 // in flight have ended or ctx is done. Close afterwards kills what is left
 // and deletes every workspace.
 func (s *Server) Drain(ctx context.Context) error {
-	s.beginDrain()
+	// New sessions and new runs are refused from here on.
+	s.rt.Drain()
 	done := make(chan struct{})
 	go func() { s.runs.Wait(); close(done) }()
 	select {
@@ -297,201 +268,4 @@ func (s *Server) Drain(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("drain: %d runs still in flight: %w", s.metrics.inFlight.Load(), ctx.Err())
 	}
-}
-
-// execute runs job in a run slot and records it in the metrics: the one
-// place where run_code starts a program. A run that has to wait for a slot
-// tells the client it is queued.
-func (s *Server) execute(ctx context.Context, sess *session, prog *progress, job sandbox.Job) (sandbox.Result, error) {
-	if sess.gone != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		defer context.AfterFunc(sess.gone, cancel)()
-	}
-	release, err := s.acquire(ctx, sess, prog)
-	if err != nil {
-		s.metrics.countRun(outcomeRefused)
-		return sandbox.Result{}, err
-	}
-	defer release()
-
-	stdout := &countWriter{w: job.Stdout}
-	stderr := &countWriter{w: job.Stderr}
-	job.Stdout, job.Stderr = stdout, stderr
-	s.metrics.inFlight.Add(1)
-	res, err := s.runner.Run(ctx, job)
-	s.metrics.inFlight.Add(-1)
-	s.metrics.observeRun(res, err, stdout.n, stderr.n)
-	return res, err
-}
-
-// acquire waits for a run slot for sess. Waiting ends when the call is
-// cancelled or the server starts shutting down.
-func (s *Server) acquire(ctx context.Context, sess *session, prog *progress) (func(), error) {
-	s.table.mu.Lock()
-	slots := s.table.slots
-	draining := s.table.drainChLocked()
-	s.table.mu.Unlock()
-	select {
-	case <-draining:
-		return nil, errShuttingDown
-	default:
-	}
-	if slots == nil {
-		return func() {}, nil
-	}
-	w, why := slots.enter(sess)
-	if w.granted() {
-		s.metrics.queueWait.Observe(0)
-		return func() { slots.release(sess) }, nil
-	}
-	start := time.Now()
-	s.metrics.queued.Add(1)
-	prog.status("queued: " + why + "; the program starts when a slot is free")
-	var err error
-	select {
-	case <-w.ready:
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-draining:
-		err = errShuttingDown
-	}
-	if err != nil && slots.leave(sess, w) {
-		// Granted as it gave up: the slot goes to the next in line.
-		slots.release(sess)
-	}
-	s.metrics.queued.Add(-1)
-	s.metrics.queueWait.Observe(time.Since(start).Seconds())
-	switch {
-	case errors.Is(err, errShuttingDown):
-		return nil, err
-	case err != nil:
-		return nil, fmt.Errorf("the run was waiting for a slot: %w", err)
-	}
-	prog.status("dequeued: starting the program")
-	return func() { slots.release(sess) }, nil
-}
-
-// runSlots shares the server's run slots (--max-runs) between sessions, so
-// that one client's long runs cannot stall everyone else's:
-//
-//   - A session holds at most all slots but one (when there are two or
-//     more): one slot is always left for the other sessions. Runs cannot be
-//     preempted, so this is the only way a print(1) from a second session
-//     starts at once however many long runs the first has going, rather
-//     than after the shortest of them.
-//   - A freed slot goes to the waiting sessions in turn (round robin), not
-//     to the run that waited longest: a session with ten runs queued gets
-//     one of them started, then it is another session's turn. Within a
-//     session, runs start in the order they came.
-type runSlots struct {
-	mu   sync.Mutex
-	max  int              // slots in all
-	cap  int              // slots one session may hold
-	used int              // slots held
-	held map[*session]int // slots held, per session
-	// line holds the sessions with runs waiting, in the order they are
-	// served: a session served goes to the back.
-	line  []*session
-	queue map[*session][]*slotWaiter
-}
-
-// slotWaiter is one run waiting for a slot: ready is closed when it gets one.
-type slotWaiter struct {
-	ready chan struct{}
-}
-
-func (w *slotWaiter) granted() bool {
-	select {
-	case <-w.ready:
-		return true
-	default:
-		return false
-	}
-}
-
-func newRunSlots(n int) *runSlots {
-	return &runSlots{max: n, cap: max(1, n-1), held: map[*session]int{}, queue: map[*session][]*slotWaiter{}}
-}
-
-// enter takes a slot for sess at once, or puts it in line; why says, for
-// the client, what it waits for.
-func (q *runSlots) enter(sess *session) (w *slotWaiter, why string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	w = &slotWaiter{ready: make(chan struct{})}
-	if len(q.queue[sess]) == 0 && q.used < q.max && q.held[sess] < q.cap {
-		q.grant(sess, w)
-		return w, ""
-	}
-	if len(q.queue[sess]) == 0 {
-		q.line = append(q.line, sess)
-	}
-	q.queue[sess] = append(q.queue[sess], w)
-	if q.used < q.max {
-		return w, fmt.Sprintf("this session already runs %d programs, as many as one session may while others can come (%d run slots in all)", q.held[sess], q.max)
-	}
-	return w, fmt.Sprintf("all %d run slots of the server are busy", q.max)
-}
-
-func (q *runSlots) grant(sess *session, w *slotWaiter) {
-	q.used++
-	q.held[sess]++
-	close(w.ready)
-}
-
-// release gives back a slot of sess and hands free slots on.
-func (q *runSlots) release(sess *session) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.used--
-	if q.held[sess]--; q.held[sess] <= 0 {
-		delete(q.held, sess)
-	}
-	q.dispatch()
-}
-
-// dispatch gives free slots to the first sessions in line that may take
-// one more, each then going to the back of the line. Called with q.mu held.
-func (q *runSlots) dispatch() {
-	for q.used < q.max {
-		i := slices.IndexFunc(q.line, func(s *session) bool { return q.held[s] < q.cap })
-		if i < 0 {
-			return
-		}
-		sess := q.line[i]
-		ws := q.queue[sess]
-		q.grant(sess, ws[0])
-		q.line = slices.Delete(q.line, i, i+1)
-		if ws = ws[1:]; len(ws) > 0 {
-			q.queue[sess] = ws
-			q.line = append(q.line, sess)
-		} else {
-			delete(q.queue, sess)
-		}
-	}
-}
-
-// leave takes a run that gives up out of line. It reports true when the
-// run had been granted a slot meanwhile, which the caller must release.
-func (q *runSlots) leave(sess *session, w *slotWaiter) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if w.granted() {
-		return true
-	}
-	ws := q.queue[sess]
-	if i := slices.Index(ws, w); i >= 0 {
-		ws = slices.Delete(ws, i, i+1)
-	}
-	if len(ws) > 0 {
-		q.queue[sess] = ws
-		return false
-	}
-	delete(q.queue, sess)
-	if i := slices.Index(q.line, sess); i >= 0 {
-		q.line = slices.Delete(q.line, i, i+1)
-	}
-	return false
 }

@@ -11,6 +11,8 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/human"
+	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
@@ -92,12 +94,12 @@ func (s *Server) mountFile(ctx context.Context, req *sdk.CallToolRequest, in Mou
 	if err != nil {
 		return nil, MountOutput{}, err
 	}
-	e, err := sess.ws.Fetch(ctx, in.URL, in.MountPath, s.cfg.Transfer)
+	e, err := sess.Workspace().Fetch(ctx, in.URL, in.MountPath, s.cfg.Transfer)
 	if err != nil {
 		return nil, MountOutput{}, s.toolError("mount_file", err)
 	}
 	out := MountOutput{Path: e.Path, Size: e.Size, MIME: e.MIME}
-	return textResult(fmt.Sprintf("Mounted %s (%s, %s). Code can open it as %q.", e.Path, humanBytes(e.Size), e.MIME, e.Path)), out, nil
+	return textResult(fmt.Sprintf("Mounted %s (%s, %s). Code can open it as %q.", e.Path, human.Bytes(e.Size), e.MIME, e.Path)), out, nil
 }
 
 // ListInput names a directory.
@@ -117,7 +119,7 @@ func (s *Server) listDir(ctx context.Context, req *sdk.CallToolRequest, in ListI
 	if err != nil {
 		return nil, ListOutput{}, err
 	}
-	entries, truncated, err := sess.ws.List(in.Path)
+	entries, truncated, err := sess.Workspace().List(in.Path)
 	if err != nil {
 		return nil, ListOutput{}, s.toolError("list_dir", err)
 	}
@@ -137,7 +139,7 @@ func (s *Server) listDir(ctx context.Context, req *sdk.CallToolRequest, in ListI
 		case "dir":
 			fmt.Fprintf(&b, "  %s/\n", name)
 		case "file":
-			fmt.Fprintf(&b, "  %s  %s  %s\n", name, humanBytes(e.Size), e.Modified.Format("2006-01-02T15:04:05Z07:00"))
+			fmt.Fprintf(&b, "  %s  %s  %s\n", name, human.Bytes(e.Size), e.Modified.Format("2006-01-02T15:04:05Z07:00"))
 		default:
 			fmt.Fprintf(&b, "  %s  (%s)\n", name, e.Type)
 		}
@@ -179,12 +181,12 @@ func (s *Server) previewFile(ctx context.Context, req *sdk.CallToolRequest, in P
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := sess.ws.Preview(in.Path, in.Offset, in.MaxBytes)
+	p, err := sess.Workspace().Preview(in.Path, in.Offset, in.MaxBytes)
 	if err != nil {
 		return nil, nil, s.toolError("preview_file", err)
 	}
 	if p.Binary {
-		return textResult(fmt.Sprintf("%s is a binary file (%s, %s); it is not shown as text.", shownName(p.Path), p.MIME, humanBytes(p.Size))), p, nil
+		return textResult(fmt.Sprintf("%s is a binary file (%s, %s); it is not shown as text.", shownName(p.Path), p.MIME, human.Bytes(p.Size))), p, nil
 	}
 	text := p.Text
 	if !p.EOF {
@@ -207,11 +209,11 @@ func (s *Server) persistArtifact(ctx context.Context, req *sdk.CallToolRequest, 
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := sess.ws.Upload(ctx, in.Path, in.PresignedURL, s.cfg.Transfer)
+	r, err := sess.Workspace().Upload(ctx, in.Path, in.PresignedURL, s.cfg.Transfer)
 	if err != nil {
 		return nil, nil, s.toolError("persist_artifact", err)
 	}
-	return textResult(fmt.Sprintf("Uploaded %s (%s, %s): the server answered %s.", r.Path, humanBytes(r.Size), r.MIME, r.StatusText)), &r, nil
+	return textResult(fmt.Sprintf("Uploaded %s (%s, %s): the server answered %s.", r.Path, human.Bytes(r.Size), r.MIME, r.StatusText)), &r, nil
 }
 
 // toolError turns an error into what the model sees. Errors the client can
@@ -229,7 +231,7 @@ func (s *Server) toolError(tool string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return errors.New("the call was cancelled")
 	}
-	if errors.Is(err, errInstall) {
+	if errors.Is(err, session.ErrNotRun) {
 		// pythonenv's errors are written for the model and name no host
 		// paths; pip's own lines add what the summary leaves out.
 		var ie *pythonenv.InstallError
@@ -244,16 +246,4 @@ func (s *Server) toolError(tool string, err error) error {
 
 func textResult(text string) *sdk.CallToolResult {
 	return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: text}}}
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n < 1<<10:
-		return fmt.Sprintf("%d B", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	case n < 1<<30:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
 }

@@ -1,8 +1,10 @@
-package mcp
+package session
 
 import (
 	"slices"
 	"testing"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // TestInferredNamesArePlain: with "auto" the program picks what is
@@ -12,7 +14,7 @@ import (
 // import names its top-level module.
 func TestInferredNamesArePlain(t *testing.T) {
 	code := "import ñumpy\nimport ｎｕｍｐｙ\nimport sklearn.svm\nimport tiny_pkg.sub\n"
-	got, err := inferRequirements(t.Context(), testPython(t), code)
+	got, err := inferRequirements(t.Context(), testpython.Path(t), code)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package mcp
+package session
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
@@ -33,11 +34,11 @@ var (
 // fire (sandbox.Result.Limit): a signal name cannot tell the memory limit
 // from the CPU-time limit or the workspace quota, which all end a run with
 // SIGKILL.
-func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, code, python string) string {
+func (s *Runtime) hint(ctx context.Context, o *Result, code, python string) string {
 	if o.Cancelled {
 		return ""
 	}
-	if h := s.limitHint(o, timeout, code); h != "" {
+	if h := s.limitHint(o, code); h != "" {
 		return h
 	}
 	if h := signalHint(o.Signal); h != "" {
@@ -53,21 +54,30 @@ func (s *Server) hint(ctx context.Context, o *RunOutput, timeout time.Duration, 
 		defer cancel()
 		reqs, err := inferRequirements(ctx, python, code)
 		if err != nil {
-			s.log.Debug("infer requirements for a hint", "err", err)
+			s.cfg.Logger.Debug("infer requirements for a hint", "err", err)
 		}
 		return reqs
 	}
-	return exceptionHint(o.Stderr, code, needs)
+	return exceptionHint(o.Stderr.Text, code, needs)
 }
 
 // limitHint names the sandbox limit that ended or broke the run, with its
-// value, and what to do about it; "" when no limit fired.
-func (s *Server) limitHint(o *RunOutput, timeout time.Duration, code string) string {
+// value, and what to do about it; "" when no limit fired. How memory was
+// bounded is the run's own (Result.Memory): a run whose cgroup could not be
+// made was bounded per process.
+func (s *Runtime) limitHint(o *Result, code string) string {
 	var l sandbox.Limits
-	mem := sandbox.MemoryPerProcess
+	mem := o.Memory
 	if s.runner != nil {
-		l, mem = s.runner.Limits(), s.runner.MemoryEnforcement()
+		l = s.runner.Limits()
+		if mem == "" {
+			mem = s.runner.MemoryEnforcement()
+		}
 	}
+	if mem == "" {
+		mem = sandbox.MemoryPerProcess
+	}
+	timeout := o.Timeout
 	of := func(what string, set bool) string {
 		if set {
 			return what + " "
@@ -89,16 +99,16 @@ func (s *Server) limitHint(o *RunOutput, timeout time.Duration, code string) str
 			scope = "each process"
 		}
 		at := ""
-		if where := tracebackLine(o.Stderr, code); where != "" {
+		if where := tracebackLine(o.Stderr.Text, code); where != "" {
 			at = " (MemoryError at " + where + ")"
 		}
-		return fmt.Sprintf("the memory limit %sended the run%s: it counts %s. Use less memory: process the data in chunks, use smaller data types, or start fewer processes.", of("of "+humanBytes(l.Memory), l.Memory > 0), at, scope)
+		return fmt.Sprintf("the memory limit %sended the run%s: it counts %s. Use less memory: process the data in chunks, use smaller data types, or start fewer processes.", of("of "+human.Bytes(l.Memory), l.Memory > 0), at, scope)
 	case sandbox.LimitMaxProcs:
 		return fmt.Sprintf("the limit %son processes and threads broke the run: the program started too many at once. Use a small fixed pool (for example multiprocessing.Pool(4)) and make sure finished processes are joined.", of(fmt.Sprintf("of %d", l.MaxProcs), l.MaxProcs > 0))
 	case sandbox.LimitWorkspaceQuota:
-		return fmt.Sprintf("the workspace quota %sended the run: the files in the workspace grew past it and the program was killed. Delete files you no longer need, write less, or compress the output.", of("of "+humanBytes(l.WorkspaceQuota), l.WorkspaceQuota > 0))
+		return fmt.Sprintf("the workspace quota %sended the run: the files in the workspace grew past it and the program was killed. Delete files you no longer need, write less, or compress the output.", of("of "+human.Bytes(l.WorkspaceQuota), l.WorkspaceQuota > 0))
 	case sandbox.LimitMaxFileSize:
-		return fmt.Sprintf("the file-size limit %sbroke the run: the program wrote a file larger than the sandbox allows. Write less, split the output into several files, or compress it.", of("of "+humanBytes(l.MaxFileSize), l.MaxFileSize > 0))
+		return fmt.Sprintf("the file-size limit %sbroke the run: the program wrote a file larger than the sandbox allows. Write less, split the output into several files, or compress it.", of("of "+human.Bytes(l.MaxFileSize), l.MaxFileSize > 0))
 	case sandbox.LimitMaxOpenFiles:
 		return fmt.Sprintf("the limit %son open files broke the run: the program opened too many files at once. Close files when done with them (use `with open(...)`).", of(fmt.Sprintf("of %d", l.MaxOpenFiles), l.MaxOpenFiles > 0))
 	}

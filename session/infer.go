@@ -1,4 +1,4 @@
-package mcp
+package session
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/workspace"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
@@ -72,6 +73,16 @@ sys.stdout.write(json.dumps(sorted(n for n in names if not in_stdlib(n))))
 // as is (no version, URL, path, extra or option can come out of an import
 // statement); and whatever is installed builds in the install sandbox.
 func inferRequirements(ctx context.Context, python, code string) ([]string, error) {
+	modules, err := scanImports(ctx, python, code)
+	if err != nil {
+		return nil, err
+	}
+	return distributions(modules), nil
+}
+
+// scanImports returns the top-level modules outside python's standard
+// library that code imports, sorted.
+func scanImports(ctx context.Context, python, code string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python, "-E", "-s", "-S", "-c", importScan)
@@ -82,12 +93,18 @@ func inferRequirements(ctx context.Context, python, code string) ([]string, erro
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("scan imports with %s: %w: %s", python, err, strings.TrimSpace(tail(stderr.String(), 400)))
+		return nil, fmt.Errorf("scan imports with %s: %w: %s", python, err, strings.TrimSpace(human.Tail(stderr.String(), 400)))
 	}
 	var modules []string
 	if err := json.Unmarshal(stdout.Bytes(), &modules); err != nil {
-		return nil, fmt.Errorf("scan imports with %s: unexpected output %q", python, tail(stdout.String(), 200))
+		return nil, fmt.Errorf("scan imports with %s: unexpected output %q", python, human.Tail(stdout.String(), 200))
 	}
+	return modules, nil
+}
+
+// distributions maps modules to the distributions that provide them,
+// sorted and without duplicates.
+func distributions(modules []string) []string {
 	var dists []string
 	for _, m := range modules {
 		if !plainModule.MatchString(m) {
@@ -98,7 +115,7 @@ func inferRequirements(ctx context.Context, python, code string) ([]string, erro
 		}
 	}
 	slices.Sort(dists)
-	return dists, nil
+	return dists
 }
 
 // plainModule is a top-level module name that may become a requirement.
@@ -106,27 +123,30 @@ var plainModule = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,99}$`)
 
 // expandRequirements replaces "auto" in a run's requirements with the
 // inferred ones, leaving out modules that the workspace itself provides (a
-// helper.py or package written by an earlier run) and anything declared
-// explicitly. Requirements without "auto" come back unchanged.
+// helper.py or package written by an earlier run, looked up by the name the
+// code imports: yaml.py, not pyyaml) and anything declared explicitly.
+// Requirements without "auto" come back unchanged.
 func expandRequirements(ctx context.Context, python, code string, reqs []string, ws *workspace.Workspace) ([]string, error) {
 	i := slices.Index(reqs, autoRequirement)
 	if i < 0 {
 		return reqs, nil
 	}
-	inferred, err := inferRequirements(ctx, python, code)
+	modules, err := scanImports(ctx, python, code)
 	if err != nil {
 		return nil, err
+	}
+	if ws != nil {
+		modules = slices.DeleteFunc(modules, func(m string) bool { return localModule(ws, m) })
 	}
 	out := slices.Concat(reqs[:i:i], reqs[i+1:])
 	declared := map[string]bool{}
 	for _, r := range out {
 		declared[requirementName(r)] = true
 	}
-	for _, d := range inferred {
-		if declared[requirementName(d)] || (ws != nil && localModule(ws, d)) {
-			continue
+	for _, d := range distributions(modules) {
+		if !declared[requirementName(d)] {
+			out = append(out, d)
 		}
-		out = append(out, d)
 	}
 	return out, nil
 }

@@ -1,8 +1,7 @@
-package mcp
+package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -97,22 +96,20 @@ func (e *environment) release() {
 	}
 }
 
-// errInstall marks errors of the environment step: the code did not run.
-var errInstall = errors.New("the code was not run")
-
 // prepareEnvironment resolves the interpreter and installs the session's
 // requirements together with the call's, so packages installed by an
 // earlier call stay importable without being listed again. The session
 // remembers the combined set only once it installed.
-func (s *Server) prepareEnvironment(ctx context.Context, sess *session, in RunInput, status func(string)) (*environment, error) {
+func (sess *Session) prepareEnvironment(ctx context.Context, in Request, status func(string)) (*environment, error) {
+	s := sess.rt
 	py, err := s.pythons.get(ctx, strings.TrimSpace(in.Python))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errInstall, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotRun, err)
 	}
 	e := &environment{python: py}
 	asked, err := expandRequirements(ctx, py.Path, in.Code, in.Requirements, sess.ws)
 	if err != nil {
-		return nil, fmt.Errorf("%w: inferring requirements from the imports failed: %w", errInstall, err)
+		return nil, fmt.Errorf("%w: inferring requirements from the imports failed: %w", ErrNotRun, err)
 	}
 	sess.mu.Lock()
 	reqs := mergeRequirements(sess.reqs[py.Path], asked)
@@ -122,18 +119,18 @@ func (s *Server) prepareEnvironment(ctx context.Context, sess *session, in RunIn
 	}
 	reqs, err = pythonenv.ValidateRequirements(reqs, s.cfg.AllowDirectRequirements)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errInstall, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotRun, err)
 	}
 	if s.cfg.Envs == nil {
-		return nil, fmt.Errorf("%w: this server was started without an environment cache, so requirements cannot be installed", errInstall)
+		return nil, fmt.Errorf("%w: this server was started without an environment cache, so requirements cannot be installed", ErrNotRun)
 	}
 	status(fmt.Sprintf("preparing an environment for Python %s with %s", py.Version, strings.Join(reqs, ", ")))
 	env, err := s.cfg.Envs.Acquire(ctx, py, reqs, status)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errInstall, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotRun, err)
 	}
 	e.env, e.reqs, e.cacheHit = env, reqs, env.Hit
-	s.metrics.envCache(env.Hit)
+	s.cfg.Observer.EnvCache(env.Hit)
 	sess.mu.Lock()
 	if sess.reqs == nil {
 		sess.reqs = map[string][]string{}
@@ -146,8 +143,8 @@ func (s *Server) prepareEnvironment(ctx context.Context, sess *session, in RunIn
 // mergeRequirements adds a call's requirements to the session's: a name
 // the call names again replaces the earlier requirement for it, so asking
 // for "pkg==2" after "pkg==1" upgrades instead of conflicting.
-func mergeRequirements(session, call []string) []string {
-	out := slices.Clone(session)
+func mergeRequirements(earlier, call []string) []string {
+	out := slices.Clone(earlier)
 	for _, r := range call {
 		name := requirementName(r)
 		out = slices.DeleteFunc(out, func(o string) bool { return requirementName(o) == name })
