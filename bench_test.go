@@ -9,6 +9,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
@@ -50,7 +51,7 @@ func callOK(b *testing.B, cs *sdk.ClientSession, args map[string]any) {
 //
 //	go test -run '^$' -bench RunCode -benchtime 100x .
 func BenchmarkRunCode(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	warm := connect(b, "--python", py)
 	cold := connect(b, "--python", py, "--warm", "0")
 	print1 := map[string]any{"code": "print(1)"}
@@ -105,7 +106,7 @@ func reportAgainstBare(b *testing.B, bare []time.Duration, samples ...sample) {
 //
 //	go test -run '^$' -bench Preload -benchtime 10x .
 func BenchmarkPreload(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	ix := pythonenvtest.NewIndex(b, pythonenvtest.Package{Name: "slowpkg", Version: "1.0", ImportDelay: 300 * time.Millisecond})
 	cache := b.TempDir()
 	common := []string{"--python", py, "--index-url", ix.URL, "--cache-dir", cache}
@@ -139,7 +140,7 @@ func BenchmarkPreload(b *testing.B) {
 //
 //	go test -run '^$' -bench Startup -benchtime 20x .
 func BenchmarkStartup(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	ctx := context.Background()
 	var bare, prims []time.Duration
 	for b.Loop() {
@@ -169,7 +170,7 @@ func BenchmarkStartup(b *testing.B) {
 //
 //	go test -run '^$' -bench FirstRun -benchtime 20x .
 func BenchmarkFirstRun(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	print1 := map[string]any{"code": "print(1)"}
 	first := func(args ...string) time.Duration {
 		client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/prims-mcp/prims/internal/netguard"
 	"github.com/prims-mcp/prims/mcp"
 )
 
@@ -161,13 +162,13 @@ func (o *serveOptions) httpConfig(listenAddr string) (mcp.HTTPConfig, error) {
 			JWKSURL:  o.oauthJWKSURL,
 			Scopes:   o.oauthScopes,
 		}
-		if o.publicURL == "" && !isLoopbackAddr(listenAddr) {
+		if o.publicURL == "" && !netguard.IsLoopback(listenAddr) {
 			return hc, errors.New("--oauth-issuer on a non-loopback address needs --public-url: tokens name the URL clients use")
 		}
 	} else if o.oauthAudience != "" || o.oauthJWKSURL != "" || len(o.oauthScopes) > 0 {
 		return hc, errors.New("--oauth-audience, --oauth-jwks-url and --oauth-scopes need --oauth-issuer")
 	}
-	if hc.Token == "" && hc.OAuth == nil && !o.noAuth && !isLoopbackAddr(listenAddr) {
+	if hc.Token == "" && hc.OAuth == nil && !o.noAuth && !netguard.IsLoopback(listenAddr) {
 		return hc, fmt.Errorf("refusing to serve %s without authentication: pass --auth-token-file (or set %s), --oauth-issuer, or --no-auth", listenAddr, tokenEnv)
 	}
 	return hc, nil
@@ -184,18 +185,6 @@ func reachable(addr string) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func runServe(ctx context.Context, opts *serveOptions) error {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 func TestServeFlags(t *testing.T) {
@@ -88,7 +90,7 @@ func TestServeFlags(t *testing.T) {
 // grace period, the long one is killed after it, and no process or
 // workspace is left.
 func TestServeSIGTERM(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

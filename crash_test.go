@@ -10,6 +10,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // TestKilledServerWorkspaceIsSwept: a prims stdio killed with SIGKILL
@@ -20,7 +22,7 @@ func TestKilledServerWorkspaceIsSwept(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	tmp := t.TempDir()
 	os.Chmod(tmp, 0o755)
 	ctx := context.Background()

@@ -17,6 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/workspace/pythonenv/pythonenvtest"
 )
 
@@ -26,7 +27,7 @@ import (
 // --index-url to the install's egress policy), and --allow-host lets the
 // code reach one host through the proxy and refuses another.
 func TestStdioNetworkPolicy(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	var probed atomic.Int64
 	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		probed.Add(1)

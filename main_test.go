@@ -35,13 +35,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// testPython is an interpreter found the way prims finds one, that a
-// sandbox under any uid can run.
-func testPython(t testing.TB) string {
-	t.Helper()
-	return testpython.Path(t)
-}
-
 // primsCmd returns a command that runs this test binary as prims.
 func primsCmd(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
@@ -55,7 +48,7 @@ func primsCmd(t testing.TB, args ...string) *exec.Cmd {
 }
 
 func TestRunCommand(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	dir := t.TempDir()
 	script := filepath.Join(dir, "script.py")
 	os.WriteFile(script, []byte("import sys\nprint(__file__, sys.argv)\ndef f():\n    raise ValueError('boom')\nif sys.argv[1:] == ['fail']:\n    f()\n"), 0o644)
@@ -110,7 +103,7 @@ func TestRunCommand(t *testing.T) {
 // TestStdioSDKClient drives the real server process over its stdin and
 // stdout with the SDK's client, on both protocol generations.
 func TestStdioSDKClient(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	for _, version := range []string{"2026-07-28", "2025-11-25"} {
 		t.Run(version, func(t *testing.T) {
 			ctx := context.Background()
@@ -217,7 +210,7 @@ func startRaw(t *testing.T, args ...string) (*rawClient, *exec.Cmd, *strings.Bui
 // with the protocol version in every request's _meta. It lists tools, calls
 // run_code with a progress token, sends bad input, and ends with stdin EOF.
 func TestStdioRawJSONRPC(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tests := []struct {
 		version   string
 		handshake []string // requests before tools/list; the last one has id 1
@@ -322,7 +315,7 @@ func TestStdioRawJSONRPC(t *testing.T) {
 // is a client leaving, not a crash: the server exits with status 0, not of
 // SIGPIPE.
 func TestStdioSignalsRemoveWorkspace(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	const closeStdout = syscall.Signal(-1)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, 0, closeStdout} {
 		name := sig.String()
@@ -402,7 +395,7 @@ func runPrims(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // less are refused with the flag's name; byte flags take sizes; a listen
 // address without a port says so.
 func TestCommandLine(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tests := []struct {
 		name     string
 		args     []string
@@ -477,7 +470,7 @@ func TestCommandLine(t *testing.T) {
 // HOME: it caches environments in a temporary directory, says so on
 // stderr, serves, and removes that directory on exit.
 func TestStdioWithoutHome(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tmp := t.TempDir()
 	cmd := primsCmd(t, "stdio", "--python", py)
 	cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool {
@@ -510,7 +503,7 @@ func TestStdioWithoutHome(t *testing.T) {
 // TestDoctorLabelsPATHPython: the interpreter doctor finds on PATH is
 // labelled [PATH], and one given with --python [flag].
 func TestDoctorLabelsPATHPython(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	bin := t.TempDir()
 	if err := os.Symlink(py, filepath.Join(bin, "python3")); err != nil {
 		t.Fatal(err)
@@ -551,7 +544,7 @@ func TestTypeScriptClient(t *testing.T) {
 	if *tsSDK == "" {
 		t.Skip("pass -tsclient DIR (a directory with node_modules/@modelcontextprotocol/sdk) to run it")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

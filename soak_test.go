@@ -16,6 +16,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -42,7 +43,7 @@ func TestSoak(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		testenv.Skip(t, testenv.Proc, "reads the server's memory and descriptors from /proc")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	ws := t.TempDir()
 	cmd := primsCmd(t, "stdio", "--python", py, "--workspace", ws)
 	var stderr strings.Builder

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -25,7 +26,7 @@ var contentProtocols = []string{"2026-07-28", "2025-11-25"}
 // speaking the given protocol version ("" for the client's default).
 func startContent(t *testing.T, cfg Config, copts *sdk.ClientOptions, version string) (*Server, *sdk.ClientSession) {
 	t.Helper()
-	cfg.Python = testPython(t)
+	cfg.Python = testpython.Path(t)
 	runner, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -121,7 +121,7 @@ func TestMissingModuleHintNamesDistribution(t *testing.T) {
 }
 
 func TestPythonVersionSelection(t *testing.T) {
-	def := testPython(t)
+	def := testpython.Path(t)
 	var other pythonenv.Interpreter
 	for _, in := range testpython.Versions(t, 2, testpython.Want{}) {
 		if in.Path != def {

@@ -8,6 +8,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -137,7 +138,7 @@ func TestLimitHintsEndToEnd(t *testing.T) {
 // in-memory transports.
 func serveRunner(t *testing.T, cfg Config, runner *sandbox.Runner) *sdk.ClientSession {
 	t.Helper()
-	cfg.Python = testPython(t)
+	cfg.Python = testpython.Path(t)
 	srv, err := New(cfg, runner)
 	if err != nil {
 		t.Fatal(err)

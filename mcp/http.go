@@ -23,6 +23,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/prims-mcp/prims/internal/netguard"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -361,12 +362,12 @@ func checkHost(next http.Handler, allowed []string) http.Handler {
 			host = h
 		}
 		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && la != nil {
-			if isLoopback(la.String()) && !isLoopback(host) {
+			if netguard.IsLoopback(la.String()) && !netguard.IsLoopback(host) {
 				http.Error(w, "forbidden Host header", http.StatusForbidden)
 				return
 			}
 		}
-		if len(allowed) > 0 && !isLoopback(host) {
+		if len(allowed) > 0 && !netguard.IsLoopback(host) {
 			ok := false
 			for _, a := range allowed {
 				if strings.EqualFold(a, host) || strings.EqualFold(a, r.Host) {
@@ -381,19 +382,6 @@ func checkHost(next http.Handler, allowed []string) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func isLoopback(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // logRequests gives each request an ID (X-Request-Id, echoed back) and logs

@@ -20,6 +20,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
@@ -40,7 +41,7 @@ func newHTTPFixture(t *testing.T, hc HTTPConfig) *httpFixture {
 
 func newHTTPFixtureConfig(t *testing.T, cfg Config, hc HTTPConfig) *httpFixture {
 	t.Helper()
-	cfg.Python = testPython(t)
+	cfg.Python = testpython.Path(t)
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = time.Hour
 	}

@@ -19,6 +19,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -41,7 +42,7 @@ func TestHTTPLoad(t *testing.T) {
 	if !*loadTest {
 		t.Skip("pass -load to run the load test")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	t.Setenv("TMPDIR", t.TempDir())
 	// The runtime's poller (an epoll and an eventfd) opens on first use
 	// and stays: start it before counting.

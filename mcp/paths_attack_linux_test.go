@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -471,7 +472,7 @@ func TestPathAttacksUnprivileged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	testPython(t)
+	testpython.Path(t)
 	testenv.RerunAsNobody(t, "^(TestPathAttacks|TestVictimControl)$", nil)
 }
 
@@ -493,7 +494,7 @@ func TestMountFileCountsAgainstQuota(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer runner.Close()
-		srvCfg := Config{Python: testPython(t)}
+		srvCfg := Config{Python: testpython.Path(t)}
 		srvCfg.Transfer.AllowPrivate = true
 		s, err := New(srvCfg, runner)
 		if err != nil {

@@ -86,7 +86,8 @@ func (s *Server) listResources(ss *sdk.ServerSession) (*sdk.ListResourcesResult,
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
 	}
 	for _, dir := range []string{workspace.OutputDir, workspace.MountsDir} {
-		files := walkFiles(sess.Workspace(), dir, maxListedResources-len(res.Resources))
+		// Files never follows a symlink: it walks through directory descriptors.
+		files := sess.Workspace().Files(dir, maxListedResources-len(res.Resources))
 		slices.SortStableFunc(files, func(a, b workspace.Entry) int { return b.Modified.Compare(a.Modified) })
 		for _, e := range files {
 			res.Resources = append(res.Resources, &sdk.Resource{
@@ -100,12 +101,6 @@ func (s *Server) listResources(ss *sdk.ServerSession) (*sdk.ListResourcesResult,
 		}
 	}
 	return res, nil
-}
-
-// walkFiles returns up to max regular files under dir. It never follows a
-// symlink (workspace.Files walks through directory descriptors).
-func walkFiles(ws *workspace.Workspace, dir string, max int) []workspace.Entry {
-	return ws.Files(dir, max)
 }
 
 // readResource reads a workspace file through the workspace resolver, which

@@ -31,13 +31,6 @@ import (
 // Both protocol generations a client may speak today.
 var protocols = []string{"2026-07-28", "2025-11-25"}
 
-// testPython is an interpreter found the way the server finds one, that a
-// sandbox under any uid can run.
-func testPython(t testing.TB) string {
-	t.Helper()
-	return testpython.Path(t)
-}
-
 type testEnv struct {
 	srv      *Server
 	cs       *sdk.ClientSession
@@ -69,7 +62,7 @@ func start(t testing.TB, version string, cfg Config) *testEnv {
 func startRunner(t testing.TB, version string, rcfg sandbox.Config, cfg Config) *testEnv {
 	t.Helper()
 	if cfg.Python == "" {
-		cfg.Python = testPython(t)
+		cfg.Python = testpython.Path(t)
 	}
 	runner, err := sandbox.New(rcfg)
 	if err != nil {
@@ -684,7 +677,7 @@ func TestPrewarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer runner.Close()
-	srv, err := New(Config{Python: testPython(t)}, runner)
+	srv, err := New(Config{Python: testpython.Path(t)}, runner)
 	if err != nil {
 		t.Fatal(err)
 	}

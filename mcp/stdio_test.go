@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -141,7 +142,7 @@ func errorCode(t testing.TB, m map[string]json.RawMessage) int64 {
 
 func newStdioServer(t testing.TB, runner *sandbox.Runner) *Server {
 	t.Helper()
-	srv, err := New(Config{Python: testPython(t)}, runner)
+	srv, err := New(Config{Python: testpython.Path(t)}, runner)
 	if err != nil {
 		t.Fatal(err)
 	}

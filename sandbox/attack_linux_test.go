@@ -15,8 +15,10 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/prims-mcp/prims/internal/testenv"
 	"golang.org/x/sys/unix"
+
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // The attack harness. TestEscape runs every row of attacks (escape rows and
@@ -107,7 +109,7 @@ func TestEscapeHosts(t *testing.T) {
 	if os.Getenv(noUserNSEnv) == "1" {
 		t.Skip("already under the filter that TestEscapeHosts installs")
 	}
-	testPython(t)
+	testpython.Path(t)
 	run := "^(TestEscape|TestRunDiesWithServer|TestInterpreterUnderHome|TestForbiddenUserNS)$"
 	uids := []int{os.Geteuid()}
 	if os.Geteuid() == 0 {
@@ -753,7 +755,7 @@ func TestRunDiesWithServer(t *testing.T) {
 		helperServer(t)
 		return
 	}
-	testPython(t)
+	testpython.Path(t)
 	tiers := []Tier{TierNone, TierNamespaces, TierLandlock}
 	for _, tier := range tiers {
 		t.Run(string(tier), func(t *testing.T) {
@@ -826,7 +828,7 @@ if os.fork() == 0:
     os._exit(0)
 os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", tok])
 `
-	r.Run(context.Background(), Job{Python: testPython(t), Code: code, Dir: ws, ReadOnly: readOnlyOf(ws), Env: []string{"T_TOKEN=" + os.Getenv("T_TOKEN")}, Timeout: time.Minute})
+	r.Run(context.Background(), Job{Python: testpython.Path(t), Code: code, Dir: ws, ReadOnly: readOnlyOf(ws), Env: []string{"T_TOKEN=" + os.Getenv("T_TOKEN")}, Timeout: time.Minute})
 	t.Fatal("the run ended before the server was killed")
 }
 
@@ -835,7 +837,7 @@ os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", t
 // ~/bin) must not bring the whole home into the sandbox: ~/.ssh stays out.
 // The control runs without isolation and reads the key.
 func TestInterpreterUnderHome(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	home, err := os.MkdirTemp("", "prims-home-")
 	if err != nil {
 		t.Fatal(err)
@@ -921,7 +923,7 @@ func TestKnownLimits(t *testing.T) {
 // workspace (bootstrap.py falls back to descriptors): shutil.copy2,
 // copytree, tarfile extraction, pathlib and os calls keep their effect.
 func TestAttrsInWorkspace(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	code := `
 import os, shutil, tarfile, pathlib, stat
 os.makedirs("src/sub", exist_ok=True)

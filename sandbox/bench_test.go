@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // BenchmarkRun compares print(1) through each tier with a bare interpreter
@@ -15,7 +17,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkRun -benchtime 60x ./sandbox
 func BenchmarkRun(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	type variant struct {
 		name string
 		run  func() error

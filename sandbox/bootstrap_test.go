@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // TestProgramEndings: how a program ends is what the bootstrap's quick exit
@@ -13,7 +15,7 @@ import (
 // __del__ of objects in cycles, files left open by __main__ or by a module
 // of the workspace, and output written by C code (through ctypes).
 func TestProgramEndings(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tests := []struct {
 		name, code   string
 		exit         int

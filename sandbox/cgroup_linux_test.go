@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // manyProcs starts five processes that each fill 120 MiB (under the 256 MiB
@@ -55,7 +56,7 @@ for k in kids:
 // cold and warm, in both sandbox tiers; the same program fits under a
 // limit that holds it all. Nothing of a run's cgroup is left afterwards.
 func TestMemoryBoundsTheRun(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	best, cgErr := detectMemory()
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
 		for _, mode := range []MemoryEnforcement{MemoryAccounting, "cgroup"} {
@@ -125,7 +126,7 @@ func TestRunCgroupsAreRemoved(t *testing.T) {
 	if err != nil {
 		testenv.Skip(t, testenv.Cgroup, "no memory cgroup here: %v", err)
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	// Runners of other tests that were never closed keep a spare each:
 	// only new cgroups are this runner's.
 	list := func() map[string]bool {
@@ -183,7 +184,7 @@ func TestRunCgroupsAreRemoved(t *testing.T) {
 // namespace its init adopts them, and in the landlock tier they keep the
 // run's process group.
 func TestMemoryAccountingFindsOrphans(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	code := strings.Replace(manyProcs, `        os.close(r)
         x = b"x" * (120 << 20)`, `        os.close(r)
         if os.fork() != 0:
@@ -275,7 +276,7 @@ func TestCgroupV2Placement(t *testing.T) {
 // RLIMIT_DATA does. The landlock tier's init, its program's parent since it
 // guards the run's tree, was counted.
 func TestAccountingCountsTheProgram(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
 		t.Run(string(tier), func(t *testing.T) {
 			if !Probe().Can(tier) {
@@ -303,7 +304,7 @@ func TestAccountingCountsTheProgram(t *testing.T) {
 // once (PSS), as a cgroup does, so 150 MiB shared by four processes fits
 // under 256 MiB although their resident sets add up to 600 MiB.
 func TestAccountingCountsSharedPagesOnce(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	if !Probe().Can(TierNamespaces) {
 		skipTier(t, TierNamespaces, errors.New(Probe().Missing()))
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // TestCPULimit: the CPU-time limit ends a spinning program with SIGXCPU,
@@ -12,7 +14,7 @@ import (
 // second later; both are reported as the CPU-time limit and neither as the
 // wall-clock one. A program killed with SIGKILL early is no CPU kill.
 func TestCPULimit(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tests := []struct {
 		name, code string
 		signal     string

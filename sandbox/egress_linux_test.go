@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox/egress"
 )
 
@@ -49,7 +50,7 @@ probe("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPRO
 // allowed ones, and nothing gets around the proxy. The control runs the
 // same probe with --network, where the direct connection succeeds.
 func TestAllowHost(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello")
 	}))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // probePrelude is prepended to every attack. An attack prints "ESCAPED"
@@ -376,7 +377,7 @@ func runAttack(t *testing.T, r *Runner, env *escapeEnv, ws string, a attack, con
 		jobEnv = append(jobEnv[:len(jobEnv):len(jobEnv)], "T_CONTROL=1")
 	}
 	res, err := r.Run(context.Background(), Job{
-		Python:   testPython(t),
+		Python:   testpython.Path(t),
 		Code:     probePrelude + a.code,
 		Dir:      ws,
 		ReadOnly: readOnlyOf(ws),
@@ -424,7 +425,7 @@ func assertBlocked(t *testing.T, env *escapeEnv, a attack, res Result, out strin
 // asserts that it failed; its control shows the same probe succeeding
 // without a sandbox.
 func TestEscape(t *testing.T) {
-	testPython(t)
+	testpython.Path(t)
 	hostTierCheck(t)
 	env := newEscapeEnv(t)
 	none, err := New(Config{Isolation: IsolationOff, Limits: testLimits})
@@ -502,7 +503,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	testPython(t)
+	testpython.Path(t)
 	testenv.RerunAsNobody(t, "^(TestEscape|TestEscapeStateful|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome|TestProcsOfTheUserOutsideTheRun)$", func(home string) {
 		os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine example.com password hunter2"), 0o600)
 	})

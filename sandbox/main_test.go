@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/workspace"
 )
 
@@ -24,13 +23,6 @@ func TestMain(m *testing.M) {
 // testMainHook, when a platform's tests set it, runs before any test (the
 // attack harness forbids user namespaces there when asked to).
 var testMainHook func()
-
-// testPython is an interpreter discovery finds that every sandbox user can
-// reach (a run under uid 65534 cannot enter /root).
-func testPython(t testing.TB) string {
-	t.Helper()
-	return testpython.Path(t)
-}
 
 // mkWorkspace makes a PRIMS workspace (workspace.New) with one input under
 // mounts/ and returns the program's directory; readOnlyOf gives the paths a

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox/sandboxtest"
 )
 
@@ -43,7 +44,7 @@ func waitWarm(t *testing.T, r *Runner) {
 // test (the same for every job of the test, so that they share a pool key).
 func warmJob(t *testing.T, ws, code string, out *lockedBuffer) Job {
 	return Job{
-		Python:   testPython(t),
+		Python:   testpython.Path(t),
 		Code:     code,
 		Dir:      ws,
 		ReadOnly: readOnlyOf(ws),
@@ -117,7 +118,7 @@ print("threads", threading.active_count())
 // sandbox that was started ahead of time and waited for it, in each tier:
 // the pool must not weaken anything, limits included.
 func TestEscapeWarm(t *testing.T) {
-	testPython(t)
+	testpython.Path(t)
 	env := newEscapeEnv(t)
 	// The per-file limits of TestLimits, as attacks.
 	limits := []attack{

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prims-mcp/prims/internal/testenv"
 	"golang.org/x/sys/unix"
+
+	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // quotaLimits: a 20 MiB workspace, files up to 15 MiB each.
@@ -54,7 +56,7 @@ func TestQuotaAttacks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
 		r, err := New(Config{Tier: tier, Limits: quotaLimits})
 		if err != nil {
@@ -98,7 +100,7 @@ func TestQuotaWatcherCPU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	r, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +209,7 @@ func TestQuotaTooDeep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	r, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)

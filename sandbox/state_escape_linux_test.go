@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // TestEscapeStateful runs every attack of TestEscape as a call on a state,
@@ -17,7 +19,7 @@ import (
 // it even when it ends well). TestEscape's controls show each probe
 // seeing its hole.
 func TestEscapeStateful(t *testing.T) {
-	testPython(t)
+	testpython.Path(t)
 	hostTierCheck(t)
 	env := newEscapeEnv(t)
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
@@ -32,7 +34,7 @@ func TestEscapeStateful(t *testing.T) {
 					skipKnownLimit(t, tier, a)
 					ws := mkWorkspace(t)
 					env.ws = ws
-					h, err := r.OpenStates(Job{Python: testPython(t), Dir: ws, ReadOnly: readOnlyOf(ws), Env: env.env})
+					h, err := r.OpenStates(Job{Python: testpython.Path(t), Dir: ws, ReadOnly: readOnlyOf(ws), Env: env.env})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -95,7 +97,7 @@ for pid in (os.getppid(), int(open("other.pid").read())):
 	for _, private := range []bool{true, false} {
 		t.Run(fmt.Sprint("private=", private), func(t *testing.T) {
 			ws := mkWorkspace(t)
-			h, err := r.openStates(Job{Python: testPython(t), Dir: ws, ReadOnly: readOnlyOf(ws)}, private)
+			h, err := r.openStates(Job{Python: testpython.Path(t), Dir: ws, ReadOnly: readOnlyOf(ws)}, private)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // stateTiers are the tiers a state test runs in: each sandbox tier this
@@ -42,7 +44,7 @@ func openStatesMem(t *testing.T, tier Tier, l Limits, mem MemoryEnforcement) *St
 	}
 	t.Cleanup(r.Close)
 	dir := mkWorkspace(t)
-	h, err := r.OpenStates(Job{Python: testPython(t), Dir: dir, ReadOnly: readOnlyOf(dir)})
+	h, err := r.OpenStates(Job{Python: testpython.Path(t), Dir: dir, ReadOnly: readOnlyOf(dir)})
 	if err != nil {
 		t.Fatal(err)
 	}

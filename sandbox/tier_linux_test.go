@@ -19,7 +19,7 @@ import (
 )
 
 func TestTiers(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	s := Probe()
 	if s.Init != nil {
 		t.Fatalf("this test binary cannot act as the sandbox init: %v", s.Init)
@@ -101,7 +101,7 @@ func TestPyenvUnderRoot(t *testing.T) {
 
 // TestNetworkOption: with Config.Network the code reaches a host listener.
 func TestNetworkOption(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestNetworkOption(t *testing.T) {
 // TestLimits: each per-file and per-process limit ends or breaks the run
 // with Result.Limit naming it and the output before it kept.
 func TestLimits(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	tests := []struct {
 		name, code, want string
 	}{
@@ -175,7 +175,7 @@ func TestLimits(t *testing.T) {
 // memory limit smaller than the init's own Go runtime still runs programs
 // (the limits are on the program, not on the init).
 func TestProgramStartsClean(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	// A descriptor as an agent might leak it into the server: open, and
 	// not close-on-exec.
 	secret := filepath.Join(t.TempDir(), "secret")
@@ -243,7 +243,7 @@ func TestLaterMountsAreShared(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, testenv.Root, "the workspace is handed to another user only by a root server")
 	}
-	py := testPython(t)
+	py := testpython.Path(t)
 	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
 		r, err := New(Config{Tier: tier})
 		if err != nil {
@@ -291,7 +291,7 @@ func skipTier(t testing.TB, tier Tier, err error) {
 // a run. The init counts them before Landlock hides /proc (it counted 0
 // after, and the program could not fork at all).
 func TestProcsOfTheUserOutsideTheRun(t *testing.T) {
-	py := testPython(t)
+	py := testpython.Path(t)
 	const maxProcs = 32
 	r, err := New(Config{Tier: TierLandlock, Limits: Limits{MaxProcs: maxProcs}})
 	if err != nil {

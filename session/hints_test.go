@@ -142,3 +142,31 @@ func TestExpandRequirements(t *testing.T) {
 		}
 	}
 }
+
+// TestEachLimitNamesItself: the hint for a run that a limit ended names
+// that limit and no other, for every limit the sandbox reports, although
+// most of them end the program with the same SIGKILL.
+func TestEachLimitNamesItself(t *testing.T) {
+	s := New(Config{Python: testpython.Path(t)}, nil)
+	names := map[string]string{
+		sandbox.LimitWallTime:       "wall-clock limit",
+		sandbox.LimitCPUTime:        "CPU-time limit",
+		sandbox.LimitMemory:         "memory limit",
+		sandbox.LimitMaxProcs:       "processes and threads",
+		sandbox.LimitMaxFileSize:    "file-size limit",
+		sandbox.LimitMaxOpenFiles:   "open files",
+		sandbox.LimitWorkspaceQuota: "workspace quota",
+	}
+	for limit, name := range names {
+		res := &Result{Result: sandbox.Result{ExitCode: -9, Signal: "killed", Limit: limit}, Timeout: time.Second}
+		got := s.hint(t.Context(), res, "pass\n", s.cfg.Python)
+		if !strings.Contains(got, name) {
+			t.Errorf("%s: hint %q does not name %q", limit, got, name)
+		}
+		for other, on := range names {
+			if other != limit && strings.Contains(got, on) {
+				t.Errorf("%s: hint %q names %q too", limit, got, on)
+			}
+		}
+	}
+}

@@ -316,7 +316,7 @@ const MaxArtifacts = 200
 // Snapshot walks output/ without following symlinks.
 func (w *Workspace) Snapshot() Snapshot {
 	s := Snapshot{}
-	w.walkOutput(func(local string, fi fs.FileInfo) bool {
+	w.walkFiles(OutputDir, func(local string, fi fs.FileInfo) bool {
 		s[local] = fileStamp{fi.Size(), fi.ModTime()}
 		return len(s) < 100_000
 	})
@@ -327,7 +327,7 @@ func (w *Workspace) Snapshot() Snapshot {
 // since the snapshot, newest first, at most MaxArtifacts of them.
 func (w *Workspace) Changes(before Snapshot) []Entry {
 	var out []Entry
-	w.walkOutput(func(local string, fi fs.FileInfo) bool {
+	w.walkFiles(OutputDir, func(local string, fi fs.FileInfo) bool {
 		if old, ok := before[local]; ok && old.size == fi.Size() && old.mtime.Equal(fi.ModTime()) {
 			return true
 		}
@@ -344,10 +344,6 @@ func (w *Workspace) Changes(before Snapshot) []Entry {
 		out = out[:MaxArtifacts]
 	}
 	return out
-}
-
-func (w *Workspace) walkOutput(fn func(local string, fi fs.FileInfo) bool) {
-	w.walkFiles(OutputDir, fn)
 }
 
 // Files returns up to max regular files under the directory local, in no

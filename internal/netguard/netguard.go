@@ -4,7 +4,11 @@
 // sandbox's egress proxy both ask it, so they agree.
 package netguard
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+	"strings"
+)
 
 // nonPublic are the ranges no host-side fetch may reach besides the ones
 // netip classifies itself: shared address space (carrier NAT, and Alibaba's
@@ -60,4 +64,20 @@ func Kind(ip netip.Addr) string {
 		}
 	}
 	return ""
+}
+
+// IsLoopback reports whether hostport ("host:port", or a host alone) names
+// this machine only: "localhost" or a loopback address. The HTTP server's
+// Host check and prims serve's listen-address checks both ask it.
+func IsLoopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

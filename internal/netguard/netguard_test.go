@@ -21,3 +21,14 @@ func TestKind(t *testing.T) {
 		}
 	}
 }
+
+func TestIsLoopback(t *testing.T) {
+	for in, want := range map[string]bool{
+		"localhost:8080": true, "LOCALHOST": true, "127.0.0.1:1": true, "127.9.9.9": true, "[::1]:80": true, "::1": true,
+		":8080": false, "0.0.0.0:80": false, "[::]:80": false, "10.0.0.1:80": false, "example.com:80": false, "localhost.example.com": false, "": false,
+	} {
+		if got := IsLoopback(in); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

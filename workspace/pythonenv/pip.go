@@ -91,12 +91,6 @@ func (c *Cache) indexArgs() []string {
 	return args
 }
 
-// pipRun is the outcome of one pip install.
-type pipRun struct {
-	lines []string // last lines of combined output
-	err   error
-}
-
 const keepLines = 400
 
 // runPip installs reqs into the environment whose interpreter is envPython,
