@@ -24,6 +24,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.buildVersion=${VERS
  && /out/prims version
 
 FROM ${RUNTIME_IMAGE}
+# The MCP Registry entry (examples/registry/server.json) this image belongs to.
+LABEL io.modelcontextprotocol.server.name="io.github.prims-mcp/prims"
 # An unprivileged user owns the process; workspaces live in its TMPDIR.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/prims prims \
  && install -d -o prims -g prims -m 0700 /home/prims/work

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -63,7 +64,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	o.envOptions.addFlags(fs)
 	fs.StringVar(&o.isolation, "isolation", "auto", "sandbox policy: strict (full isolation or refuse to start), auto (the strongest the host supports) or off (development only: no isolation)")
 	fs.BoolVar(&o.network, "network", false, "let the code reach the network (off by default)")
-	fs.StringArrayVar(&o.allowHosts, "allow-host", nil, "let the code reach this host through the server's egress proxy: api.example.com, *.example.com (subdomains), optionally :port (default 80 and 443); repeatable")
+	fs.Var((*hostsValue)(&o.allowHosts), "allow-host", "let the code reach this host through the server's egress proxy: api.example.com, *.example.com (subdomains), optionally :port (default 80 and 443); repeatable, or several separated by commas or spaces")
 	fs.BoolVar(&o.allowPrivateFetch, "allow-private-fetch", false, "let mount_file, run_code's files and persist_artifact reach loopback, private, link-local and metadata addresses (refused by default)")
 	d := sandbox.DefaultLimits
 	fs.Var(newBytesValue(&o.limits.Memory, d.Memory), "memory", "memory a run may use, all its processes together (e.g. 512MiB, 2GiB)")
@@ -129,6 +130,21 @@ func (o *envOptions) cache(log *slog.Logger, confine pythonenv.ConfineFunc) (c *
 		return nil, nil, err
 	}
 	return c, remove, nil
+}
+
+// hostsValue is a repeatable host list flag that also takes several hosts
+// in one value, separated by commas or spaces, and ignores an empty one: an
+// installer that fills one field (the .mcpb bundle's user_config) passes
+// "--allow-host=" for none and "--allow-host=a.com, b.com" for two.
+type hostsValue []string
+
+func (h *hostsValue) Type() string { return "stringArray" }
+
+func (h *hostsValue) String() string { return strings.Join(*h, ",") }
+
+func (h *hostsValue) Set(s string) error {
+	*h = append(*h, strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })...)
+	return nil
 }
 
 // bytesValue is a byte count flag that accepts 1024, 64KiB, 512MiB, 2GiB,
