@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/sys/unix"
+)
+
+// The cost of a fresh sandbox against a bare spawn of the same interpreter
+// (issue 16), each benchmark in one run and as ratios to bare:
+//
+//	examples/bench/cost.sh        # installs bubblewrap when missing, then:
+//	go test -run '^$' -bench 'CPUPerRun|ServeThroughput|RunCLI' -benchtime 40x .
+//
+// The servers are the real prims binary, built once per run, not this test
+// binary: the init re-executes whatever binary the server is, and its size
+// is part of what is measured.
+
+var (
+	benchBinOnce sync.Once
+	benchBin     string
+	benchBinErr  error
+)
+
+// primsBinary builds prims once into a directory that outlives the
+// benchmark that asked first.
+func primsBinary(b *testing.B) string {
+	b.Helper()
+	benchBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "prims-bench-")
+		if err != nil {
+			benchBinErr = err
+			return
+		}
+		benchBin = filepath.Join(dir, "prims")
+		out, err := exec.Command("go", "build", "-o", benchBin, ".").CombinedOutput()
+		if err != nil {
+			benchBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if benchBinErr != nil {
+		b.Fatal(benchBinErr)
+	}
+	return benchBin
+}
+
+// childrenCPU is the CPU time of every descendant this process has reaped.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processCPU is the CPU time of a live process and of every descendant it
+// has reaped (utime, stime, cutime, cstime of /proc/PID/stat): for a server,
+// itself, the inits it waited for and the programs they waited for. Clock
+// ticks (10 ms) are coarse, so it is read around many runs, not one.
+func processCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // f[0] is field 3
+	var ticks int64
+	for _, i := range []int{14, 15, 16, 17} {
+		v, err := strconv.ParseInt(f[i-3], 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
+}
+
+// reapOrphans waits for the children this process inherited as a child
+// subreaper, except keep: bubblewrap's first process exits without waiting
+// for the init of its namespace, whose CPU time (and the program's) would
+// otherwise never reach RUSAGE_CHILDREN.
+func reapOrphans(b *testing.B, keep ...int) {
+	b.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range tasks {
+		raw, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			b.Fatalf("%v (the kernel needs CONFIG_PROC_CHILDREN to count bubblewrap's CPU)", err)
+		}
+		for _, f := range strings.Fields(string(raw)) {
+			pid, _ := strconv.Atoi(f)
+			if slices.Contains(keep, pid) {
+				continue
+			}
+			var ws unix.WaitStatus
+			for {
+				_, err := unix.Wait4(pid, &ws, 0, nil)
+				if err != unix.EINTR {
+					break
+				}
+			}
+		}
+	}
+}
+
+// bwrapArgs runs py under bubblewrap in about the isolation PRIMS gives: every
+// namespace, a read-only /usr, a fresh /proc, /dev and /tmp, no capabilities.
+func bwrapArgs(py string, code string) []string {
+	args := []string{"--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+		"--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"}
+	for _, d := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+		if t, err := os.Readlink(d); err == nil {
+			args = append(args, "--symlink", t, d)
+		} else if _, err := os.Stat(d); err == nil {
+			args = append(args, "--ro-bind", d, d)
+		}
+	}
+	if !strings.HasPrefix(py, "/usr/") {
+		args = append(args, "--ro-bind", filepath.Dir(filepath.Dir(py)), filepath.Dir(filepath.Dir(py)))
+	}
+	return append(args, py, "-c", code)
+}
+
+// stdioServer is `prims stdio` from the real binary, with an MCP client.
+type stdioServer struct {
+	cs  *sdk.ClientSession
+	cmd *exec.Cmd
+}
+
+func startStdio(b *testing.B, args ...string) *stdioServer {
+	b.Helper()
+	cmd := exec.Command(primsBinary(b), append([]string{"stdio", "--log-level", "error"}, args...)...)
+	cmd.Stderr = os.Stderr
+	client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)
+	cs, err := client.Connect(context.Background(), &sdk.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cs.Close() })
+	return &stdioServer{cs: cs, cmd: cmd}
+}
+
+// BenchmarkCPUPerRun measures the CPU time of one print(1) run, counting
+// every process of the run, as a ratio to a bare spawn of the same
+// interpreter: bare and bubblewrap through this process's reaped
+// children (getrusage), PRIMS through its server's own and reaped CPU
+// (server, init and interpreter), warm (the default pool, whose refill
+// after each run is part of the run's cost) and cold (--warm 0). The
+// variants take turns in every iteration. bubblewrap is measured when bwrap
+// is on PATH (examples/bench/cost.sh installs Debian's package).
+func BenchmarkCPUPerRun(b *testing.B) {
+	py := testPython(b)
+	bwrap, _ := exec.LookPath("bwrap")
+	if bwrap == "" {
+		b.Log("bwrap not on PATH: bubblewrap left out (examples/bench/cost.sh installs it)")
+	}
+	warm := startStdio(b, "--python", py)
+	cold := startStdio(b, "--python", py, "--warm", "0")
+	servers := []int{warm.cmd.Process.Pid, cold.cmd.Process.Pid}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	print1 := map[string]any{"code": "print(1)"}
+	spawn := func(name string, args ...string) {
+		if out, err := exec.Command(name, args...).Output(); err != nil || string(out) != "1\n" {
+			b.Fatalf("%s: %q %v", name, out, err)
+		}
+	}
+	for range 3 { // the first workspace, the page cache, the pool's first sandbox
+		callOK(b, warm.cs, print1)
+		callOK(b, cold.cs, print1)
+		spawn(py, "-c", "print(1)")
+		if bwrap != "" {
+			spawn(bwrap, bwrapArgs(py, "print(1)")...)
+			reapOrphans(b, servers...)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	var bare, bw time.Duration
+	warm0, cold0 := processCPU(b, warm.cmd.Process.Pid), processCPU(b, cold.cmd.Process.Pid)
+	for b.Loop() {
+		t := childrenCPU()
+		spawn(py, "-c", "print(1)")
+		bare += childrenCPU() - t
+		if bwrap != "" {
+			t = childrenCPU()
+			spawn(bwrap, bwrapArgs(py, "print(1)")...)
+			reapOrphans(b, servers...)
+			bw += childrenCPU() - t
+		}
+		callOK(b, warm.cs, print1)
+		callOK(b, cold.cs, print1)
+		// Let the warm server start its next sandbox, as it does while
+		// an agent reads a result.
+		time.Sleep(150 * time.Millisecond)
+	}
+	n := time.Duration(b.N)
+	tWarm := (processCPU(b, warm.cmd.Process.Pid) - warm0) / n
+	tCold := (processCPU(b, cold.cmd.Process.Pid) - cold0) / n
+	bare /= n
+	b.ReportMetric(ms(bare), "bare-cpu-ms")
+	report := func(name string, d time.Duration) {
+		b.ReportMetric(ms(d), name+"-cpu-ms")
+		b.ReportMetric(float64(d)/float64(bare), name+"/bare")
+	}
+	if bwrap != "" {
+		report("bwrap", bw/n)
+	}
+	report("warm", tWarm)
+	report("cold", tCold)
+	b.ReportMetric(0, "ns/op")
+}
+
+// serveServer is `prims serve` from the real binary on a loopback port.
+func startServe(b *testing.B, args ...string) (base string) {
+	b.Helper()
+	cmd := exec.Command(primsBinary(b), append([]string{"serve", "--addr", "127.0.0.1:0", "--log-level", "info"}, args...)...)
+	cmd.Env = append(os.Environ(), "PRIMS_AUTH_TOKEN=")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving MCP over streamable HTTP" {
+				addr <- line.Addr
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case <-time.After(30 * time.Second):
+		b.Fatal("prims serve never said where it listens")
+	}
+	return ""
+}
+
+// BenchmarkServeThroughput measures print(1) runs per second at concurrency
+// 4 (four MCP sessions over `prims serve`, each calling run_code in a loop)
+// against four goroutines spawning the interpreter bare, in alternating
+// phases of 10 runs per worker. Each iteration is one run per worker.
+func BenchmarkServeThroughput(b *testing.B) {
+	const workers, phase = 4, 10
+	py := testPython(b)
+	base := startServe(b, "--python", py)
+	var sessions []*sdk.ClientSession
+	for range workers {
+		client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)
+		cs, err := client.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: base + "/mcp", MaxRetries: -1}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cs.Close() })
+		sessions = append(sessions, cs)
+	}
+	print1 := map[string]any{"code": "print(1)"}
+	for _, cs := range sessions { // each session's workspace and first sandbox
+		callOK(b, cs, print1)
+	}
+	parallel := func(n int, run func(w int)) time.Duration {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for range n {
+					run(w)
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(t0)
+	}
+	bareRun := func(int) {
+		if err := exec.Command(py, "-c", "print(1)").Run(); err != nil {
+			b.Error(err)
+		}
+	}
+	primsRun := func(w int) {
+		res, err := sessions[w].CallTool(context.Background(), &sdk.CallToolParams{Name: "run_code", Arguments: print1})
+		if err != nil || res.IsError {
+			b.Errorf("run_code: %v %+v", err, res)
+		}
+	}
+	var tBare, tPrims time.Duration
+	done := 0
+	for ; done < b.N; done += phase {
+		n := min(phase, b.N-done)
+		tBare += parallel(n, bareRun)
+		tPrims += parallel(n, primsRun)
+	}
+	runs := float64(workers * b.N)
+	bareRate, primsRate := runs/tBare.Seconds(), runs/tPrims.Seconds()
+	b.ReportMetric(bareRate, "bare-runs/s")
+	b.ReportMetric(primsRate, "serve-runs/s")
+	b.ReportMetric(primsRate/bareRate, "serve/bare")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkRunCLI measures `prims run -c 'print(1)'` from start to exit
+// against a bare spawn, interleaved, as medians.
+func BenchmarkRunCLI(b *testing.B) {
+	py := testPython(b)
+	bin := primsBinary(b)
+	var bare, cli []time.Duration
+	timed := func(d *[]time.Duration, name string, args ...string) {
+		t0 := time.Now()
+		out, err := exec.Command(name, args...).Output()
+		*d = append(*d, time.Since(t0))
+		if err != nil || string(out) != "1\n" {
+			b.Fatalf("%s: %q %v", name, out, err)
+		}
+	}
+	for range 2 {
+		timed(&cli, bin, "run", "--python", py, "-c", "print(1)")
+	}
+	cli = cli[:0]
+	for b.Loop() {
+		timed(&bare, py, "-c", "print(1)")
+		timed(&cli, bin, "run", "--python", py, "-c", "print(1)")
+	}
+	reportAgainstBare(b, bare, sample{"run-c", cli})
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# What a fresh sandbox costs against a bare spawn of the same interpreter,
+# in one run, as ratios: CPU per run (bare, bubblewrap, PRIMS warm and
+# cold), print(1) throughput at concurrency 4 over `prims serve`, and the
+# latency of `prims run -c`. Installs Debian's bubblewrap when bwrap is
+# missing (as root, or through sudo), so that it can be measured alongside.
+#
+#   examples/bench/cost.sh            # 40 iterations each
+#   N=100 examples/bench/cost.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+N=${N:-40}
+
+if ! command -v bwrap >/dev/null; then
+	sudo=
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	if command -v apt-get >/dev/null; then
+		$sudo apt-get install -y -qq bubblewrap >/dev/null || echo "cost.sh: could not install bubblewrap; measuring without it" >&2
+	else
+		echo "cost.sh: no apt-get; install bubblewrap to measure it" >&2
+	fi
+fi
+
+cd "$repo"
+go test -run '^$' -bench 'CPUPerRun|ServeThroughput|RunCLI' -benchtime "${N}x" .
