@@ -18,6 +18,8 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/sys/unix"
+
+	"github.com/prims-mcp/prims/internal/testpython"
 )
 
 // The cost of a fresh sandbox against a bare spawn of the same interpreter
@@ -167,7 +169,7 @@ func startStdio(b *testing.B, args ...string) *stdioServer {
 // variants take turns in every iteration. bubblewrap is measured when bwrap
 // is on PATH (examples/bench/cost.sh installs Debian's package).
 func BenchmarkCPUPerRun(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	bwrap, _ := exec.LookPath("bwrap")
 	if bwrap == "" {
 		b.Log("bwrap not on PATH: bubblewrap left out (examples/bench/cost.sh installs it)")
@@ -271,7 +273,7 @@ func startServe(b *testing.B, args ...string) (base string) {
 // phases of 10 runs per worker. Each iteration is one run per worker.
 func BenchmarkServeThroughput(b *testing.B) {
 	const workers, phase = 4, 10
-	py := testPython(b)
+	py := testpython.Path(b)
 	base := startServe(b, "--python", py)
 	var sessions []*sdk.ClientSession
 	for range workers {
@@ -329,7 +331,7 @@ func BenchmarkServeThroughput(b *testing.B) {
 // BenchmarkRunCLI measures `prims run -c 'print(1)'` from start to exit
 // against a bare spawn, interleaved, as medians.
 func BenchmarkRunCLI(b *testing.B) {
-	py := testPython(b)
+	py := testpython.Path(b)
 	bin := primsBinary(b)
 	var bare, cli []time.Duration
 	timed := func(d *[]time.Duration, name string, args ...string) {
