@@ -878,14 +878,25 @@ print("done")`
 			if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			req, _ := http.NewRequest(http.MethodGet, f.url+"/mcp", nil)
-			req.Header.Set("Accept", "text/event-stream")
-			req.Header.Set(sessionHeader, sid)
-			req.Header.Set("Mcp-Protocol-Version", version)
-			req.Header.Set("Last-Event-ID", last)
-			resp, err = http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
+			// The server learns of the drop when its side of the connection
+			// closes; until then it refuses a second reader of the stream
+			// (409), and a client reconnects after the retry interval, as
+			// this one does, a few times.
+			for try := 0; ; try++ {
+				req, _ := http.NewRequest(http.MethodGet, f.url+"/mcp", nil)
+				req.Header.Set("Accept", "text/event-stream")
+				req.Header.Set(sessionHeader, sid)
+				req.Header.Set("Mcp-Protocol-Version", version)
+				req.Header.Set("Last-Event-ID", last)
+				resp, err = http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != http.StatusConflict || try == 20 {
+					break
+				}
+				resp.Body.Close()
+				time.Sleep(100 * time.Millisecond)
 			}
 			defer resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {

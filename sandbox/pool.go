@@ -74,7 +74,7 @@ func warmKey(job Job) string {
 	for _, p := range ro {
 		ids = append(ids, fileID(p))
 	}
-	for _, part := range [][]string{{job.Python, job.Dir}, ro, job.Env, ids} {
+	for _, part := range [][]string{{job.Python, job.Dir, job.Home, job.Tmp}, ro, job.Env, ids} {
 		h.Write([]byte(strconv.Itoa(len(part))))
 		for _, s := range part {
 			h.Write([]byte{0})

@@ -89,8 +89,7 @@ func buildEtc(etc string, cfg *initConfig) error {
 			return err
 		}
 	}
-	home := filepath.Join(cfg.Dir, ".home")
-	if err := os.WriteFile(etc+"/passwd", []byte("sandbox:x:0:0:sandbox:"+home+":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644); err != nil {
+	if err := os.WriteFile(etc+"/passwd", []byte("sandbox:x:0:0:sandbox:"+cfg.Home+":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(etc+"/group", []byte("sandbox:x:0:\nnogroup:x:65534:\n"), 0o644)

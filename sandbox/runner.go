@@ -19,6 +19,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -319,6 +320,10 @@ type Job struct {
 	// cannot read Filename. Default: [Filename].
 	Argv []string
 	Dir  string // working directory (the workspace), read-write for the code
+	// Home and Tmp are the program's HOME and TMPDIR, host paths inside
+	// Dir that the caller's workspace layout chooses (workspace.HomeDir and
+	// TmpDir); "" takes Dir itself. The sandbox knows no layout.
+	Home, Tmp string
 	// ReadOnly lists host paths the code needs to read, such as the
 	// interpreter's prefix, an environment, and mounted inputs. In the
 	// sandbox they appear at the same paths, read-only, even inside Dir.
@@ -716,12 +721,12 @@ func childEnv(job Job) []string {
 	if job.cmd != nil {
 		return job.cmd.Env
 	}
-	home := filepath.Join(job.Dir, ".home")
+	home, tmp := cmp.Or(job.Home, job.Dir), cmp.Or(job.Tmp, job.Dir)
 	pathDirs := []string{filepath.Dir(job.Python), "/usr/local/bin", "/usr/bin", "/bin"}
 	env := []string{
 		"PATH=" + strings.Join(pathDirs, string(os.PathListSeparator)),
 		"HOME=" + home,
-		"TMPDIR=" + filepath.Join(job.Dir, ".tmp"),
+		"TMPDIR=" + tmp,
 		"LANG=C.UTF-8",
 		"LC_ALL=C.UTF-8",
 		"PYTHONUNBUFFERED=1",

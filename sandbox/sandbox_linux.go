@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,7 @@ type initConfig struct {
 	Args    []string `json:"args"`
 	Env     []string `json:"env"`
 	Dir     string   `json:"dir"`
+	Home    string   `json:"home"` // the program's HOME (Job.Home), for /etc/passwd
 	Binds   []bind   `json:"binds"`
 	Network bool     `json:"network"`
 	Limits  Limits   `json:"limits"`
@@ -261,6 +263,7 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File, mem *mem
 		Args:    []string{job.Python, "-s", "-c", job.program()},
 		Env:     childEnv(job),
 		Dir:     dir,
+		Home:    cmp.Or(job.Home, dir),
 		Network: r.cfg.Network,
 		Limits:  r.limits,
 		FDAttrs: job.cmd == nil,

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,6 +213,8 @@ func (s *Session) job(env *environment) sandbox.Job {
 	return sandbox.Job{
 		Python:   env.executable(),
 		Dir:      s.ws.Dir(),
+		Home:     filepath.Join(s.ws.Dir(), workspace.HomeDir),
+		Tmp:      filepath.Join(s.ws.Dir(), workspace.TmpDir),
 		ReadOnly: append(env.readOnly(), s.ws.ReadOnly()...),
 	}
 }
