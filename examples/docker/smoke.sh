@@ -75,7 +75,7 @@ tier "Docker-like seccomp" --security-opt seccomp="$tmp/docker-like.json"
 # Docker-like, no capabilities, no privilege escalation, read-only root).
 tier "Docker-like, cap-drop ALL, nnp, ro" --security-opt seccomp="$tmp/docker-like.json" \
   --cap-drop ALL --security-opt no-new-privileges --read-only \
-  --tmpfs /home/prims/work:mode=1777 --tmpfs /home/prims/.cache:mode=1777
+  -e TMPDIR=/tmp -e XDG_CACHE_HOME=/tmp/.cache # --read-only puts a tmpfs on /tmp
 tier "unmask=/proc/*" --security-opt 'unmask=/proc/*'
 tier "unmask=/proc/*, cap-drop ALL, nnp" --security-opt 'unmask=/proc/*' --cap-drop ALL --security-opt no-new-privileges
 
