@@ -2,25 +2,17 @@ package mcp
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 )
 
@@ -53,18 +45,19 @@ func staticVerifier(token string) auth.TokenVerifier {
 	}
 }
 
-// jwtVerifier checks JWT access tokens against the issuer's keys, which it
-// fetches on first use and again when a token names a key it has not seen.
+// allowedAlgs are the only signature algorithms a token may use, named
+// so that go-jose refuses every other before looking at a key: never
+// "none", never HMAC (whose secret an attacker could take from a public
+// key).
+var allowedAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.ES256}
+
+// jwtVerifier checks JWT access tokens (RFC 9068) with go-jose against the
+// issuer's key set (jwks.go).
 type jwtVerifier struct {
 	cfg      OAuthConfig
 	audience string
-	client   *http.Client
-	log      *slog.Logger
-
-	mu      sync.Mutex
-	jwksURL string
-	keys    map[string]crypto.PublicKey
-	fetched time.Time // last fetch attempt, to bound refetches driven by unknown kids
+	keys     *keySet
+	now      func() time.Time
 }
 
 func newJWTVerifier(cfg OAuthConfig, audience string, log *slog.Logger) *jwtVerifier {
@@ -72,196 +65,72 @@ func newJWTVerifier(cfg OAuthConfig, audience string, log *slog.Logger) *jwtVeri
 	if c == nil {
 		c = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &jwtVerifier{cfg: cfg, audience: audience, client: c, log: log, jwksURL: cfg.JWKSURL}
+	ks := &keySet{issuer: cfg.Issuer, url: cfg.JWKSURL, client: c, log: log, now: time.Now}
+	return &jwtVerifier{cfg: cfg, audience: audience, keys: ks, now: time.Now}
 }
 
 // accessClaims are the claims PRIMS reads from an access token. Scopes come
 // as "scope" (RFC 9068, space-separated) or "scp" (a list, as some issuers
 // write it).
 type accessClaims struct {
-	jwt.RegisteredClaims
+	jwt.Claims
 	Scope string   `json:"scope,omitempty"`
 	Scp   []string `json:"scp,omitempty"`
 }
 
-// errKeys marks a failure to get the issuer's keys: the server's problem,
-// not the token's.
-var errKeys = errors.New("the authorization server's signing keys are unavailable")
-
 func (v *jwtVerifier) verify(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
-	var claims accessClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
-		kid, _ := t.Header["kid"].(string)
-		return v.key(ctx, kid)
-	},
-		jwt.WithValidMethods([]string{"RS256", "ES256"}),
-		jwt.WithIssuer(v.cfg.Issuer),
-		jwt.WithAudience(v.audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(clockSkew),
-	)
-	if err != nil {
-		if errors.Is(err, errKeys) {
-			return nil, errKeys
-		}
-		// Say which check failed, never echo the token or key details.
-		reason := "invalid token"
-		switch {
-		case errors.Is(err, jwt.ErrTokenExpired):
-			reason = "token expired"
-		case errors.Is(err, jwt.ErrTokenNotValidYet):
-			reason = "token not valid yet"
-		case errors.Is(err, jwt.ErrTokenInvalidAudience):
-			reason = "token is for another audience"
-		case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-			reason = "token is from another issuer"
-		case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
-			reason = "token signature not verified"
-		}
-		return nil, fmt.Errorf("%w: %s", auth.ErrInvalidToken, reason)
+	// Say which check failed, never echo the token or key details.
+	invalid := func(reason string) error { return fmt.Errorf("%w: %s", auth.ErrInvalidToken, reason) }
+	tok, err := jwt.ParseSigned(token, allowedAlgs)
+	if err != nil || len(tok.Headers) != 1 {
+		return nil, invalid("not a JWT signed with " + algList())
 	}
-	scopes := strings.Fields(claims.Scope)
-	scopes = append(scopes, claims.Scp...)
+	h := tok.Headers[0]
+	key, err := v.keys.key(ctx, h.KeyID)
+	switch {
+	case errors.Is(err, errKeys):
+		return nil, errKeys
+	case err != nil:
+		return nil, invalid("token signed with an unknown key")
+	case key.Algorithm != "" && key.Algorithm != h.Algorithm:
+		return nil, invalid("token signature not verified")
+	}
+	var claims accessClaims
+	if err := tok.Claims(key.Key, &claims); err != nil {
+		return nil, invalid("token signature not verified")
+	}
+	if claims.Expiry == nil {
+		return nil, invalid("token has no expiry")
+	}
+	err = claims.ValidateWithLeeway(jwt.Expected{
+		Issuer:      v.cfg.Issuer,
+		AnyAudience: jwt.Audience{v.audience},
+		Time:        v.now(),
+	}, clockSkew)
+	switch {
+	case errors.Is(err, jwt.ErrExpired):
+		return nil, invalid("token expired")
+	case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
+		return nil, invalid("token not valid yet")
+	case errors.Is(err, jwt.ErrInvalidAudience):
+		return nil, invalid("token is for another audience")
+	case errors.Is(err, jwt.ErrInvalidIssuer):
+		return nil, invalid("token is from another issuer")
+	case err != nil:
+		return nil, invalid("invalid token")
+	}
 	return &auth.TokenInfo{
-		Scopes:     scopes,
-		Expiration: claims.ExpiresAt.Time,
+		Scopes:     append(strings.Fields(claims.Scope), claims.Scp...),
+		Expiration: claims.Expiry.Time(),
 		UserID:     claims.Subject,
 	}, nil
 }
 
-// refetchEvery bounds how often tokens with unknown key IDs make us fetch
-// the key set again.
-const refetchEvery = 30 * time.Second
-
-func (v *jwtVerifier) key(ctx context.Context, kid string) (crypto.PublicKey, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if k, ok := v.pick(kid); ok {
-		return k, nil
+// algList names allowedAlgs for messages.
+func algList() string {
+	names := make([]string, len(allowedAlgs))
+	for i, a := range allowedAlgs {
+		names[i] = string(a)
 	}
-	if v.keys != nil && time.Since(v.fetched) < refetchEvery {
-		return nil, errors.New("unknown signing key")
-	}
-	v.fetched = time.Now()
-	keys, err := v.fetch(ctx)
-	if err != nil {
-		v.log.Error("fetch the issuer's signing keys", "issuer", v.cfg.Issuer, "err", err)
-		return nil, fmt.Errorf("%w: %v", errKeys, err)
-	}
-	v.keys = keys
-	if k, ok := v.pick(kid); ok {
-		return k, nil
-	}
-	return nil, errors.New("unknown signing key")
-}
-
-// pick finds the key named kid; a token without kid may use the only key.
-// Callers hold v.mu.
-func (v *jwtVerifier) pick(kid string) (crypto.PublicKey, bool) {
-	if k, ok := v.keys[kid]; ok {
-		return k, true
-	}
-	if kid == "" && len(v.keys) == 1 {
-		for _, k := range v.keys {
-			return k, true
-		}
-	}
-	return nil, false
-}
-
-// fetch gets the key set, discovering its URL from the issuer's metadata
-// (RFC 8414 or OpenID Connect discovery) the first time. Callers hold v.mu.
-func (v *jwtVerifier) fetch(ctx context.Context) (map[string]crypto.PublicKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if v.jwksURL == "" {
-		meta, err := auth.GetAuthServerMetadata(ctx, v.cfg.Issuer, v.client)
-		if err != nil {
-			return nil, fmt.Errorf("issuer metadata: %w", err)
-		}
-		if meta == nil || meta.JWKSURI == "" {
-			return nil, errors.New("the issuer publishes no jwks_uri; pass --oauth-jwks-url")
-		}
-		v.jwksURL = meta.JWKSURI
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.jwksURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("jwks: %w", err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := v.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("jwks: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("jwks: %s", resp.Status)
-	}
-	var set struct {
-		Keys []jsonWebKey `json:"keys"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return nil, fmt.Errorf("jwks: %w", err)
-	}
-	keys := map[string]crypto.PublicKey{}
-	for _, k := range set.Keys {
-		if k.Use != "" && k.Use != "sig" {
-			continue
-		}
-		pub, err := k.publicKey()
-		if err != nil {
-			continue // a key type we do not use must not hide the others
-		}
-		keys[k.Kid] = pub
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("jwks: no usable RSA or P-256 signing keys")
-	}
-	return keys, nil
-}
-
-// jsonWebKey is the part of RFC 7517 that RS256 and ES256 keys use.
-type jsonWebKey struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Use string `json:"use"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-}
-
-func (k jsonWebKey) publicKey() (crypto.PublicKey, error) {
-	b64 := base64.RawURLEncoding.DecodeString
-	switch k.Kty {
-	case "RSA":
-		n, err := b64(k.N)
-		if err != nil {
-			return nil, err
-		}
-		e, err := b64(k.E)
-		if err != nil || len(e) > 4 {
-			return nil, errors.New("bad RSA exponent")
-		}
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if pub.N.BitLen() < 2048 || pub.E < 3 {
-			return nil, errors.New("weak RSA key")
-		}
-		return pub, nil
-	case "EC":
-		if k.Crv != "P-256" {
-			return nil, fmt.Errorf("curve %q", k.Crv)
-		}
-		x, err := b64(k.X)
-		if err != nil || len(x) != 32 {
-			return nil, errors.New("bad EC x")
-		}
-		y, err := b64(k.Y)
-		if err != nil || len(y) != 32 {
-			return nil, errors.New("bad EC y")
-		}
-		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-	}
-	return nil, fmt.Errorf("key type %q", k.Kty)
+	return strings.Join(names, " or ")
 }
