@@ -198,7 +198,14 @@ func runServe(ctx context.Context, opts *serveOptions) error {
 	}
 	defer d.close()
 	log := d.log
-	srv, err := mcp.New(serverConfig(d, &opts.runOptions, &opts.contentOptions), d.runner)
+	store, err := opts.openStore(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cfg := serverConfig(d, &opts.runOptions, &opts.contentOptions)
+	cfg.Artifacts = store
+	srv, err := mcp.New(cfg, d.runner)
 	if err != nil {
 		return err
 	}

@@ -47,8 +47,14 @@ func runStdio(cmd *cobra.Command, opts *stdioOptions) error {
 		return err
 	}
 	defer d.close()
+	store, err := opts.openStore(ctx, d.log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	cfg := serverConfig(d, &opts.runOptions, &opts.contentOptions)
 	cfg.Workspace = opts.workspace
+	cfg.Artifacts = store
 	srv, err := mcp.New(cfg, d.runner)
 	if err != nil {
 		return err

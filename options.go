@@ -20,6 +20,7 @@ import (
 	"github.com/prims-mcp/prims/sandbox/egress"
 	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/artifactstore"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
@@ -386,12 +387,35 @@ type contentOptions struct {
 	outputBudget int
 	imageBudget  int64
 	sampleFixes  bool
+
+	artifactStore string
 }
 
 func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Var(newIntBytesValue(&o.outputBudget, 32<<10), "output-budget", "bytes of each output stream returned inline (head and tail)")
 	fs.Var(newBytesValue(&o.imageBudget, 1<<20), "image-budget", "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
 	fs.BoolVar(&o.sampleFixes, "sample-fixes", false, "when a run fails, ask the client's model (MCP sampling) for a short fix suggestion and return it beside the error")
+	fs.StringVar(&o.artifactStore, "artifact-store", "", "where persist_artifact keeps files given no presigned URL: s3://bucket?region=R[&endpoint=URL&use_path_style=true], file:///dir, gs://bucket or azblob://container; credentials come from each backend's standard environment")
+}
+
+// openStore opens --artifact-store; without the flag it returns nil (a nil
+// *artifactstore.Store closes fine). A store that cannot be reached is
+// logged, not fatal: persist_artifact reports it per call, and the store may
+// come back.
+func (o *contentOptions) openStore(ctx context.Context, log *slog.Logger) (*artifactstore.Store, error) {
+	if o.artifactStore == "" {
+		return nil, nil
+	}
+	st, err := artifactstore.Open(ctx, o.artifactStore, artifactstore.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("--artifact-store: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := st.Check(cctx); err != nil {
+		log.Warn("artifact store not reachable now; persist_artifact will try again per call", "store", st.String(), "err", err)
+	}
+	return st, nil
 }
 
 // serverConfig is the MCP server configuration that prims stdio and prims

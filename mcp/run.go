@@ -81,7 +81,11 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		Python:       strings.TrimSpace(in.Python),
 	}
 	for _, f := range in.Files {
-		r.Files = append(r.Files, session.Fetch{URL: f.URL, Path: f.MountPath})
+		target, err := f.target()
+		if err != nil {
+			return nil, nil, fmt.Errorf("files: %w; the code was not run", err)
+		}
+		r.Files = append(r.Files, session.Fetch{URL: f.URL, Path: target})
 	}
 	if err := s.rt.Check(r); err != nil {
 		return nil, nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/artifactstore"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
@@ -48,8 +49,12 @@ type Config struct {
 	Transfer                workspace.Limits
 	ImageBudget             int64 // bytes of images returned inline per run result (1 MiB); larger ones become resource links
 	SampleFixes             bool  // ask the client's model (sampling) for a fix suggestion when a run fails
-	Version                 string
-	Logger                  *slog.Logger
+	// Artifacts keeps what persist_artifact stores without a presigned
+	// URL (--artifact-store); nil: a presigned URL is required. The caller
+	// opens and closes it.
+	Artifacts *artifactstore.Store
+	Version   string
+	Logger    *slog.Logger
 }
 
 // setDefaults fills in the fields the server itself uses; the run's own
@@ -99,6 +104,9 @@ type Server struct {
 type client struct {
 	*session.Session
 	subs subscriptions
+
+	prefixOnce sync.Once
+	prefix     string // the client's keys in the artifact store (artifactPrefix)
 }
 
 // New returns a Server whose runs are started by runner.

@@ -14,6 +14,7 @@ import (
 	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/session"
 	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/artifactstore"
 	"github.com/prims-mcp/prims/workspace/pythonenv"
 )
 
@@ -65,8 +66,8 @@ Binary files are described (type and size) rather than dumped.`,
 	sdk.AddTool(s.sdk, &sdk.Tool{
 		Name:  "persist_artifact",
 		Title: "Upload an output file",
-		Description: `Upload a file from output/ to a presigned URL with an HTTP PUT (for example an S3 or GCS presigned upload URL), so that it outlives the session.
-Only regular files under output/ can be uploaded; there is a size cap.`,
+		Description: `Keep a file from output/ beyond the session. With presigned_url the file is uploaded there with an HTTP PUT (for example an S3 or GCS presigned upload URL). Without it, the file goes to the server's artifact store, when the server has one, and the result gives its key, sha256 and a time-limited download URL.
+Only regular files under output/ can be persisted; there is a size cap.`,
 		Annotations: &sdk.ToolAnnotations{
 			Title:           "Upload an output file",
 			DestructiveHint: ptr(false),
@@ -79,7 +80,9 @@ Only regular files under output/ can be uploaded; there is a size cap.`,
 // MountInput asks for one URL to be downloaded into mounts/.
 type MountInput struct {
 	URL       string `json:"url" jsonschema:"http or https URL to download"`
-	MountPath string `json:"mount_path" jsonschema:"where to put it, relative to mounts/, for example data/input.csv"`
+	MountPath string `json:"mount_path,omitempty" jsonschema:"where to put it, relative to mounts/, for example data/input.csv"`
+	// The original Python PRIMS's run_code files spelled it mountPath.
+	MountPathAlias string `json:"mountPath,omitempty" jsonschema:"the same as mount_path (the original PRIMS's name)"`
 }
 
 // MountOutput describes a mounted file.
@@ -94,7 +97,11 @@ func (s *Server) mountFile(ctx context.Context, req *sdk.CallToolRequest, in Mou
 	if err != nil {
 		return nil, MountOutput{}, err
 	}
-	e, err := sess.Workspace().Fetch(ctx, in.URL, in.MountPath, s.cfg.Transfer)
+	target, err := in.target()
+	if err != nil {
+		return nil, MountOutput{}, err
+	}
+	e, err := sess.Workspace().Fetch(ctx, in.URL, target, s.cfg.Transfer)
 	if err != nil {
 		return nil, MountOutput{}, s.toolError("mount_file", err)
 	}
@@ -105,6 +112,8 @@ func (s *Server) mountFile(ctx context.Context, req *sdk.CallToolRequest, in Mou
 // ListInput names a directory.
 type ListInput struct {
 	Path string `json:"path,omitempty" jsonschema:"directory relative to the workspace root; empty for the root"`
+	// The original Python PRIMS's name.
+	DirPath string `json:"dir_path,omitempty" jsonschema:"the same as path (the original PRIMS's name)"`
 }
 
 // ListOutput is a directory listing.
@@ -118,6 +127,11 @@ func (s *Server) listDir(ctx context.Context, req *sdk.CallToolRequest, in ListI
 	sess, err := s.session(req.Session)
 	if err != nil {
 		return nil, ListOutput{}, err
+	}
+	if in.Path == "" {
+		in.Path = in.DirPath
+	} else if in.DirPath != "" && in.DirPath != in.Path {
+		return nil, ListOutput{}, errors.New("give path or dir_path, not both")
 	}
 	entries, truncated, err := sess.Workspace().List(in.Path)
 	if err != nil {
@@ -171,15 +185,22 @@ func shownName(name string) string {
 
 // PreviewInput names a file and a page of it.
 type PreviewInput struct {
-	Path     string `json:"path" jsonschema:"file path relative to the workspace root, for example output/result.csv"`
-	Offset   int64  `json:"offset,omitempty" jsonschema:"byte offset to start at (from next_offset of the previous page)"`
-	MaxBytes int64  `json:"max_bytes,omitempty" jsonschema:"bytes to return, at most 8192 (the default)"`
+	Path string `json:"path,omitempty" jsonschema:"file path relative to the workspace root, for example output/result.csv"`
+	// The original Python PRIMS's name; there too relative to the root.
+	RelativePath string `json:"relative_path,omitempty" jsonschema:"the same as path (the original PRIMS's name)"`
+	Offset       int64  `json:"offset,omitempty" jsonschema:"byte offset to start at (from next_offset of the previous page)"`
+	MaxBytes     int64  `json:"max_bytes,omitempty" jsonschema:"bytes to return, at most 8192 (the default)"`
 }
 
 func (s *Server) previewFile(ctx context.Context, req *sdk.CallToolRequest, in PreviewInput) (*sdk.CallToolResult, *workspace.Preview, error) {
 	sess, err := s.session(req.Session)
 	if err != nil {
 		return nil, nil, err
+	}
+	if in.Path == "" {
+		in.Path = in.RelativePath
+	} else if in.RelativePath != "" && in.RelativePath != in.Path {
+		return nil, nil, errors.New("give path or relative_path, not both")
 	}
 	p, err := sess.Workspace().Preview(in.Path, in.Offset, in.MaxBytes)
 	if err != nil {
@@ -198,30 +219,13 @@ func (s *Server) previewFile(ctx context.Context, req *sdk.CallToolRequest, in P
 	return textResult(text), p, nil
 }
 
-// PersistInput names an output file and where to upload it.
-type PersistInput struct {
-	Path         string `json:"path" jsonschema:"file under output/, for example output/report.pdf"`
-	PresignedURL string `json:"presigned_url" jsonschema:"http(s) URL that accepts an HTTP PUT of the file"`
-}
-
-func (s *Server) persistArtifact(ctx context.Context, req *sdk.CallToolRequest, in PersistInput) (*sdk.CallToolResult, *workspace.UploadResult, error) {
-	sess, err := s.session(req.Session)
-	if err != nil {
-		return nil, nil, err
-	}
-	r, err := sess.Workspace().Upload(ctx, in.Path, in.PresignedURL, s.cfg.Transfer)
-	if err != nil {
-		return nil, nil, s.toolError("persist_artifact", err)
-	}
-	return textResult(fmt.Sprintf("Uploaded %s (%s, %s): the server answered %s.", r.Path, human.Bytes(r.Size), r.MIME, r.StatusText)), &r, nil
-}
-
 // toolError turns an error into what the model sees. Errors the client can
 // act on pass through; anything else is logged and replaced by a message
 // without host details.
 func (s *Server) toolError(tool string, err error) error {
 	var we *workspace.Error
-	if errors.As(err, &we) {
+	var se *artifactstore.Error
+	if errors.As(err, &we) || errors.As(err, &se) {
 		return err
 	}
 	if errors.Is(err, errShuttingDown) {

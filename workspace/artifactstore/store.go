@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -37,10 +38,9 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
-	// The four backends the --artifact-store flag documents.
-	_ "gocloud.dev/blob/azureblob"
+	// S3 and local directories are always built in; gs and azblob are in
+	// drivers_gcs.go and drivers_azure.go, which build tags can leave out.
 	_ "gocloud.dev/blob/fileblob"
-	_ "gocloud.dev/blob/gcsblob"
 	_ "gocloud.dev/blob/s3blob"
 
 	"github.com/prims-mcp/prims/workspace"
@@ -119,12 +119,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if err != nil || u.Scheme == "" {
 		return nil, fmt.Errorf("artifact store %q is not a URL: give one such as s3://bucket?region=us-east-1 or file:///var/lib/prims/artifacts", rawURL)
 	}
-	known := false
-	for _, s := range Schemes {
-		known = known || u.Scheme == s
-	}
-	if !known {
+	if !slices.Contains(Schemes, u.Scheme) {
 		return nil, fmt.Errorf("artifact store scheme %q is not supported: use one of %s", u.Scheme, strings.Join(Schemes, ", "))
+	}
+	if !blob.DefaultURLMux().ValidBucketScheme(u.Scheme) {
+		return nil, fmt.Errorf("this prims was built without the %s:// driver (build tag prims_no%s): rebuild without that tag", u.Scheme, u.Scheme)
 	}
 	b, err := blob.OpenBucket(ctx, rawURL)
 	if err != nil {
@@ -145,8 +144,13 @@ func shown(u *url.URL) string {
 // String names the store as messages do.
 func (s *Store) String() string { return s.name }
 
-// Close releases the bucket.
-func (s *Store) Close() error { return s.bucket.Close() }
+// Close releases the bucket. A nil Store (no store configured) closes too.
+func (s *Store) Close() error {
+	if s == nil {
+		return nil
+	}
+	return s.bucket.Close()
+}
 
 // Check asks the store whether the bucket can be reached, for a warning at
 // start-up; Put reports the same failures per call.

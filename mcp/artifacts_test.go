@@ -1,0 +1,119 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prims-mcp/prims/workspace"
+	"github.com/prims-mcp/prims/workspace/artifactstore"
+)
+
+func fileStore(t *testing.T) (*artifactstore.Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := artifactstore.Open(context.Background(), "file://"+dir, artifactstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, dir
+}
+
+// TestPersistToStore: persist_artifact without a presigned URL keeps the
+// file in the artifact store under a key of the session's, by path or by
+// the original PRIMS's relative_path; links the code planted are refused.
+func TestPersistToStore(t *testing.T) {
+	st, dir := fileStore(t)
+	forEachProtocol(t, func(t *testing.T, v string) {
+		env := start(t, v, Config{Artifacts: st})
+		ctx := context.Background()
+		secret := filepath.Join(t.TempDir(), "secret.txt")
+		os.WriteFile(secret, []byte("top secret"), 0o600)
+		code := fmt.Sprintf("import os\nos.makedirs('output/plots')\nopen('output/plots/plot.png','wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + b'x'*100)\nos.symlink(%q, 'output/leak.txt')", secret)
+		if res := env.call(t, ctx, "run_code", map[string]any{"code": code}, nil); res.IsError {
+			t.Fatalf("run: %s", text(res))
+		}
+		var a, b PersistOutput
+		res := env.call(t, ctx, "persist_artifact", map[string]any{"path": "output/plots/plot.png"}, &a)
+		if res.IsError || a.MIME != "image/png" || a.Size != 108 || len(a.SHA256) != 64 || !strings.HasSuffix(a.Key, "/plots/plot.png") || a.Store != "the file store" {
+			t.Fatalf("persist by path: %+v\n%s", a, text(res))
+		}
+		res = env.call(t, ctx, "persist_artifact", map[string]any{"relative_path": "plots/plot.png"}, &b)
+		if res.IsError || b.Key != a.Key || b.SHA256 != a.SHA256 {
+			t.Errorf("persist by relative_path: %+v, want key %s\n%s", b, a.Key, text(res))
+		}
+		stored, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(a.Key)))
+		if err != nil || !bytes.HasPrefix(stored, []byte("\x89PNG")) {
+			t.Errorf("stored file: %d bytes, %v", len(stored), err)
+		}
+		for _, args := range []map[string]any{
+			{"path": "output/leak.txt"},
+			{"relative_path": "leak.txt"},
+			{"relative_path": "../logs/0001-code.py"},
+			{"relative_path": "/etc/passwd"},
+			{"path": "output/plots/plot.png", "relative_path": "plots/plot.png"},
+			{},
+		} {
+			res := env.call(t, ctx, "persist_artifact", args, nil)
+			if !res.IsError || strings.Contains(text(res), "top secret") {
+				t.Errorf("persist %v: %s", args, text(res))
+			}
+		}
+	})
+}
+
+// TestPersistWithoutStore: a server without --artifact-store still needs a
+// presigned URL, and says so.
+func TestPersistWithoutStore(t *testing.T) {
+	env := start(t, "", Config{})
+	ctx := context.Background()
+	env.call(t, ctx, "run_code", map[string]any{"code": "open('output/a.txt','w').write('a')"}, nil)
+	res := env.call(t, ctx, "persist_artifact", map[string]any{"path": "output/a.txt"}, nil)
+	if !res.IsError || !strings.Contains(text(res), "presigned_url is required") {
+		t.Errorf("persist without a store: %s", text(res))
+	}
+}
+
+// TestOriginalNames: the original PRIMS's argument names work: mountPath in
+// run_code's files and mount_file, dir_path for list_dir, relative_path for
+// preview_file.
+func TestOriginalNames(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("a,b\n1,2\n")) }))
+	defer srv.Close()
+	env := start(t, "", Config{Transfer: workspace.Limits{AllowPrivate: true}})
+	ctx := context.Background()
+	var out RunOutput
+	res := env.call(t, ctx, "run_code", map[string]any{
+		"code":  "print(open('mounts/data/in.csv').read().strip())\nopen('output/hello.txt','w').write('hi')",
+		"files": []map[string]any{{"url": srv.URL, "mountPath": "data/in.csv"}},
+	}, &out)
+	if res.IsError || out.Stdout != "a,b\n1,2\n" {
+		t.Fatalf("run_code with mountPath: %+v\n%s", out, text(res))
+	}
+	if res := env.call(t, ctx, "mount_file", map[string]any{"url": srv.URL, "mountPath": "b.csv"}, nil); res.IsError {
+		t.Errorf("mount_file with mountPath: %s", text(res))
+	}
+	var ls ListOutput
+	env.call(t, ctx, "list_dir", map[string]any{"dir_path": "output"}, &ls)
+	if len(ls.Entries) != 1 || ls.Entries[0].Name != "hello.txt" {
+		t.Errorf("list_dir dir_path=output: %+v", ls)
+	}
+	var p struct {
+		Text string `json:"text"`
+	}
+	env.call(t, ctx, "preview_file", map[string]any{"relative_path": "output/hello.txt"}, &p)
+	if p.Text != "hi" {
+		t.Errorf("preview_file relative_path: %+v", p)
+	}
+	res = env.call(t, ctx, "run_code", map[string]any{"code": "print(1)", "files": []map[string]any{{"url": srv.URL, "mountPath": "x.csv", "mount_path": "y.csv"}}}, nil)
+	if !res.IsError || !strings.Contains(text(res), "not both") {
+		t.Errorf("both names: %s", text(res))
+	}
+}
