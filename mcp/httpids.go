@@ -19,7 +19,8 @@ import (
 // whose id would not survive reaches the SDK under a token of ours (a
 // string no client guesses), and the token is swapped back for the
 // client's id in every byte the SDK writes for it, replays of the event
-// store included.
+// store included. Hand-written on purpose: it works around one limit of
+// the SDK's own JSON-RPC types, and the parsing is encoding/json's.
 type httpIDs struct {
 	prefix []byte // `"prims-id-<random>-`: a token is prefix, a number, `"`
 
