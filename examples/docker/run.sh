@@ -32,6 +32,13 @@ if [[ ! -s $token_file ]]; then
 fi
 chmod 0644 "$token_file"
 
+# Full isolation needs a fresh /proc in the sandbox, which the kernel refuses
+# while the container's /proc has masked parts. podman allows user
+# namespaces by default, so unmask /proc there (README "Containers"); under
+# Docker's default seccomp profile PRIMS runs code in its landlock tier.
+extra=()
+[[ $(basename "$ENGINE") == podman ]] && extra+=(--security-opt 'unmask=/proc/*')
+
 "$ENGINE" build -t "$IMAGE" "$repo"
 "$ENGINE" rm -f "$NAME" >/dev/null 2>&1 || true
 # Publish on loopback only; put a TLS proxy in front to serve others.
@@ -39,7 +46,7 @@ chmod 0644 "$token_file"
   -p "127.0.0.1:$PORT:9000" \
   -v "$token_file:/run/secrets/prims_token:ro" \
   --cap-drop ALL --security-opt no-new-privileges \
-  --stop-timeout 40 \
+  --stop-timeout 40 "${extra[@]}" \
   "$IMAGE" >/dev/null
 
 url=http://127.0.0.1:$PORT
