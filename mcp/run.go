@@ -62,6 +62,12 @@ type RunOutput struct {
 	// FixSuggestion comes from the client's own model (sampling), only with
 	// --sample-fixes and a client that supports sampling.
 	FixSuggestion string `json:"fix_suggestion,omitempty" jsonschema:"a fix suggested by the client's model for a failed run; not verified"`
+	// SuggestedRequirements come from the client's model too, after a
+	// failed install or a ModuleNotFoundError (--sample-fixes).
+	SuggestedRequirements []string `json:"suggested_requirements,omitempty" jsonschema:"requirements the client's model suggests after a failed install or a missing module; not verified and not installed: pass them in requirements to try"`
+	// NotRun marks a result whose code never ran (its requirements failed
+	// to install); it is returned as a result only to carry the advice.
+	NotRun bool `json:"not_run,omitempty" jsonschema:"true when the code did not run because its requirements failed to install"`
 }
 
 func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunInput) (*sdk.CallToolResult, *RunOutput, error) {
@@ -106,7 +112,12 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	watched := sess.subs.stamps(sess.Workspace())
 	res, err := sess.Run(ctx, r)
 	if err != nil {
-		return nil, nil, s.toolError("run_code", err)
+		terr := s.toolError("run_code", err)
+		if ie := installAdvised(err); ie != nil && s.cfg.SampleFixes && canSample(req) {
+			result, out := notRunResult(terr.Error(), r.Requirements)
+			return s.withFix(ctx, req, sess, installAdviceRequest(in.Code, r.Requirements, ie), result, out)
+		}
+		return nil, nil, terr
 	}
 	prog.stop()
 
@@ -117,7 +128,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	result.Content = append(result.Content, files...)
 	result.IsError = out.ExitCode != 0 || out.TimedOut || out.Cancelled
 	if s.cfg.SampleFixes && out.ExitCode != 0 && !out.TimedOut && !out.Cancelled {
-		return s.withFix(ctx, req, sess, in.Code, result, out)
+		return s.withFix(ctx, req, sess, fixRequest(in.Code, out), result, out)
 	}
 	return result, out, nil
 }

@@ -113,13 +113,20 @@ func usesInputRequests(ss *sdk.ServerSession) bool {
 	return v >= "2026-07-28"
 }
 
+// canSample reports whether the client of req can answer sampling.
+func canSample(req *sdk.CallToolRequest) bool {
+	caps := req.ClientCapabilities()
+	return caps != nil && caps.Sampling != nil && req.Session != nil
+}
+
 // withFix asks for a fix suggestion for a failed run, or returns the result
 // unchanged when the client cannot sample.
-func (s *Server) withFix(ctx context.Context, req *sdk.CallToolRequest, sess *client, code string, res *sdk.CallToolResult, out *RunOutput) (*sdk.CallToolResult, *RunOutput, error) {
-	if caps := req.ClientCapabilities(); caps == nil || caps.Sampling == nil || req.Session == nil {
+// params is the request: fixRequest, or installAdviceRequest for code that
+// did not run.
+func (s *Server) withFix(ctx context.Context, req *sdk.CallToolRequest, sess *client, params *sdk.CreateMessageParams, res *sdk.CallToolResult, out *RunOutput) (*sdk.CallToolResult, *RunOutput, error) {
+	if !canSample(req) {
 		return res, out, nil
 	}
-	params := fixRequest(code, out)
 	if usesInputRequests(req.Session) {
 		token := s.fixes.put(&pendingFix{sess: sess, res: res, out: out})
 		return &sdk.CallToolResult{
@@ -184,6 +191,7 @@ func addFix(res *sdk.CallToolResult, out *RunOutput, text string) {
 	res.Content = append(res.Content, &sdk.TextContent{
 		Text: "Suggested fix (from the client's model via sampling; not verified by running it):\n" + text,
 	})
+	addAdvice(res, out, text)
 }
 
 // fixRequest is the sampling request: the program, the end of its error
@@ -197,6 +205,10 @@ func fixRequest(code string, out *RunOutput) *sdk.CreateMessageParams {
 		fmt.Fprintf(&b, "\nPRIMS' hint: %s\n", out.Hint)
 	}
 	b.WriteString("\nIn at most five sentences, or a short code change, say how to fix it.")
+	if missingModule.MatchString(out.Stderr) {
+		// Install advice: the model names the requirements too.
+		b.WriteString(" " + adviceAsk)
+	}
 	return &sdk.CreateMessageParams{
 		SystemPrompt:   "You review failed Python runs for a coding agent. Answer with the fix only: no preamble, no restating the error.",
 		Messages:       []*sdk.SamplingMessage{{Role: "user", Content: &sdk.TextContent{Text: b.String()}}},
