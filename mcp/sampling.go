@@ -1,5 +1,7 @@
 package mcp
 
+//lint:file-ignore SA1019 Sampling is deprecated from protocol 2026-07-28 (SEP-2577) but works through the deprecation window (twelve months or more); --sample-fixes, which alone uses it, is opt-in.
+
 import (
 	"context"
 	"crypto/rand"

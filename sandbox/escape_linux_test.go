@@ -50,11 +50,7 @@ type attack struct {
 
 func always() bool { return true }
 func asRoot() bool { return os.Geteuid() == 0 }
-func tiocsti() bool {
-	b, _ := os.ReadFile("/proc/sys/dev/tty/legacy_tiocsti")
-	return asRoot() || string(b) == "1\n"
-}
-func never() bool { return false }
+func never() bool  { return false }
 func wantLimit(l string) func(*testing.T, *escapeEnv, Result, string) {
 	return func(t *testing.T, _ *escapeEnv, res Result, out string) {
 		if res.Limit != l {

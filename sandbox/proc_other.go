@@ -25,6 +25,3 @@ func killTree(pid int) {
 // rawWaitStatus is never called here: only the Linux sandbox init reports
 // raw wait statuses.
 func rawWaitStatus(int) *syscall.WaitStatus { return nil }
-
-// allocated is the disk space a file takes, as far as this OS tells.
-func allocated(fi os.FileInfo) int64 { return fi.Size() }

@@ -25,14 +25,6 @@ func rawWaitStatus(v int) *syscall.WaitStatus {
 	return &ws
 }
 
-// allocated is the disk space a file takes.
-func allocated(fi os.FileInfo) int64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int64(st.Blocks) * 512
-	}
-	return fi.Size()
-}
-
 // closeInheritedOnExec marks every descriptor above stderr close-on-exec.
 // Go opens its own descriptors that way, but not the ones this process
 // inherited (an agent that launched the server may leak a pipe or a file

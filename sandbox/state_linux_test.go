@@ -114,7 +114,7 @@ func TestStateTransactions(t *testing.T) {
 					t.Fatalf("after %s: state holds %q, want [1]", f.name, out)
 				}
 			}
-			res, out, _ = stateRun(t, h, "s", "x.append(3)\nimport sys\nsys.exit(0)", 0)
+			res, _, _ = stateRun(t, h, "s", "x.append(3)\nimport sys\nsys.exit(0)", 0)
 			if !res.Committed {
 				t.Errorf("sys.exit(0) was not committed: exit %d", res.ExitCode)
 			}

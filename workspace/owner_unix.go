@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 
@@ -70,20 +69,6 @@ func ownerGone(state string) bool {
 	}
 	defer f.Close()
 	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
-}
-
-// ownerPID reads the pid in an owner record, for diagnostics and tests.
-func ownerPID(state string) int {
-	b, _ := os.ReadFile(filepath.Join(state, ownerFile))
-	pid, _ := strconv.Atoi(string(trimNL(b)))
-	return pid
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // ownedByMe reports whether this process's user owns fi.

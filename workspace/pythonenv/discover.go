@@ -195,9 +195,9 @@ func Inspect(ctx context.Context, path string) (Interpreter, error) {
 	case len(found) > 0:
 		return found[0], nil
 	case len(skipped) > 0:
-		return Interpreter{}, fmt.Errorf("Python %s is unusable: %s", path, skipped[0].Reason)
+		return Interpreter{}, fmt.Errorf("interpreter %s is unusable: %s", path, skipped[0].Reason)
 	}
-	return Interpreter{}, fmt.Errorf("Python %s is unusable: it did not answer", path)
+	return Interpreter{}, fmt.Errorf("interpreter %s is unusable: it did not answer", path)
 }
 
 // pipFor picks the pip that installs for c: its own when new enough, else
