@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -388,7 +389,8 @@ type contentOptions struct {
 	imageBudget  int64
 	sampleFixes  bool
 
-	artifactStore string
+	artifactStore  string
+	persistOutputs bool
 }
 
 func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
@@ -396,6 +398,7 @@ func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Var(newBytesValue(&o.imageBudget, 1<<20), "image-budget", "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
 	fs.BoolVar(&o.sampleFixes, "sample-fixes", false, "when a run fails, ask the client's model (MCP sampling) for a short fix suggestion and return it beside the error")
 	fs.StringVar(&o.artifactStore, "artifact-store", "", "where persist_artifact keeps files given no presigned URL: s3://bucket?region=R[&endpoint=URL&use_path_style=true], file:///dir, gs://bucket or azblob://container; credentials come from each backend's standard environment")
+	fs.BoolVar(&o.persistOutputs, "persist-outputs", false, "store each run's new or changed output/ files in --artifact-store when the run ends, and list them in the result")
 }
 
 // openStore opens --artifact-store; without the flag it returns nil (a nil
@@ -404,6 +407,9 @@ func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
 // come back.
 func (o *contentOptions) openStore(ctx context.Context, log *slog.Logger) (*artifactstore.Store, error) {
 	if o.artifactStore == "" {
+		if o.persistOutputs {
+			return nil, errors.New("--persist-outputs needs --artifact-store: the store to keep the files in")
+		}
 		return nil, nil
 	}
 	st, err := artifactstore.Open(ctx, o.artifactStore, artifactstore.Options{})
@@ -432,6 +438,7 @@ func serverConfig(d deps, r *runOptions, c *contentOptions) mcp.Config {
 		OutputBudget:            c.outputBudget,
 		ImageBudget:             c.imageBudget,
 		SampleFixes:             c.sampleFixes,
+		PersistOutputs:          c.persistOutputs,
 		Version:                 version(),
 		Logger:                  d.log,
 	}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/workspace"
@@ -117,4 +119,69 @@ func (m MountInput) target() (string, error) {
 		return m.MountPathAlias, nil
 	}
 	return m.MountPath, nil
+}
+
+// persistConcurrency bounds the uploads of one run's outputs: each holds
+// a few parts in memory (artifactstore.Options), and a run that wrote a
+// thousand files must not open a thousand connections.
+const persistConcurrency = 4
+
+// persisted is what persistOutputs kept, in the order of the run's files.
+type persisted struct {
+	artifacts []artifactstore.Artifact
+	errors    []string
+}
+
+// persistOutputs stores a run's new or changed output/ files in the
+// artifact store. A file that cannot be stored is reported, not fatal: the
+// run's result stands, and the file stays in the workspace.
+func (s *Server) persistOutputs(ctx context.Context, c *client, files []workspace.Entry, status func(string)) persisted {
+	if len(files) == 0 {
+		return persisted{}
+	}
+	status(fmt.Sprintf("storing %d output files in %s", len(files), s.cfg.Artifacts))
+	arts := make([]artifactstore.Artifact, len(files))
+	errs := make([]error, len(files))
+	var g errgroup.Group
+	g.SetLimit(persistConcurrency)
+	for i, f := range files {
+		g.Go(func() error {
+			arts[i], errs[i] = s.cfg.Artifacts.Put(ctx, c.Workspace(), f.Path, c.artifactPrefix())
+			return nil
+		})
+	}
+	g.Wait()
+	var p persisted
+	for i, err := range errs {
+		if err != nil {
+			p.errors = append(p.errors, fmt.Sprintf("%s: %v", files[i].Path, s.toolError("persist_artifact", err)))
+			continue
+		}
+		p.artifacts = append(p.artifacts, arts[i])
+	}
+	return p
+}
+
+// text is the line of the run's result that lists what was stored.
+func (p persisted) text(st *artifactstore.Store) string {
+	if len(p.artifacts) == 0 && len(p.errors) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	if len(p.artifacts) > 0 {
+		fmt.Fprintf(&b, "Stored in %s:", st)
+		for _, a := range p.artifacts {
+			fmt.Fprintf(&b, "\n  %s as %s (sha256 %s)", a.Path, a.Key, a.SHA256)
+			if a.URL != "" {
+				fmt.Fprintf(&b, " %s", a.URL)
+			}
+		}
+	}
+	for _, e := range p.errors {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "Not stored: %s", e)
+	}
+	return b.String()
 }

@@ -117,3 +117,33 @@ func TestOriginalNames(t *testing.T) {
 		t.Errorf("both names: %s", text(res))
 	}
 }
+
+// TestPersistOutputs: with PersistOutputs each run's new or changed output/
+// files go to the store when the run ends, listed in the result; files the
+// run did not touch, and links it planted, are not stored.
+func TestPersistOutputs(t *testing.T) {
+	st, dir := fileStore(t)
+	env := start(t, "", Config{Artifacts: st, PersistOutputs: true})
+	ctx := context.Background()
+	var out RunOutput
+	code := "import os\nfor i in range(10):\n    open(f'output/f{i}.txt','w').write(str(i))\nos.symlink('/etc/passwd', 'output/link')"
+	res := env.call(t, ctx, "run_code", map[string]any{"code": code}, &out)
+	if res.IsError || len(out.Persisted) != 10 || len(out.PersistErrors) != 0 {
+		t.Fatalf("persisted %d files, errors %v; want 10, none\n%s", len(out.Persisted), out.PersistErrors, text(res))
+	}
+	for _, a := range out.Persisted {
+		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(a.Key)))
+		want := strings.TrimSuffix(strings.TrimPrefix(a.Path, "output/f"), ".txt")
+		if err != nil || string(data) != want {
+			t.Errorf("%s stored as %s: %q, %v; want %q", a.Path, a.Key, data, err, want)
+		}
+	}
+	if !strings.Contains(text(res), "Stored in the file store:") {
+		t.Errorf("result text does not list the stored files:\n%s", text(res))
+	}
+	// A second run that changes one file stores that one only.
+	env.call(t, ctx, "run_code", map[string]any{"code": "open('output/f3.txt','w').write('three')"}, &out)
+	if len(out.Persisted) != 1 || out.Persisted[0].Path != "output/f3.txt" {
+		t.Errorf("second run persisted %+v, want output/f3.txt only", out.Persisted)
+	}
+}

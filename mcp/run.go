@@ -11,6 +11,7 @@ import (
 
 	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/session"
+	"github.com/prims-mcp/prims/workspace/artifactstore"
 )
 
 // RunInput is what run_code accepts.
@@ -68,6 +69,10 @@ type RunOutput struct {
 	// NotRun marks a result whose code never ran (its requirements failed
 	// to install); it is returned as a result only to carry the advice.
 	NotRun bool `json:"not_run,omitempty" jsonschema:"true when the code did not run because its requirements failed to install"`
+	// Persisted are the run's new output/ files kept in the artifact store
+	// (--persist-outputs).
+	Persisted     []artifactstore.Artifact `json:"persisted,omitempty" jsonschema:"the run's new or changed output/ files, kept in the server's artifact store"`
+	PersistErrors []string                 `json:"persist_errors,omitempty" jsonschema:"output/ files that could not be kept in the artifact store, and why"`
 }
 
 func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunInput) (*sdk.CallToolResult, *RunOutput, error) {
@@ -119,12 +124,20 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		}
 		return nil, nil, terr
 	}
+	var stored persisted
+	if s.cfg.PersistOutputs && s.cfg.Artifacts != nil && !res.Cancelled {
+		stored = s.persistOutputs(ctx, sess, res.Artifacts, prog.status)
+	}
 	prog.stop()
 
 	out := runOutput(res)
+	out.Persisted, out.PersistErrors = stored.artifacts, stored.errors
 	s.notifyUpdated(ctx, sess, watched)
 	files := s.fileContent(sess.Workspace(), out.Artifacts, req.ProtocolVersion())
 	result := textResult(summary(out, res))
+	if t := stored.text(s.cfg.Artifacts); t != "" {
+		result.Content = append(result.Content, &sdk.TextContent{Text: t})
+	}
 	result.Content = append(result.Content, files...)
 	result.IsError = out.ExitCode != 0 || out.TimedOut || out.Cancelled
 	if s.cfg.SampleFixes && out.ExitCode != 0 && !out.TimedOut && !out.Cancelled {

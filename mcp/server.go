@@ -53,8 +53,11 @@ type Config struct {
 	// URL (--artifact-store); nil: a presigned URL is required. The caller
 	// opens and closes it.
 	Artifacts *artifactstore.Store
-	Version   string
-	Logger    *slog.Logger
+	// PersistOutputs stores each run's new output/ files in Artifacts when
+	// the run ends (--persist-outputs).
+	PersistOutputs bool
+	Version        string
+	Logger         *slog.Logger
 }
 
 // setDefaults fills in the fields the server itself uses; the run's own
