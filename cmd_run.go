@@ -94,6 +94,9 @@ func programOf(code string, hasCode bool, args []string) (program, error) {
 func runRun(cmd *cobra.Command, opts *runCmdOptions, prog program) error {
 	ctx := cmd.Context()
 	opts.warm = 0 // one run: there is nothing to keep warm for
+	// A process that lives for one run would spend a good part of it
+	// probing the host and the interpreter again (issue 16).
+	opts.probeCache = true
 	d, err := opts.deps(ctx)
 	if err != nil {
 		return err

@@ -42,6 +42,25 @@ type runOptions struct {
 	warm              int
 	warmIdle          time.Duration
 	preload           []string
+	// probeCache keeps what the host and the interpreter were found to
+	// support for the next process (prims run, which lives for one run).
+	probeCache bool
+}
+
+// probeDir is where probe answers are kept, "" when they are not.
+func (o *runOptions) probeDir() string {
+	if !o.probeCache {
+		return ""
+	}
+	dir := o.cacheDir
+	if dir == "" {
+		d, err := pythonenv.DefaultDir()
+		if err != nil {
+			return ""
+		}
+		dir = d
+	}
+	return filepath.Join(dir, "probes")
 }
 
 // envOptions configure the cache of environments that requirements are
@@ -342,7 +361,7 @@ func (o *runOptions) deps(ctx context.Context) (deps, error) {
 	return deps{
 		log:      log,
 		python:   python,
-		discover: pythonenv.DiscoverOptions{Explicit: o.pythons},
+		discover: pythonenv.DiscoverOptions{Explicit: o.pythons, ProbeCache: o.probeDir()},
 		envs:     envs,
 		runner:   runner,
 		cleanup:  cleanup,
@@ -360,6 +379,7 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 		Warm:           o.warm,
 		WarmIdle:       o.warmIdle,
 		Preload:        o.preload,
+		ProbeCache:     o.probeDir(),
 	})
 }
 

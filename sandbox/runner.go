@@ -190,6 +190,10 @@ type Config struct {
 	// program, so that runs find them already imported. Their import-time
 	// state is shared by every run; nothing else is.
 	Preload []string
+	// ProbeCache, when set, is a directory where the probes of what the
+	// host supports record a success, so that a short-lived process
+	// (`prims run`) does not start the init twice to find it again.
+	ProbeCache string
 }
 
 // Runner starts jobs. It is safe for concurrent use.
@@ -227,7 +231,7 @@ func New(cfg Config) (*Runner, error) {
 	// What this process inherited is settled by now (everything Go opens
 	// is close-on-exec already): mark it once, not at every start.
 	closeInheritedOnExec()
-	r := &Runner{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, support: Probe()}
+	r := &Runner{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, support: probeCached(cfg.ProbeCache)}
 	switch cfg.Isolation {
 	case IsolationOff:
 		r.tier = TierNone

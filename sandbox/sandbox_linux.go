@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
@@ -99,7 +100,10 @@ var etcEntries = []string{
 	"matplotlibrc", "debian_version", "lsb-release", "python3", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13",
 }
 
-func probe() Support {
+// probe finds what this host supports; with a cache directory, it starts
+// the init only when the directory holds no success for this host and
+// binary (see probeKey).
+func probe(cacheDir string) Support {
 	s := Support{OS: runtime.GOOS, Root: os.Geteuid() == 0}
 	if v, err := ll.LandlockGetABIVersion(); err != nil || v < 1 {
 		s.LandlockErr = fmt.Errorf("not available (%v): boot with lsm=...,landlock or use kernel 5.13+", err)
@@ -111,14 +115,23 @@ func probe() Support {
 	} else if auditArch == 0 {
 		s.Seccomp = fmt.Errorf("no seccomp filter for %s", runtime.GOARCH)
 	}
-	// Both probes start the init; side by side they cost one start, not
-	// two, before a server can answer.
-	userNS := make(chan error, 1)
-	go func() { userNS <- runProbe(nsAttr(false)) }()
-	s.Init = runProbe(nil)
-	s.UserNS = <-userNS
-	if s.Init != nil {
-		s.UserNS = errors.New("not tried: the sandbox init is missing")
+	key := ""
+	if cacheDir != "" {
+		key = probeKey()
+	}
+	if !cachedProbeOK(cacheDir, key) {
+		// Both probes start the init; side by side they cost one start,
+		// not two, before a server can answer.
+		userNS := make(chan error, 1)
+		go func() { userNS <- runProbe(nsAttr(false)) }()
+		s.Init = runProbe(nil)
+		s.UserNS = <-userNS
+		if s.Init != nil {
+			s.UserNS = errors.New("not tried: the sandbox init is missing")
+		}
+		if s.Init == nil && s.UserNS == nil {
+			saveProbeOK(cacheDir, key)
+		}
 	}
 	s.Procs = "RLIMIT_NPROC, counted in the run's own user namespace"
 	switch {
@@ -135,9 +148,13 @@ func probe() Support {
 	return s
 }
 
+// probeStarts counts the probe inits started, for the cache's tests.
+var probeStarts atomic.Int64
+
 // runProbe starts the init in probe mode with attr's namespaces (nil: none)
 // and reports why it failed.
 func runProbe(attr *syscall.SysProcAttr) error {
+	probeStarts.Add(1)
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ var errNotLinux = errors.New("the sandbox needs Linux; this OS gets timeouts and
 // MaybeInit does nothing outside Linux: there is no sandbox init to become.
 func MaybeInit() {}
 
-func probe() Support {
+func probe(string) Support {
 	return Support{
 		OS: runtime.GOOS, Best: TierNone, Root: os.Geteuid() == 0,
 		UserNS: errNotLinux, LandlockErr: errNotLinux, Seccomp: errNotLinux,

@@ -52,11 +52,21 @@ func (s Support) Missing() string {
 	return strings.Join(m, "; ")
 }
 
-var probeOnce = sync.OnceValue(probe)
+var probed struct {
+	once sync.Once
+	s    Support
+}
 
 // Probe reports what this host supports. The first call starts a short-lived
 // child; later calls return the same answer.
-func Probe() Support { return probeOnce() }
+func Probe() Support { return probeCached("") }
+
+// probeCached is Probe, which on its first call may take a success
+// recorded in cacheDir instead of starting the init (Config.ProbeCache).
+func probeCached(cacheDir string) Support {
+	probed.once.Do(func() { probed.s = probe(cacheDir) })
+	return probed.s
+}
 
 // KnownLimits says, one line each, what the kernel offers no way to stop in
 // tier t on this host, and what the sandbox refuses there instead; `prims

@@ -38,7 +38,7 @@ func (p *pythons) get(ctx context.Context, version string) (pythonenv.Interprete
 		p.defOnce.Do(func() {
 			// The answer is kept for the server's life: a cancelled first
 			// call must not make the default interpreter look broken.
-			p.defInfo, p.defErr = pythonenv.Inspect(context.WithoutCancel(ctx), p.def)
+			p.defInfo, p.defErr = pythonenv.InspectWith(context.WithoutCancel(ctx), p.def, p.opts)
 			if p.defErr != nil {
 				p.defErr = fmt.Errorf("the server's %w", p.defErr)
 			}

@@ -53,6 +53,10 @@ type DiscoverOptions struct {
 	// ProbeTimeout bounds each interpreter probe (default 5s). A probe is
 	// one Python start; a pyenv shim adds a bash start.
 	ProbeTimeout time.Duration
+
+	// ProbeCache, when set, is a directory where probe answers are kept
+	// for the next process (see cachedProbe).
+	ProbeCache string
 }
 
 // minPip is the first pip with "pip --python", which lets one pip install
@@ -136,7 +140,7 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]Interpreter, []Skipp
 			continue
 		}
 		g.Go(func() error {
-			c.probe, c.err = runProbe(gctx, c.path, opts.ProbeTimeout)
+			c.probe, c.err = cachedProbe(gctx, opts.ProbeCache, c.path, opts.ProbeTimeout)
 			if c.err == "" {
 				if real, err := filepath.EvalSymlinks(c.probe.Executable); err == nil {
 					c.real = real
@@ -190,7 +194,13 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]Interpreter, []Skipp
 // Inspect probes the one interpreter at path (a name on PATH, a pyenv shim
 // or a file), or says why it cannot be used.
 func Inspect(ctx context.Context, path string) (Interpreter, error) {
-	found, skipped := Discover(ctx, DiscoverOptions{Explicit: []string{path}, OnlyExplicit: true})
+	return InspectWith(ctx, path, DiscoverOptions{})
+}
+
+// InspectWith is Inspect with opts' timeout and cache.
+func InspectWith(ctx context.Context, path string, opts DiscoverOptions) (Interpreter, error) {
+	opts.Explicit, opts.OnlyExplicit = []string{path}, true
+	found, skipped := Discover(ctx, opts)
 	switch {
 	case len(found) > 0:
 		return found[0], nil
