@@ -1,13 +1,17 @@
 // Package mcp is PRIMS' Model Context Protocol server: the tools that let a
 // model run Python in a throw-away workspace (run_code, mount_file, list_dir,
 // preview_file, persist_artifact) and the python_programmer prompt, served
-// over stdio or streamable HTTP with the official Go SDK.
+// over stdio or streamable HTTP with the official Go SDK. It keeps the
+// protocol (schemas, rendering results for the model, sessions of the
+// transport); the runs themselves go through package session.
 //
 //	runner, _ := sandbox.New(sandbox.Config{})
 //	srv, err := mcp.New(mcp.Config{Python: "/usr/bin/python3"}, runner)
 //	if err != nil { ... }
 //	defer srv.Close()
-//	err = srv.Serve(ctx, &sdk.StdioTransport{})
+//	err = srv.Serve(ctx, mcp.NewStdioTransport(os.Stdin, os.Stdout))
+//
+// For HTTP, serve srv.Handler(mcp.HTTPConfig{...}) with net/http.
 package mcp
 
 import (

@@ -37,7 +37,7 @@ func (r *Runner) shareWritable(paths []string) error {
 // chownTree chowns the directory dirfd and everything under it through
 // descriptors, never following a link: a tree another sandboxed command
 // writes in at the same time cannot turn a step of the walk into a path
-// outside it (DESIGN.md pitfall 13).
+// outside it (ARCHITECTURE.md pitfall 13).
 func chownTree(dirfd, id int) error {
 	if err := unix.Fchown(dirfd, id, id); err != nil {
 		return os.NewSyscallError("fchown", err)

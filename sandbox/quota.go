@@ -31,7 +31,7 @@ const (
 // trees deeper than PATH_MAX, never a symlink followed or a directory
 // chmodded through a path), plus the files the run's processes hold open
 // after deleting them (openDeleted), plus job.QuotaUsed. RLIMIT_FSIZE is
-// per file (DESIGN.md pitfall 6); this bounds the total without privileges
+// per file (ARCHITECTURE.md pitfall 6); this bounds the total without privileges
 // or a dedicated filesystem.
 func watchQuota(job Job, pid int, quota int64, hit chan<- struct{}) (stop func()) {
 	return poll(quotaPoll, hit, func() (func() bool, func()) {

@@ -452,7 +452,7 @@ func (c *child) kill() {
 // it the program.
 func (r *Runner) start(job Job) (*child, error) {
 	// The parent-death signal of the child follows the OS thread that
-	// started it (DESIGN.md pitfall 9). A goroutine that unlocks before it
+	// started it (ARCHITECTURE.md pitfall 9). A goroutine that unlocks before it
 	// ends never takes its thread down, so locking around Start suffices.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

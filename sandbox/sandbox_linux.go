@@ -47,7 +47,7 @@ const (
 )
 
 // sandboxID is the host uid and gid a root server maps the sandbox to
-// (nobody/nogroup): never host root (DESIGN.md pitfall 4).
+// (nobody/nogroup): never host root (ARCHITECTURE.md pitfall 4).
 const sandboxID = 65534
 
 // initConfig is everything the init needs, sent as JSON on fdConfig.
@@ -309,7 +309,7 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File, mem *mem
 	if root && r.tier == TierNamespaces {
 		// The sandbox's uid cannot traverse root's private directories
 		// (the workspace, /root/.pyenv): clone each tree here, where we
-		// can reach it, and let the init attach it (DESIGN.md pitfall 4).
+		// can reach it, and let the init attach it (ARCHITECTURE.md pitfall 4).
 		for i := range cfg.Binds {
 			b := &cfg.Binds[i]
 			f, err := openTree(b.Src, !b.Write)

@@ -92,7 +92,7 @@ type filterOptions struct {
 // seccompFilter builds the deny-list program. Its first instructions kill any
 // system call made through another architecture's entry point (i386 `int
 // 0x80`, x32): a deny-list written for x86_64 numbers says nothing about
-// them (DESIGN.md pitfall 3).
+// them (ARCHITECTURE.md pitfall 3).
 func seccompFilter(o filterOptions) []unix.SockFilter {
 	const (
 		offNr   = 0

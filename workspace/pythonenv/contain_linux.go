@@ -27,7 +27,7 @@ func startContained(newCmd func() *exec.Cmd) (*exec.Cmd, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
 	}
 	cmd.SysProcAttr = &attr
-	// The parent-death signal follows the thread that forked (DESIGN.md
+	// The parent-death signal follows the thread that forked (ARCHITECTURE.md
 	// pitfall 9); a goroutine that unlocks never takes its thread down.
 	runtime.LockOSThread()
 	err := cmd.Start()
