@@ -17,6 +17,7 @@ import (
 	"gocloud.dev/blob"
 
 	"github.com/prims-mcp/prims/internal/testenv"
+	"github.com/prims-mcp/prims/workspace/artifactstore/s3test"
 )
 
 var bigArtifact = flag.Bool("bigartifact", false, "run TestBigArtifact: store a 1 GiB file in S3 and file:// and measure this process's memory")
@@ -34,7 +35,7 @@ func TestBigArtifact(t *testing.T) {
 	}
 	const size = 1 << 30
 	for name, rawURL := range map[string]string{
-		"s3":   s3URL(startS3Child(t), bucket),
+		"s3":   s3test.URL(s3test.StartChild(t), s3test.Bucket),
 		"file": "file://" + t.TempDir(),
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/workspace"
 	"github.com/prims-mcp/prims/workspace/artifactstore"
+	"github.com/prims-mcp/prims/workspace/artifactstore/s3test"
 )
 
 // pngBytes is a file whose content type PRIMS knows by name and content.
@@ -68,7 +69,7 @@ func backends(t *testing.T) map[string]string {
 		t.Fatal(err)
 	}
 	return map[string]string{
-		"s3":         s3URL(startS3(t), bucket),
+		"s3":         s3test.URL(s3test.Start(t), s3test.Bucket),
 		"file":       "file://" + dir,
 		"fileSigned": "file://" + t.TempDir() + "?base_url=" + url.QueryEscape("https://prims.example/store") + "&secret_key_path=" + url.QueryEscape(key),
 	}
@@ -251,7 +252,7 @@ func must(t *testing.T, err error) {
 // names neither a host path nor the backend's internals.
 func TestStoreFailures(t *testing.T) {
 	t.Parallel()
-	endpoint := startS3(t)
+	endpoint := s3test.Start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -270,9 +271,9 @@ func TestStoreFailures(t *testing.T) {
 		name, url, want string
 		st              *artifactstore.Store
 	}{
-		{"s3 unreachable", s3URL(closed, bucket), "could not store output/a.txt in s3://results: the store cannot be reached (connection refused)", nil},
-		{"s3 denied", s3URL(endpoint, deniedBucket), "could not store output/a.txt in s3://denied: the store denied access", nil},
-		{"s3 no bucket", s3URL(endpoint, "nosuch"), "could not store output/a.txt in s3://nosuch: the bucket does not exist", nil},
+		{"s3 unreachable", s3test.URL(closed, s3test.Bucket), "could not store output/a.txt in s3://results: the store cannot be reached (connection refused)", nil},
+		{"s3 denied", s3test.URL(endpoint, s3test.DeniedBucket), "could not store output/a.txt in s3://denied: the store denied access", nil},
+		{"s3 no bucket", s3test.URL(endpoint, "nosuch"), "could not store output/a.txt in s3://nosuch: the bucket does not exist", nil},
 		{"file gone", "", "could not store output/a.txt in the file store: the store answered with an error", goneStore},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
