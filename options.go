@@ -411,11 +411,15 @@ type contentOptions struct {
 
 	artifactStore  string
 	persistOutputs bool
+	maxStates      int
+	stateIdle      time.Duration
 }
 
 func (o *contentOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Var(newIntBytesValue(&o.outputBudget, 32<<10), "output-budget", "bytes of each output stream returned inline (head and tail)")
 	fs.Var(newBytesValue(&o.imageBudget, 1<<20), "image-budget", "bytes of images (PNG, JPEG, GIF, WebP under output/) returned inline in one run result; the rest come back as resource links")
+	fs.IntVar(&o.maxStates, "max-states", 8, "states (run_code's state: live interpreters kept between calls) one session may keep")
+	fs.DurationVar(&o.stateIdle, "state-idle", 30*time.Minute, "a state unused this long ends and frees its memory")
 	fs.BoolVar(&o.sampleFixes, "sample-fixes", false, "when a run fails, ask the client's model (MCP sampling) for a short fix suggestion and return it beside the error")
 	fs.StringVar(&o.artifactStore, "artifact-store", "", "where persist_artifact keeps files given no presigned URL: s3://bucket?region=R[&endpoint=URL&use_path_style=true], file:///dir, gs://bucket or azblob://container; credentials come from each backend's standard environment")
 	fs.BoolVar(&o.persistOutputs, "persist-outputs", false, "store each run's new or changed output/ files in --artifact-store when the run ends, and list them in the result")
@@ -459,6 +463,8 @@ func serverConfig(d deps, r *runOptions, c *contentOptions) mcp.Config {
 		ImageBudget:             c.imageBudget,
 		SampleFixes:             c.sampleFixes,
 		PersistOutputs:          c.persistOutputs,
+		MaxStates:               c.maxStates,
+		StateIdle:               c.stateIdle,
 		Version:                 version(),
 		Logger:                  d.log,
 	}

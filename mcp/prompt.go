@@ -47,6 +47,8 @@ func (s *Server) pythonProgrammer(ctx context.Context, req *sdk.GetPromptRequest
 - print() what you need to see: stdout and stderr come back with the exit code. Keep printed output short (summaries, head of tables); long output is cut in the middle and kept whole in logs/.
 - Images that the program writes under output/ (PNG, JPEG, GIF, WebP) come back to you as images, other files as links. With matplotlib, plt.savefig("output/name.png") or plt.show() both work; there is no display.
 - A run has a time limit (timeout_s). For long work, print progress and save intermediate results to output/.
+- State pays off when you will run several programs on the same slow-to-load data: pass state: "NAME" to run_code and the calls with that name share one live interpreter (load the data once, then query it call after call, without re-importing). A call that fails is rolled back: the state is exactly as it was, so fix the code and call again. fork_from: "OTHER" with a new name copies a state cheaply. Requirements are fixed when a state is created, so list them all on its first call. drop_state frees a state's memory. One-off programs need no state.
+- Jobs that may outlast the client's request timeout (more than about a minute): run_code with background: true returns a run_id at once; call get_run (run_id, wait_s up to 50) until its status is done, or cancel_run to stop it.
 
 ## How to work
 1. Write a complete program for the task and run it.

@@ -85,6 +85,7 @@ func (s *Server) listResources(ss *sdk.ServerSession) (*sdk.ListResourcesResult,
 	if err != nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
 	}
+	res.Resources = append(res.Resources, statesResource)
 	for _, dir := range []string{workspace.OutputDir, workspace.MountsDir} {
 		// Files never follows a symlink: it walks through directory descriptors.
 		files := sess.Workspace().Files(dir, maxListedResources-len(res.Resources))

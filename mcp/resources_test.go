@@ -43,6 +43,7 @@ os.symlink("/etc/passwd", "output/link")
 			}
 			slices.Sort(uris)
 			want := []string{
+				statesURI,
 				"prims://workspace/mounts/in.csv",
 				"prims://workspace/output/img.png",
 				"prims://workspace/output/sub%20dir/report.txt",

@@ -23,6 +23,10 @@ type RunInput struct {
 	// environment; later calls in the session keep them.
 	Requirements []string `json:"requirements,omitempty" jsonschema:"pip requirements (PEP 508, e.g. pandas or numpy>=2) the code needs; [\"auto\"] infers them from the imports. Installed once and cached; packages from earlier calls stay available"`
 	Python       string   `json:"python,omitempty" jsonschema:"Python version to use, e.g. 3.12 (default: the server's interpreter)"`
+	// State, ForkFrom: see session.Request; Background: background.go.
+	State      string `json:"state,omitempty" jsonschema:"run in the live interpreter kept under this name (made on first use): globals, imports and loaded data persist between calls with the same state. A call that fails (exception, non-zero exit, timeout, cancel, limit) leaves the state exactly as it was. Requirements are fixed when the state is made"`
+	ForkFrom   string `json:"fork_from,omitempty" jsonschema:"with a new state name: start that state as a cheap copy-on-write copy of this existing state"`
+	Background bool   `json:"background,omitempty" jsonschema:"return at once with a run_id and status running; follow the run with get_run and stop it with cancel_run. For jobs longer than the client's request timeout"`
 }
 
 // Artifact is a file under output/ that a run created or changed.
@@ -73,6 +77,14 @@ type RunOutput struct {
 	// (--persist-outputs).
 	Persisted     []artifactstore.Artifact `json:"persisted,omitempty" jsonschema:"the run's new or changed output/ files, kept in the server's artifact store"`
 	PersistErrors []string                 `json:"persist_errors,omitempty" jsonschema:"output/ files that could not be kept in the artifact store, and why"`
+	// Stateful runs (state): what became of the state, and the session's states.
+	State           string      `json:"state,omitempty" jsonschema:"the state the code ran in"`
+	StateRolledBack *bool       `json:"state_rolled_back,omitempty" jsonschema:"true when the call failed and the state was left exactly as it was before it; false when the state kept the call's changes"`
+	StateWarnings   []string    `json:"state_warnings,omitempty" jsonschema:"what a fork of the state cannot carry: threads left running, open files and sockets"`
+	States          []StateInfo `json:"states,omitempty" jsonschema:"the session's live states, with age and memory"`
+	// Background runs (background, get_run, cancel_run).
+	RunID  string `json:"run_id,omitempty" jsonschema:"the background run's id, for get_run and cancel_run"`
+	Status string `json:"status,omitempty" jsonschema:"a background run's status: running (with the output so far), or done (with the final result's fields)"`
 }
 
 func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunInput) (*sdk.CallToolResult, *RunOutput, error) {
@@ -85,11 +97,16 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	if in.TimeoutS < 0 {
 		return nil, nil, fmt.Errorf("timeout_s %g is negative", in.TimeoutS)
 	}
+	if in.ForkFrom != "" && in.State == "" {
+		return nil, nil, errors.New("fork_from needs state: the name of the new state to start as a copy")
+	}
 	r := session.Request{
 		Code:         in.Code,
 		Timeout:      time.Duration(in.TimeoutS * float64(time.Second)),
 		Requirements: in.Requirements,
 		Python:       strings.TrimSpace(in.Python),
+		State:        in.State,
+		ForkFrom:     in.ForkFrom,
 	}
 	for _, f := range in.Files {
 		target, err := f.target()
@@ -104,6 +121,9 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	sess, err := s.session(req.Session)
 	if err != nil {
 		return nil, nil, err
+	}
+	if in.Background {
+		return s.startBackground(ctx, sess, r)
 	}
 	ctx, done, err := s.track(ctx)
 	if err != nil {
@@ -174,6 +194,10 @@ func runOutput(res *session.Result) *RunOutput {
 	}
 	for _, e := range res.Artifacts {
 		out.Artifacts = append(out.Artifacts, Artifact{Path: e.Path, Size: e.Size, MIME: e.MIME, URI: resourceURI(e.Path)})
+	}
+	if st := res.State; st != nil {
+		out.State, out.StateRolledBack, out.StateWarnings = st.Name, ptr(!st.Committed), st.Warnings
+		out.States = stateInfos(st.States)
 	}
 	return out
 }

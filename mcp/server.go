@@ -62,6 +62,10 @@ type Config struct {
 	PersistOutputs bool
 	Version        string
 	Logger         *slog.Logger
+	// MaxStates and StateIdle bound run_code's states: how many one
+	// session may keep (8), and how long one may stay unused (30m).
+	MaxStates int
+	StateIdle time.Duration
 }
 
 // setDefaults fills in the fields the server itself uses; the run's own
@@ -136,6 +140,8 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 		LogBudget:               cfg.LogBudget,
 		MaxCodeBytes:            cfg.MaxCodeBytes,
 		Transfer:                cfg.Transfer,
+		MaxStates:               cfg.MaxStates,
+		StateIdle:               cfg.StateIdle,
 		Observer:                observer{&s.metrics},
 		Logger:                  cfg.Logger,
 	}, runner)
@@ -159,6 +165,8 @@ func New(cfg Config, runner *sandbox.Runner) (*Server, error) {
 	s.addTools()
 	s.addPrompts()
 	s.addResources()
+	s.addStates()
+	s.addBackground()
 	// Whatever a tool returns, a client gets only the content types its
 	// protocol version has (content.go).
 	s.sdk.AddReceivingMiddleware(func(next sdk.MethodHandler) sdk.MethodHandler {
@@ -258,6 +266,8 @@ func (s *Server) track(ctx context.Context) (context.Context, func(), error) {
 const instructions = `PRIMS runs Python 3 code in a sandboxed, throw-away workspace on the user's machine. Use it whenever a task needs computation, data analysis, file conversion or a chart: run the code instead of guessing the result.
 
 - run_code runs one complete program in a fresh process. Workspace files persist between calls; variables, imports and functions do not, so each program imports and defines what it uses.
+- When several calls work on the same data that is slow to load (a large CSV, a model), pass state: "NAME": the calls with that name share one live interpreter, so load once and ask many questions. A call that fails leaves the state exactly as it was (state_rolled_back), so a half-done cell never corrupts it; fork_from: "OTHER" starts a new state as a cheap copy to try something risky. A state keeps the requirements it was created with. drop_state frees one you are done with; idle states expire. For a quick one-off computation, leave state out.
+- A job longer than about a minute (the client may give up on a request before it ends): run it with background: true, then call get_run with the run_id and wait_s (up to 50) until its status is done; cancel_run stops it. Every limit of a run still applies.
 - Declare third-party packages in run_code's requirements with their pip names (["pandas", "matplotlib"]); only the standard library is there otherwise. If a run fails with ModuleNotFoundError, the hint names the package to add.
 - print() the results you need to read, briefly. Write files for the user under output/: images there (PNG, JPEG, GIF, WebP) come back to you as images, other files as resource links (prims://workspace/<path>). matplotlib's plt.show() saves the figure to output/.
 - Inputs: pass URLs in run_code's files, or call mount_file; they appear read-only under mounts/. Open them with relative paths such as mounts/data.csv.

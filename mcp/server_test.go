@@ -157,7 +157,7 @@ func TestToolsAndPrompt(t *testing.T) {
 				t.Errorf("%s lacks a description, schema or annotations", tool.Name)
 			}
 		}
-		want := []string{"list_dir", "mount_file", "persist_artifact", "preview_file", "run_code"}
+		want := []string{"cancel_run", "drop_state", "get_run", "list_dir", "mount_file", "persist_artifact", "preview_file", "run_code"}
 		if diff := cmp.Diff(want, names, sortStrings); diff != "" {
 			t.Errorf("tools (-want +got):\n%s", diff)
 		}

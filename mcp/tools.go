@@ -25,7 +25,7 @@ func (s *Server) addTools() {
 		Name:  "run_code",
 		Title: "Run Python code",
 		Description: `Run a complete Python 3 program in a fresh process inside the session's sandboxed workspace. Returns the exit code, stdout and stderr, and the files the program wrote under output/: images (PNG, JPEG, GIF, WebP) as image content, other files as resource links.
-The working directory is the workspace root. Files persist between calls; Python variables and imports do not, so every program must be complete. print() what you want to read. Save results for the user (plots, CSV, reports) under output/; plt.show() saves matplotlib figures there.
+The working directory is the workspace root. Files persist between calls; Python variables and imports do not, so every program must be complete, unless you pass state: with state "NAME" the code runs in a live interpreter kept under that name, whose globals, imports and loaded data persist from one call with that name to the next; a call that fails leaves the state as it was (state_rolled_back). fork_from starts a new state as a copy of another. background: true returns a run_id at once for get_run and cancel_run. print() what you want to read. Save results for the user (plots, CSV, reports) under output/; plt.show() saves matplotlib figures there.
 Third-party packages must be declared in requirements (pip names). Optional "files" downloads URLs into mounts/ (read-only) before the run. Output longer than the inline budget is cut in the middle; the complete streams are kept in logs/. A failed run comes with a hint for the fix.`,
 		Annotations: &sdk.ToolAnnotations{
 			Title:           "Run Python code",
@@ -234,6 +234,9 @@ func (s *Server) toolError(tool string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) {
 		return errors.New("the call was cancelled")
+	}
+	if errors.Is(err, session.ErrStateGone) || errors.Is(err, session.ErrNoRun) || errors.Is(err, session.ErrNoState) {
+		return err // written for the model
 	}
 	if errors.Is(err, session.ErrNotRun) {
 		// pythonenv's errors are written for the model and name no host

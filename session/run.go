@@ -30,6 +30,11 @@ type Request struct {
 	// imports.
 	Requirements []string
 	Python       string // a version among those found ("3.12"); "" for the default
+	// State names a live interpreter of the session to run in (made on
+	// first use): its globals persist from one run to the next, and a run
+	// that fails leaves it as it was (see sandbox.StateHost). ForkFrom,
+	// with a new State, makes it a copy of that state.
+	State, ForkFrom string
 
 	// Status, if set, hears what the run is doing before the program
 	// starts (downloads, installs, waiting for a slot).
@@ -57,6 +62,7 @@ type Result struct {
 	EnvCached    bool                  // the environment came from the cache without an install
 	Notes        []string              // what the model should know about how the run was carried out
 	Hint         string                // the next step after a run that did not succeed, or ""
+	State        *StateOutcome         // what became of Request.State; nil without one
 }
 
 // Stream is one output stream of a run.
@@ -109,11 +115,21 @@ func (s *Session) Run(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 
-	env, err := s.prepareEnvironment(ctx, req, status)
-	if err != nil {
-		return nil, err
+	var env *environment
+	var ref *stateRef
+	var err error
+	if req.State != "" {
+		if ref, err = s.openState(ctx, req, status); err != nil {
+			return nil, err
+		}
+		defer ref.done()
+		env = ref.env // the state's: its host holds it
+	} else {
+		if env, err = s.prepareEnvironment(ctx, req, status); err != nil {
+			return nil, err
+		}
+		defer env.release()
 	}
-	defer env.release()
 
 	logs, err := s.openLogs(req.Code)
 	if err != nil {
@@ -135,9 +151,20 @@ func (s *Session) Run(ctx context.Context, req Request) (*Result, error) {
 	job.QuotaUsed = s.ws.MountsUsage()
 	job.Stdout = tee(outCap, logs.stdout, req.Stdout)
 	job.Stderr = tee(errCap, logs.stderr, req.Stderr)
-	res.Result, err = s.execute(ctx, job, status, outCap, errCap)
+	var sres sandbox.StateResult
+	if ref != nil {
+		sres, err = s.executeState(ctx, ref, job, status, outCap, errCap)
+		res.Result = sres.Result
+	} else {
+		res.Result, err = s.execute(ctx, job, status, outCap, errCap)
+	}
 	if err != nil {
 		return nil, err
+	}
+	if ref != nil {
+		var notes []string
+		res.State, notes = s.stateOutcome(ref.name, sres)
+		res.Notes = append(res.Notes, notes...)
 	}
 
 	res.Stdout = Stream{Text: outCap.String(), Total: outCap.Total(), Truncated: outCap.Truncated(), Log: logs.stdoutPath}

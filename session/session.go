@@ -50,7 +50,9 @@ type Config struct {
 	LogBudget               int64         // bytes logs/ may hold in all, oldest runs pruned first (8 × LogLimit)
 	MaxCodeBytes            int           // largest program accepted (1 MiB)
 	Transfer                workspace.Limits
-	Observer                Observer // hears about runs, for metrics; nil = nobody
+	MaxStates               int           // states (Request.State) one session may keep (8)
+	StateIdle               time.Duration // a state unused this long ends (30m)
+	Observer                Observer      // hears about runs, for metrics; nil = nobody
 	Logger                  *slog.Logger
 }
 
@@ -75,6 +77,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxCodeBytes <= 0 {
 		c.MaxCodeBytes = 1 << 20
+	}
+	if c.MaxStates <= 0 {
+		c.MaxStates = 8
+	}
+	if c.StateIdle <= 0 {
+		c.StateIdle = 30 * time.Minute
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
@@ -166,6 +174,9 @@ type Session struct {
 
 	mu   sync.Mutex
 	reqs map[string][]string // interpreter path -> requirements installed so far
+
+	states stateTable // named live interpreters (Request.State)
+	bg     bgRuns     // runs started with Start
 }
 
 // Open creates a session in the workspace at dir ("" for a temporary one,
@@ -187,6 +198,8 @@ func (s *Session) Runs() int64 { return s.runs.Load() }
 // Close stops the warm sandboxes started for the session's workspace, then
 // deletes it (unless it was named in Open).
 func (s *Session) Close() error {
+	s.bg.close()
+	s.states.close()
 	if s.rt.runner != nil {
 		s.rt.runner.ForgetDir(s.ws.Dir())
 	}
