@@ -570,3 +570,20 @@ func TestTypeScriptClient(t *testing.T) {
 		t.Errorf("result: %+v", got)
 	}
 }
+
+// TestRunCommandKeepsLogs: prims run goes through the same session as a
+// client's run_code, so a kept workspace holds the program and its streams
+// in logs/, numbered as a server numbers them.
+func TestRunCommandKeepsLogs(t *testing.T) {
+	ws := t.TempDir()
+	cmd := primsCmd(t, "run", "--python", testpython.Path(t), "--workspace", ws, "-c", "import sys\nprint(7)\nprint('e', file=sys.stderr)")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for name, want := range map[string]string{"0001-code.py": "import sys\nprint(7)", "0001-stdout.txt": "7\n", "0001-stderr.txt": "e\n"} {
+		b, err := os.ReadFile(filepath.Join(ws, "logs", name))
+		if err != nil || !strings.HasPrefix(string(b), want) {
+			t.Errorf("logs/%s: %q, %v; want %q", name, b, err, want)
+		}
+	}
+}

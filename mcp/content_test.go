@@ -26,11 +26,18 @@ var contentProtocols = []string{"2026-07-28", "2025-11-25"}
 // speaking the given protocol version ("" for the client's default).
 func startContent(t *testing.T, cfg Config, copts *sdk.ClientOptions, version string) (*Server, *sdk.ClientSession) {
 	t.Helper()
-	cfg.Python = testpython.Path(t)
 	runner, err := sandbox.New(sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveWith(t, cfg, runner, copts, version)
+}
+
+// serveWith serves a Server whose runs runner starts to an SDK client over
+// in-memory transports (see startContent).
+func serveWith(t *testing.T, cfg Config, runner *sandbox.Runner, copts *sdk.ClientOptions, version string) (*Server, *sdk.ClientSession) {
+	t.Helper()
+	cfg.Python = testpython.Path(t)
 	srv, err := New(cfg, runner)
 	if err != nil {
 		t.Fatal(err)

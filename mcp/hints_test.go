@@ -8,7 +8,6 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/prims-mcp/prims/internal/testenv"
-	"github.com/prims-mcp/prims/internal/testpython"
 	"github.com/prims-mcp/prims/sandbox"
 )
 
@@ -112,7 +111,7 @@ func TestLimitHintsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(runner.Close)
-	cs := serveRunner(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner)
+	_, cs := serveWith(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner, nil, "")
 	for _, tt := range tests {
 		t.Run(tt.name+"/"+string(runner.MemoryEnforcement()), func(t *testing.T) {
 			check(t, cs, tt.code, tt.limit, tt.want)
@@ -126,36 +125,12 @@ func TestLimitHintsEndToEnd(t *testing.T) {
 			testenv.Skip(t, testenv.Proc, "no accounting of processes here: %v", err)
 		}
 		t.Cleanup(runner.Close)
-		cs := serveRunner(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner)
+		_, cs := serveWith(t, Config{MaxTimeout: time.Minute, DefaultTimeout: 20 * time.Second}, runner, nil, "")
 		if tests[1].limit != sandbox.LimitMemory {
 			t.Fatal("tests[1] is no longer the memory case")
 		}
 		check(t, cs, tests[1].code, sandbox.LimitMemory, "memory limit of 256.0 MiB ended the run: it counts the run's processes together")
 	})
-}
-
-// serveRunner serves a Server with runner's limits to an SDK client over
-// in-memory transports.
-func serveRunner(t *testing.T, cfg Config, runner *sandbox.Runner) *sdk.ClientSession {
-	t.Helper()
-	cfg.Python = testpython.Path(t)
-	srv, err := New(cfg, runner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	st, ct := sdk.NewInMemoryTransports()
-	ss, err := srv.SDK().Connect(t.Context(), st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ss.Close() })
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test-client", Version: "v0"}, nil).Connect(t.Context(), ct, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cs.Close() })
-	return cs
 }
 
 func TestPythonProgrammerPrompt(t *testing.T) {

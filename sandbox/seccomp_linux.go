@@ -114,6 +114,19 @@ func seccompFilter(o filterOptions) []unix.SockFilter {
 	j := func(code uint16, k uint32, jt, jf uint8) unix.SockFilter {
 		return unix.SockFilter{Code: code, K: k, Jt: jt, Jf: jf}
 	}
+	// denyEither ends the filter for syscall nr: EPERM when the low 32 bits
+	// of the argument at off are a or b, allowed otherwise. Any other
+	// syscall jumps past it.
+	denyEither := func(nr, off, a, b uint32) []unix.SockFilter {
+		return []unix.SockFilter{
+			j(jeq, nr, 0, 5),
+			s(ld, off),
+			j(jeq, a, 2, 0),
+			j(jeq, b, 1, 0),
+			s(ret, allow),
+			s(ret, eperm),
+		}
+	}
 	f := []unix.SockFilter{
 		s(ld, offArch),
 		j(jeq, auditArch, 1, 0),
@@ -192,23 +205,9 @@ func seccompFilter(o filterOptions) []unix.SockFilter {
 	)
 	// TIOCSTI pushes input into the controlling terminal; compare the
 	// request on its low 32 bits only, as the kernel does.
-	f = append(f,
-		j(jeq, unix.SYS_IOCTL, 0, 5),
-		s(ld, offArg1),
-		j(jeq, unix.TIOCSTI, 2, 0),
-		j(jeq, unix.TIOCLINUX, 1, 0),
-		s(ret, allow),
-		s(ret, eperm),
-	)
+	f = append(f, denyEither(unix.SYS_IOCTL, offArg1, unix.TIOCSTI, unix.TIOCLINUX)...)
 	if o.denyInet {
-		f = append(f,
-			j(jeq, unix.SYS_SOCKET, 0, 5),
-			s(ld, offArg0),
-			j(jeq, unix.AF_INET, 2, 0),
-			j(jeq, unix.AF_INET6, 1, 0),
-			s(ret, allow),
-			s(ret, eperm),
-		)
+		f = append(f, denyEither(unix.SYS_SOCKET, offArg0, unix.AF_INET, unix.AF_INET6)...)
 	}
 	if o.tcpOnly {
 		f = append(f,
