@@ -18,7 +18,7 @@ VERSION=${VERSION:-$(git describe --tags --always 2>/dev/null | sed 's/^v//' || 
 [[ $VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]] || VERSION=0.0.0-$VERSION
 OUT=${OUT:-$repo/dist/mcpb}
 MCPB_VERSION=2.1.2
-TOOLS=${MCPB_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/prims-ci/mcpb-$MCPB_VERSION}
+TOOLS=${MCPB_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/prims-ci/mcpb-$MCPB_VERSION}
 
 echo "== mcpb CLI @anthropic-ai/mcpb@$MCPB_VERSION (node $(node --version))"
 if [[ ! -x $TOOLS/node_modules/.bin/mcpb ]]; then
