@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -280,4 +281,35 @@ func TestBackgroundRunEndsWithTheServer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ws, "output")); err == nil {
 		t.Errorf("workspace survived Close")
 	}
+}
+
+// TestHTTPSessionEndsStatesAndBackgroundRuns: over prims serve, deleting
+// the MCP session ends its states' sandboxes and kills its background runs.
+func TestHTTPSessionEndsStatesAndBackgroundRuns(t *testing.T) {
+	f := newHTTPFixture(t, HTTPConfig{})
+	cs := f.mustConnect(t, clientOpts{})
+	id := cs.ID()
+	if text, out, isErr := call(t, cs, "run_code", map[string]any{"code": "x = 1", "state": "s"}); isErr || out["state"] != "s" {
+		t.Fatalf("stateful call over HTTP: %s", text)
+	}
+	if text, out, _ := call(t, cs, "run_code", map[string]any{"code": "print(x)", "state": "s"}); out["stdout"] != "1\n" {
+		t.Fatalf("state not kept over HTTP: %s", text)
+	}
+	token := sandboxtest.Token(t)
+	if text, out, isErr := call(t, cs, "run_code", map[string]any{"code": treeCode(token), "background": true}); isErr || out["status"] != "running" {
+		t.Fatalf("background run over HTTP: %s", text)
+	}
+	waitTree(t, token)
+	dir := f.workspaceDir(id)
+	if len(stateServers(dir)) == 0 {
+		t.Fatal("no state server found for the session's workspace: the probe is broken")
+	}
+	req, _ := http.NewRequest(http.MethodDelete, f.url+"/mcp", nil)
+	req.Header.Set(sessionHeader, id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	}
+	sandboxtest.WaitGone(t, token)
+	waitFor(t, func() bool { return len(stateServers(dir)) == 0 })
 }
