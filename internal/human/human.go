@@ -1,4 +1,5 @@
-// Package human formats quantities for people and models to read.
+// Package human formats quantities for people and models to read. Kept by
+// hand: a few lines, where go-humanize would be a dependency for the same.
 package human
 
 import (

@@ -187,6 +187,11 @@ func looksDirect(s string) bool {
 	return false
 }
 
+// reqParser is a hand-written PEP 508 parser. Kept: Go has no maintained
+// PEP 508 library (the maintained ones are Python's packaging and Rust's
+// pep508_rs), and asking the interpreter's packaging would start Python for
+// every validation and tie the cache key to its version; pip parses the
+// strings again before it installs anything.
 type reqParser struct {
 	s   string
 	pos int
