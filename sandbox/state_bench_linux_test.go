@@ -34,7 +34,8 @@ km.shutdown_kernel(now=True)
 // BenchmarkStateCall compares, in one run with the variants taking turns
 // in every iteration: a bare interpreter spawn (print(1)), a fresh print(1)
 // run in the namespaces tier (no warm pool), a print(len(data)) call on a
-// state holding 300 MiB, and an IPython kernel's execute round trip
+// state holding 300 MiB (a bytearray, in 4 KiB pages; and a numpy array,
+// in huge pages, when numpy is there), and an IPython kernel's execute round trip
 // (Debian's python3-ipykernel, which it installs when missing). It then
 // makes 8 copies of the state (fork_from) and reports the PSS and RSS of
 // the 9 interpreters: PSS counts shared pages once.
@@ -60,6 +61,16 @@ func BenchmarkStateCall(b *testing.B) {
 	load := "data = bytearray(300 << 20)\nfor i in range(0, len(data), 4096): data[i] = 1"
 	if res, err := h.Run(ctx, "big", Job{Code: load}); err != nil || !res.Committed {
 		b.Fatalf("loading 300 MiB: %v, committed %v", err, res.Committed)
+	}
+	// The same 300 MiB in a numpy array, which numpy places in transparent
+	// huge pages: its fork copies 150 page-table entries, not 76,800.
+	numpy := h.New(ctx, "np", "") == nil
+	if numpy {
+		res, err := h.Run(ctx, "np", Job{Code: "import numpy\ndata = numpy.ones(300 << 17)"})
+		numpy = err == nil && res.Committed
+	}
+	if !numpy {
+		b.Log("no numpy for this interpreter: the numpy state is left out")
 	}
 	jup := startJupyter(b)
 
@@ -93,6 +104,15 @@ func BenchmarkStateCall(b *testing.B) {
 			return err
 		})},
 	}
+	if numpy {
+		vs = append(vs, &variant{name: "state300np", run: timed(func() error {
+			res, err := h.Run(ctx, "np", Job{Code: "print(len(data))"})
+			if err == nil && !res.Committed {
+				err = fmt.Errorf("not committed: exit %d", res.ExitCode)
+			}
+			return err
+		})})
+	}
 	if jup != nil {
 		vs = append(vs, &variant{name: "jupyter", run: jup.roundTrip})
 	}
@@ -112,8 +132,14 @@ func BenchmarkStateCall(b *testing.B) {
 	}
 	b.ReportMetric(float64(med["state300"])/float64(med["bare"]), "state300/bare")
 	b.ReportMetric(float64(med["fresh"])/float64(med["bare"]), "fresh/bare")
+	if numpy {
+		b.ReportMetric(float64(med["state300np"])/float64(med["bare"]), "state300np/bare")
+	}
 	if jup != nil {
 		b.ReportMetric(float64(med["state300"])/float64(med["jupyter"]), "state300/jupyter")
+		if numpy {
+			b.ReportMetric(float64(med["state300np"])/float64(med["jupyter"]), "state300np/jupyter")
+		}
 	}
 
 	// 8 copies of the state: their pages are the original's until written.
