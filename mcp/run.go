@@ -91,31 +91,8 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	if resuming(req) {
 		return s.resumeWithFix(req)
 	}
-	if strings.TrimSpace(in.Code) == "" {
-		return nil, nil, errors.New("code is empty: pass a complete Python program in \"code\"")
-	}
-	if in.TimeoutS < 0 {
-		return nil, nil, fmt.Errorf("timeout_s %g is negative", in.TimeoutS)
-	}
-	if in.ForkFrom != "" && in.State == "" {
-		return nil, nil, errors.New("fork_from needs state: the name of the new state to start as a copy")
-	}
-	r := session.Request{
-		Code:         in.Code,
-		Timeout:      time.Duration(in.TimeoutS * float64(time.Second)),
-		Requirements: in.Requirements,
-		Python:       strings.TrimSpace(in.Python),
-		State:        in.State,
-		ForkFrom:     in.ForkFrom,
-	}
-	for _, f := range in.Files {
-		target, err := f.target()
-		if err != nil {
-			return nil, nil, fmt.Errorf("files: %w; the code was not run", err)
-		}
-		r.Files = append(r.Files, session.Fetch{URL: f.URL, Path: target})
-	}
-	if err := s.rt.Check(r); err != nil {
+	r, err := s.runRequest(in)
+	if err != nil {
 		return nil, nil, err
 	}
 	sess, err := s.session(req.Session)
@@ -137,12 +114,7 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 	watched := sess.subs.stamps(sess.Workspace())
 	res, err := sess.Run(ctx, r)
 	if err != nil {
-		terr := s.toolError("run_code", err)
-		if ie := installAdvised(err); ie != nil && s.cfg.SampleFixes && canSample(req) {
-			result, out := notRunResult(terr.Error(), r.Requirements)
-			return s.withFix(ctx, req, sess, installAdviceRequest(in.Code, r.Requirements, ie), result, out)
-		}
-		return nil, nil, terr
+		return s.notRun(ctx, req, sess, r, err)
 	}
 	var stored persisted
 	if s.cfg.PersistOutputs && s.cfg.Artifacts != nil && !res.Cancelled {
@@ -164,6 +136,48 @@ func (s *Server) runCode(ctx context.Context, req *sdk.CallToolRequest, in RunIn
 		return s.withFix(ctx, req, sess, fixRequest(in.Code, out), result, out)
 	}
 	return result, out, nil
+}
+
+// runRequest checks what the schema cannot and turns run_code's arguments
+// into the session's request, before any session or workspace exists.
+func (s *Server) runRequest(in RunInput) (session.Request, error) {
+	if strings.TrimSpace(in.Code) == "" {
+		return session.Request{}, errors.New("code is empty: pass a complete Python program in \"code\"")
+	}
+	if in.TimeoutS < 0 {
+		return session.Request{}, fmt.Errorf("timeout_s %g is negative", in.TimeoutS)
+	}
+	if in.ForkFrom != "" && in.State == "" {
+		return session.Request{}, errors.New("fork_from needs state: the name of the new state to start as a copy")
+	}
+	r := session.Request{
+		Code:         in.Code,
+		Timeout:      time.Duration(in.TimeoutS * float64(time.Second)),
+		Requirements: in.Requirements,
+		Python:       strings.TrimSpace(in.Python),
+		State:        in.State,
+		ForkFrom:     in.ForkFrom,
+	}
+	for _, f := range in.Files {
+		target, err := f.target()
+		if err != nil {
+			return session.Request{}, fmt.Errorf("files: %w; the code was not run", err)
+		}
+		r.Files = append(r.Files, session.Fetch{URL: f.URL, Path: target})
+	}
+	return r, s.rt.Check(r)
+}
+
+// notRun answers a run that never started (err from Session.Run): the
+// error for the model, with the client's model asked which requirements to
+// use when an install failed and it can be asked.
+func (s *Server) notRun(ctx context.Context, req *sdk.CallToolRequest, sess *client, r session.Request, err error) (*sdk.CallToolResult, *RunOutput, error) {
+	terr := s.toolError("run_code", err)
+	if ie := installAdvised(err); ie != nil && s.cfg.SampleFixes && canSample(req) {
+		result, out := notRunResult(terr.Error(), r.Requirements)
+		return s.withFix(ctx, req, sess, installAdviceRequest(r.Code, r.Requirements, ie), result, out)
+	}
+	return nil, nil, terr
 }
 
 // runOutput is run_code's structured result for res.
