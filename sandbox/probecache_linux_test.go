@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/prims-mcp/prims/internal/testenv"
 )
 
 // TestProbeCache: a success is recorded and then taken without starting the
@@ -64,7 +66,7 @@ func TestProbeCache(t *testing.T) {
 		}},
 		{"another owner", func() error {
 			if os.Geteuid() != 0 {
-				t.Skip("only root can make a file owned by another user")
+				testenv.Skip(t, testenv.Root, "only root can make a file owned by another user")
 			}
 			os.Remove(file)
 			if err := os.WriteFile(file, good, 0o600); err != nil {
