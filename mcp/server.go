@@ -272,4 +272,4 @@ const instructions = `PRIMS runs Python 3 code in a sandboxed, throw-away worksp
 - print() the results you need to read, briefly. Write files for the user under output/: images there (PNG, JPEG, GIF, WebP) come back to you as images, other files as resource links (prims://workspace/<path>). matplotlib's plt.show() saves the figure to output/.
 - Inputs: pass URLs in run_code's files, or call mount_file; they appear read-only under mounts/. Open them with relative paths such as mounts/data.csv.
 - When a run fails, read the traceback and the hint, fix the code and run again.
-- list_dir and preview_file inspect the workspace; logs/ holds the complete output of every run; persist_artifact uploads a file from output/ to a presigned URL.`
+- list_dir and preview_file inspect the workspace; logs/ holds the complete output of every run; persist_artifact keeps a file from output/ beyond the session: uploaded to a presigned URL, or without one in the server's artifact store when it has one.`
