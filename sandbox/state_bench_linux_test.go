@@ -154,9 +154,7 @@ func BenchmarkStateCall(b *testing.B) {
 	var pss, rss int64
 	for _, n := range names {
 		pss += h.Memory(n)
-		h.mu.Lock()
-		pid := h.holders[n]
-		h.mu.Unlock()
+		pid, _ := h.holder(n)
 		rss += residentMemory(pid)
 	}
 	b.ReportMetric(float64(pss)/(1<<20), "pss9-MiB")

@@ -36,12 +36,18 @@ type StateHost struct {
 	c    *child
 	conn *net.UnixConn
 
+	// mu serializes what talks to the state server (New, Drop, Run):
+	// one at a time. hmu guards the fields below it, which Memory, Has
+	// and Close read without waiting for a call to end.
 	mu      sync.Mutex
+	hmu     sync.Mutex
 	holders map[string]int // state name -> host pid of its interpreter
-	anchor  int            // host pid of the state server
 	broken  error          // set once the sandbox is unusable
 	closed  bool
-	aerr    syncTail // the state server's own stderr, for diagnostics
+
+	anchor   int // host pid of the state server
+	killOnce sync.Once
+	aerr     syncTail // the state server's own stderr, for diagnostics
 }
 
 // stateReplyWait bounds how long the state server may take to answer
@@ -116,11 +122,11 @@ func (h *StateHost) New(ctx context.Context, name, from string) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
-	if _, ok := h.holders[name]; ok {
+	if _, ok := h.holder(name); ok {
 		return fmt.Errorf("state %q exists already", name)
 	}
 	if from != "" {
-		if _, ok := h.holders[from]; !ok {
+		if _, ok := h.holder(from); !ok {
 			return fmt.Errorf("%w: %q", ErrNoState, from)
 		}
 	}
@@ -136,10 +142,10 @@ func (h *StateHost) New(ctx context.Context, name, from string) error {
 	case rep.Err != "":
 		return fmt.Errorf("make state %q: %s", name, rep.Err)
 	case rep.Lost:
-		delete(h.holders, from)
+		h.setHolder(from, 0)
 		return fmt.Errorf("copy state %q: %w", from, ErrStateLost)
 	}
-	h.holders[name] = h.hostPID(rep.PID)
+	h.setHolder(name, h.hostPID(rep.PID))
 	return nil
 }
 
@@ -147,10 +153,10 @@ func (h *StateHost) New(ctx context.Context, name, from string) error {
 func (h *StateHost) Drop(name string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.holders[name]; !ok {
+	if _, ok := h.holder(name); !ok {
 		return fmt.Errorf("%w: %q", ErrNoState, name)
 	}
-	delete(h.holders, name)
+	h.setHolder(name, 0)
 	if h.usable() != nil {
 		return nil
 	}
@@ -160,57 +166,90 @@ func (h *StateHost) Drop(name string) error {
 
 // Has reports whether a state called name is alive here.
 func (h *StateHost) Has(name string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.holders[name]
-	return ok && h.broken == nil
+	_, ok := h.holder(name)
+	return ok && h.usable() == nil
 }
 
 // Memory is the memory a state holds: the proportional set size of its
 // interpreter, so pages it shares with copies of it count once in all.
 func (h *StateHost) Memory(name string) int64 {
-	h.mu.Lock()
-	pid, ok := h.holders[name]
-	h.mu.Unlock()
+	pid, ok := h.holder(name)
 	if !ok {
 		return 0
 	}
 	return proportionalMemory(pid)
 }
 
-// Close ends every state and the sandbox.
+// Close ends every state and the sandbox. A call in flight is killed at
+// once; Close then waits for it to return.
 func (h *StateHost) Close() {
+	h.hmu.Lock()
+	h.closed = true
+	h.hmu.Unlock()
+	h.conn.Close()
+	killTree(h.c.l.cmd.Process.Pid)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
+	h.kill()
+}
+
+// kill releases the sandbox; the caller holds mu, so no call is using it.
+func (h *StateHost) kill() {
+	h.killOnce.Do(func() {
+		h.conn.Close()
+		h.c.kill()
+	})
+}
+
+func (h *StateHost) holder(name string) (int, bool) {
+	h.hmu.Lock()
+	defer h.hmu.Unlock()
+	pid, ok := h.holders[name]
+	return pid, ok
+}
+
+// setHolder records name's interpreter; pid 0 forgets the state.
+func (h *StateHost) setHolder(name string, pid int) {
+	h.hmu.Lock()
+	defer h.hmu.Unlock()
+	if pid == 0 {
+		delete(h.holders, name)
 		return
 	}
-	h.closed = true
-	h.conn.Close()
-	h.c.kill()
+	h.holders[name] = pid
 }
 
 func (h *StateHost) usable() error {
+	h.hmu.Lock()
+	defer h.hmu.Unlock()
+	if h.broken != nil {
+		return h.broken
+	}
 	if h.closed {
 		return errors.New("the states' sandbox is closed")
 	}
-	return h.broken
+	return nil
 }
 
 // fail marks the host unusable: its sandbox is killed and every state in
 // it is lost.
 func (h *StateHost) fail(err error) error {
+	h.hmu.Lock()
 	if h.broken == nil {
+		if h.closed {
+			err = errors.New("the states' sandbox was closed")
+		}
 		h.broken = fmt.Errorf("%w: %w", ErrStateLost, err)
+		h.closed = true
+		h.holders = map[string]int{}
 		if tail := strings.TrimSpace(h.aerr.String()); tail != "" {
 			h.r.log.Warn("state server failed", "err", err, "stderr", tail)
 		}
-		h.conn.Close()
-		h.c.kill()
-		h.closed = true
-		h.holders = map[string]int{}
 	}
-	return h.broken
+	broken := h.broken
+	h.hmu.Unlock()
+	h.kill()
+	return broken
 }
 
 // Run runs job's program on the state called name, in a fork of it, and
@@ -226,7 +265,7 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	if err := h.usable(); err != nil {
 		return res, err
 	}
-	if _, ok := h.holders[name]; !ok {
+	if _, ok := h.holder(name); !ok {
 		return res, fmt.Errorf("%w: %q", ErrNoState, name)
 	}
 	timeout := job.Timeout
@@ -261,7 +300,7 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	case started.Err != "":
 		return res, fmt.Errorf("%w: %s", ErrStart, started.Err)
 	case started.Lost:
-		delete(h.holders, name)
+		h.setHolder(name, 0)
 		return res, fmt.Errorf("state %q: %w", name, ErrStateLost)
 	}
 	callPID := h.hostPID(started.PID)
@@ -346,7 +385,7 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 		if end.PID != started.PID {
 			callPID = h.hostPID(end.PID)
 		}
-		h.holders[name] = callPID
+		h.setHolder(name, callPID)
 	}
 	// Whatever the call started dies with it, even when it ended well: a
 	// state is an interpreter, not the processes it ran.
@@ -363,7 +402,7 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	case end.Err != "":
 		return res, h.fail(errors.New(end.Err))
 	case end.Lost:
-		delete(h.holders, name)
+		h.setHolder(name, 0)
 		return res, fmt.Errorf("state %q: %w", name, ErrStateLost)
 	case end.Committed:
 		res.Committed = true
@@ -390,9 +429,11 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 // a few passes reach a fork bomb's last generation.
 func (h *StateHost) killCall() {
 	keep := map[int]bool{h.anchor: true, h.c.l.cmd.Process.Pid: true}
+	h.hmu.Lock()
 	for _, p := range h.holders {
 		keep[p] = true
 	}
+	h.hmu.Unlock()
 	// An orphan being reparented can be missing from one walk: stop
 	// after two in a row find nothing left.
 	clean := 0

@@ -285,3 +285,41 @@ func TestStateMemoryAccounting(t *testing.T) {
 		})
 	}
 }
+
+// TestStateCloseDuringCall: while a call runs, the states' memory can be
+// read, and Close kills the call and returns (a session that ends does not
+// wait for its calls to finish).
+func TestStateCloseDuringCall(t *testing.T) {
+	t.Parallel()
+	h := openStates(t, Probe().Best, Limits{})
+	ctx := context.Background()
+	for _, n := range []string{"busy", "idle"} {
+		if err := h.New(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateRun(t, h, "idle", "x = bytearray(8 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1", 0)
+	var out lockedBuffer
+	type ending struct {
+		res StateResult
+		err error
+	}
+	done := make(chan ending, 1)
+	go func() {
+		res, err := h.Run(ctx, "busy", Job{Code: "print('started', flush=True)\nimport time\ntime.sleep(600)", Stdout: &out, Timeout: time.Hour})
+		done <- ending{res, err}
+	}()
+	for !strings.Contains(out.String(), "started") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m := h.Memory("idle"); m < 8<<20 || !h.Has("idle") {
+		t.Errorf("during a call: memory of another state %d, has %v", m, h.Has("idle"))
+	}
+	h.Close()
+	if e := <-done; !errors.Is(e.err, ErrStateLost) || e.res.Committed {
+		t.Errorf("the call through Close: err %v, committed %v; want ErrStateLost", e.err, e.res.Committed)
+	}
+	if err := h.New(ctx, "late", ""); err == nil {
+		t.Errorf("New after Close worked")
+	}
+}
