@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
 	"github.com/prims-mcp/prims/session"
@@ -78,7 +79,7 @@ func runDoctor(ctx context.Context, w io.Writer, opts *doctorOptions) error {
 		fmt.Fprintln(w, "  the network. Runs still get timeouts, a scrubbed environment and process-group kill.")
 	}
 	fmt.Fprintf(w, "  Limits per run: memory %s, CPU %s, %d processes, files up to %s, %d open files, workspace %s\n",
-		humanSize(opts.limits.Memory), opts.limits.CPUTime, opts.limits.MaxProcs, humanSize(opts.limits.MaxFileSize), opts.limits.MaxOpenFiles, humanSize(opts.limits.WorkspaceQuota))
+		human.ExactBytes(opts.limits.Memory), opts.limits.CPUTime, opts.limits.MaxProcs, human.ExactBytes(opts.limits.MaxFileSize), opts.limits.MaxOpenFiles, human.ExactBytes(opts.limits.WorkspaceQuota))
 
 	def, defErr := printPythons(ctx, w, opts)
 	printWarm(ctx, w, opts, def, defErr)
@@ -132,7 +133,7 @@ func printPythons(ctx context.Context, w io.Writer, opts *doctorOptions) (python
 			dir = "a temporary directory, deleted on exit (no $HOME or $XDG_CACHE_HOME; pass --cache-dir)"
 		}
 	}
-	limit := "up to " + humanSize(opts.cacheMax)
+	limit := "up to " + human.ExactBytes(opts.cacheMax)
 	if opts.cacheMax < 0 {
 		limit = "no size cap"
 	}

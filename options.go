@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/prims-mcp/prims/internal/human"
 	"github.com/prims-mcp/prims/mcp"
 	"github.com/prims-mcp/prims/sandbox"
 	"github.com/prims-mcp/prims/sandbox/egress"
@@ -186,7 +187,7 @@ func (b *bytesValue) String() string {
 	if b.none && *b.p < 0 {
 		return "none"
 	}
-	return humanSize(*b.p)
+	return human.ExactBytes(*b.p)
 }
 
 func (b *bytesValue) Set(s string) error {
@@ -228,14 +229,14 @@ func newIntBytesValue(p *int, def int) *intBytesValue {
 }
 
 func (b *intBytesValue) Type() string   { return "bytes" }
-func (b *intBytesValue) String() string { return humanSize(int64(*b.p)) }
+func (b *intBytesValue) String() string { return human.ExactBytes(int64(*b.p)) }
 
 func (b *intBytesValue) Set(s string) error {
 	if err := (&bytesValue{p: &b.v}).Set(s); err != nil {
 		return err
 	}
 	if b.v > math.MaxInt32 {
-		return fmt.Errorf("%q is too large: at most %s", s, humanSize(math.MaxInt32))
+		return fmt.Errorf("%q is too large: at most %s", s, human.ExactBytes(math.MaxInt32))
 	}
 	*b.p = int(b.v)
 	return nil
@@ -298,18 +299,6 @@ func (c *countValue) Set(s string) error {
 	}
 	*c.p = v
 	return nil
-}
-
-func humanSize(n int64) string {
-	for _, u := range []struct {
-		s string
-		m int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.m && n%u.m == 0 {
-			return fmt.Sprintf("%d%s", n/u.m, u.s)
-		}
-	}
-	return strconv.FormatInt(n, 10)
 }
 
 func (o *runOptions) logger() (*slog.Logger, error) {

@@ -4,6 +4,7 @@ package human
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -32,4 +33,19 @@ func Tail(s string, n int) string {
 		s = s[i+1:]
 	}
 	return "[...]\n" + strings.ToValidUTF8(s, "")
+}
+
+// ExactBytes is n in the largest binary unit that divides it, without a
+// space ("512MiB", "3GiB"), else in bytes ("1000"): the form the size flags
+// parse back, so a flag's default shows as what one would type.
+func ExactBytes(n int64) string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.m && n%u.m == 0 {
+			return fmt.Sprintf("%d%s", n/u.m, u.s)
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
