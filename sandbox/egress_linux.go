@@ -1,25 +1,10 @@
 package sandbox
 
 import (
-	"fmt"
-	"io"
-	"net"
 	"os"
-	"strconv"
-	"sync"
 
-	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 )
-
-// egressConfig tells the init how the program reaches the egress proxy.
-type egressConfig struct {
-	Port int `json:"port"` // the proxy is 127.0.0.1:Port to the program
-	// Fd, in the namespaces tier, is an O_PATH descriptor of the proxy's
-	// unix socket: the init connects through /proc/self/fd/Fd, which the
-	// sandbox's mount namespace cannot hide and its uid need not traverse.
-	Fd int `json:"fd,omitempty"`
-}
 
 // openGateSocket is the O_PATH descriptor of g's socket for an init.
 func openGateSocket(g *gate) (*os.File, error) {
@@ -28,61 +13,6 @@ func openGateSocket(g *gate) (*os.File, error) {
 		return nil, os.NewSyscallError("open egress socket", err)
 	}
 	return os.NewFile(uintptr(fd), g.sock), nil
-}
-
-// startEgress runs the namespaces tier's forwarder: it listens on
-// 127.0.0.1:Port in the run's own network namespace (which has nothing
-// else) and carries each connection to the server's proxy. It must run
-// before Landlock, which forbids binding TCP ports.
-func startEgress(cfg *initConfig) error {
-	e := cfg.Egress
-	if e == nil || e.Fd == 0 {
-		return nil
-	}
-	unix.CloseOnExec(e.Fd)
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(e.Port)))
-	if err != nil {
-		return fmt.Errorf("egress forwarder: %w", err)
-	}
-	path := "/proc/self/fd/" + strconv.Itoa(e.Fd)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go forward(c, path)
-		}
-	}()
-	return nil
-}
-
-func forward(c net.Conn, path string) {
-	defer c.Close()
-	up, err := net.Dial("unix", path)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		io.Copy(up, c)
-		up.(*net.UnixConn).CloseWrite()
-	}()
-	io.Copy(c, up)
-	c.(*net.TCPConn).CloseWrite()
-	wg.Wait()
-}
-
-// egressRules lets the program connect to the proxy's port, the one TCP
-// destination Landlock allows a run without --network.
-func egressRules(cfg *initConfig) []landlock.Rule {
-	if cfg.Egress == nil || cfg.Network {
-		return nil
-	}
-	return []landlock.Rule{landlock.ConnectTCP(uint16(cfg.Egress.Port))}
 }
 
 // attachEgress gives a run without network its way to the egress proxy:

@@ -1,6 +1,6 @@
 //go:build linux && !amd64 && !arm64
 
-package sandbox
+package initproc
 
 // The filter's syscall table is written for amd64 and arm64 only. Elsewhere
 // the filter kills every system call from a foreign arch value (none match),

@@ -1,9 +1,9 @@
-package sandbox
+package initproc
 
 import (
 	"fmt"
 	"os"
-	"path/filepath"
+	"path"
 
 	"golang.org/x/sys/unix"
 )
@@ -168,7 +168,7 @@ func bindHost(src, dst string, readOnly, optional bool) error {
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		if err := os.MkdirAll(path.Dir(dst), 0o755); err != nil {
 			return err
 		}
 		return os.Symlink(target, dst)
@@ -226,7 +226,7 @@ func mountpoint(dst string, dir bool) error {
 	if dir {
 		return os.MkdirAll(dst, 0o755)
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := os.MkdirAll(path.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)

@@ -1,4 +1,4 @@
-package sandbox
+package initproc
 
 import (
 	"encoding/json"
@@ -11,17 +11,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// init runs the sandbox init as soon as this package is initialized, before
-// the packages that import it (the MCP server, its schemas, the CLI) spend
-// their own init time: every run pays for what runs before MaybeInit in the
-// re-executed binary. Only the standard library and this package's few
-// dependencies are initialized by then, as runc does with its own init.
+// init runs the sandbox init as soon as this package is initialized: every
+// run pays for what runs before MaybeInit in the re-executed binary. Go
+// initializes packages in import-path order, each as soon as its imports
+// are (Go 1.21's rule), so a package that imports little is initialized
+// early, before the server's heavy dependencies (cloud SDKs, protobuf
+// registries, the MCP SDK): that is why the init lives here and not in
+// package sandbox, which imports net/http, os/exec and log/slog. Keep this
+// package's imports few (TestInitImportsFew).
 func init() { MaybeInit() }
 
 // MaybeInit turns this process into the sandbox init when it was started as
-// one, and never returns in that case. Otherwise it returns at once. This
-// package's init function calls it already; calling it again first thing in
-// main and in TestMain keeps that visible and costs nothing.
+// one, and never returns in that case. Otherwise it returns at once.
 func MaybeInit() {
 	if os.Getenv(initEnv) == "" || len(os.Args) == 0 || os.Args[0] != initArg0 {
 		return
@@ -34,7 +35,10 @@ func MaybeInit() {
 	report := os.NewFile(fdReport, "report")
 	err := runInit()
 	if err != nil {
-		b, _ := json.Marshal(initReport{Err: err.Error()})
+		// What the server reads as sandbox.initReport.
+		b, _ := json.Marshal(struct {
+			Err string `json:"err"`
+		}{err.Error()})
 		report.Write(b)
 		os.Exit(125)
 	}

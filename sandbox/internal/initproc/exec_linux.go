@@ -1,11 +1,11 @@
-package sandbox
+package initproc
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"path"
 	"strconv"
 	"syscall"
 	"time"
@@ -65,7 +65,7 @@ func startProgram(cfg *initConfig) (int, chan os.Signal, error) {
 		if cfg.DropTo != 0 && errors.Is(err, unix.EACCES) {
 			return 0, nil, fmt.Errorf("the sandbox user (uid %d) cannot run %s: install Python outside root's home, or enable user namespaces for the full sandbox", cfg.DropTo, cfg.Python)
 		}
-		return 0, nil, fmt.Errorf("start %s: %w", filepath.Base(cfg.Python), err)
+		return 0, nil, fmt.Errorf("start %s: %w", path.Base(cfg.Python), err)
 	}
 	gateR.Close()
 	devnull.Close()
