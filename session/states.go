@@ -164,6 +164,9 @@ func (sess *Session) openState(ctx context.Context, in Request, status func(stri
 		h, err := s.runner.OpenStates(job)
 		if err != nil {
 			env.release()
+			if errors.Is(err, sandbox.ErrStatesUnsupported) {
+				return nil, stateErrorf("%v: run without state", err)
+			}
 			return nil, fmt.Errorf("the state could not be started: %w", err)
 		}
 		sh = &stateHost{h: h, env: env}
