@@ -323,3 +323,30 @@ func TestStateCloseDuringCall(t *testing.T) {
 		t.Errorf("New after Close worked")
 	}
 }
+
+// TestStateKilledByAnotherCall: a call can kill another state's interpreter
+// (they run as one user); that state is then reported lost, not as a
+// failure to start, and the others go on.
+func TestStateKilledByAnotherCall(t *testing.T) {
+	t.Parallel()
+	h := openStates(t, Probe().Best, Limits{})
+	ctx := context.Background()
+	for _, n := range []string{"victim", "killer", "copyme"} {
+		if err := h.New(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateRun(t, h, "victim", "import os\nopen('victim.pid', 'w').write(str(os.getpid()))", 0)
+	if res, _, errs := stateRun(t, h, "killer", "import os, signal\nos.kill(int(open('victim.pid').read()), signal.SIGKILL)", 0); !res.Committed {
+		t.Fatalf("the killing call failed: %s", errs)
+	}
+	if _, err := h.Run(ctx, "victim", Job{Code: "print(1)"}); !errors.Is(err, ErrStateLost) {
+		t.Errorf("a call on the killed state: %v, want ErrStateLost", err)
+	}
+	if h.Has("victim") {
+		t.Errorf("the killed state is still listed")
+	}
+	if _, out, _ := stateRun(t, h, "killer", "print('alive')", 0); out != "alive\n" {
+		t.Errorf("the other state after: %q", out)
+	}
+}

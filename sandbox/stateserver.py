@@ -231,9 +231,12 @@ def _st_fresh(server, holders):
 
 def _st_copy(holder):
     parent, child = socket.socketpair()
-    _st_send(holder, {"op": "fork", "bare": True}, [child.fileno()])
+    try:
+        _st_send(holder, {"op": "fork", "bare": True}, [child.fileno()])
+        rep, _ = _st_recv(holder)
+    except OSError:
+        rep = None
     child.close()
-    rep, _ = _st_recv(holder)
     if rep is None:
         parent.close()
         return None, 0
@@ -245,12 +248,17 @@ def _st_run(server, holders, msg, fds):
     chan, hpid = holders[name]
     parent, child = socket.socketpair()
     fork = {"op": "fork", "code": msg["code"], "filename": msg.get("filename", "")}
-    _st_send(chan, fork, fds + [child.fileno()])
+    try:
+        _st_send(chan, fork, fds + [child.fileno()])
+        sent = True
+    except OSError:
+        sent = False  # the holder is gone (killed by a call of another state)
     for fd in fds:
         os.close(fd)
     child.close()
-    rep, _ = _st_recv(chan)
+    rep = _st_recv(chan)[0] if sent else None
     if rep is None:
+        chan.close()
         del holders[name]
         parent.close()
         return {"lost": True}
