@@ -58,6 +58,8 @@ type Options struct {
 	// about PartSize × Concurrency (8 MiB × 4), whatever the file's size.
 	PartSize    int
 	Concurrency int
+
+	afterHash func() // tests only: runs between the two reads of Put
 }
 
 func (o Options) withDefaults() Options {
@@ -193,6 +195,9 @@ func (s *Store) Put(ctx context.Context, ws *workspace.Workspace, name, prefix s
 		return Artifact{}, errorf(err, "cannot read %q; try again", e.Path)
 	}
 	sum := hex.EncodeToString(first.Sum(nil))
+	if s.opts.afterHash != nil {
+		s.opts.afterHash()
+	}
 
 	// Cancelling wctx before Close abandons the upload (blob.NewWriter).
 	wctx, abandon := context.WithCancel(ctx)
