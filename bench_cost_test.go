@@ -28,36 +28,19 @@ import (
 //	examples/bench/cost.sh        # installs bubblewrap when missing, then:
 //	go test -run '^$' -bench 'CPUPerRun|ServeThroughput|RunCLI' -benchtime 40x .
 //
-// The servers are the real prims binary, built once per run, not this test
-// binary: the init re-executes whatever binary the server is, and its size
+// The servers are the real prims binary, built by each benchmark, not this
+// test binary: the init re-executes whatever binary the server is, and its size
 // is part of what is measured.
 
-var (
-	benchBinOnce sync.Once
-	benchBin     string
-	benchBinErr  error
-)
-
-// primsBinary builds prims once into a directory that outlives the
-// benchmark that asked first.
+// primsBinary builds prims into the benchmark's temporary directory, which
+// is removed with it.
 func primsBinary(b *testing.B) string {
 	b.Helper()
-	benchBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "prims-bench-")
-		if err != nil {
-			benchBinErr = err
-			return
-		}
-		benchBin = filepath.Join(dir, "prims")
-		out, err := exec.Command("go", "build", "-o", benchBin, ".").CombinedOutput()
-		if err != nil {
-			benchBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if benchBinErr != nil {
-		b.Fatal(benchBinErr)
+	bin := filepath.Join(b.TempDir(), "prims")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
 	}
-	return benchBin
+	return bin
 }
 
 // childrenCPU is the CPU time of every descendant this process has reaped.
@@ -147,9 +130,9 @@ type stdioServer struct {
 	cmd *exec.Cmd
 }
 
-func startStdio(b *testing.B, args ...string) *stdioServer {
+func startStdio(b *testing.B, bin string, args ...string) *stdioServer {
 	b.Helper()
-	cmd := exec.Command(primsBinary(b), append([]string{"stdio", "--log-level", "error"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"stdio", "--log-level", "error"}, args...)...)
 	cmd.Stderr = os.Stderr
 	client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)
 	cs, err := client.Connect(context.Background(), &sdk.CommandTransport{Command: cmd}, nil)
@@ -174,8 +157,9 @@ func BenchmarkCPUPerRun(b *testing.B) {
 	if bwrap == "" {
 		b.Log("bwrap not on PATH: bubblewrap left out (examples/bench/cost.sh installs it)")
 	}
-	warm := startStdio(b, "--python", py)
-	cold := startStdio(b, "--python", py, "--warm", "0")
+	bin := primsBinary(b)
+	warm := startStdio(b, bin, "--python", py)
+	cold := startStdio(b, bin, "--python", py, "--warm", "0")
 	servers := []int{warm.cmd.Process.Pid, cold.cmd.Process.Pid}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		b.Fatal(err)
