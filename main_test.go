@@ -587,3 +587,44 @@ func TestRunCommandKeepsLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestStdioAnswersBeforeEOF pipes requests into prims stdio and closes its
+// input at once, as `printf ... | prims stdio` does: every request read gets
+// its answer before the server exits (an answer still being written when the
+// input ended was lost about one time in five).
+func TestStdioAnswersBeforeEOF(t *testing.T) {
+	py := testpython.Path(t)
+	const requests = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"pipe","version":"0"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/list"}
+{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"run_code","arguments":{"code":"print(6*7)"}}}
+`
+	for i := range 5 {
+		cmd := primsCmd(t, "stdio", "--python", py, "--warm", "0")
+		cmd.Stdin = strings.NewReader(requests)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("try %d: %v\n%s", i, err, stderr.String())
+		}
+		ids := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var m struct {
+				ID     json.RawMessage `json:"id"`
+				Result json.RawMessage `json:"result"`
+			}
+			if json.Unmarshal([]byte(line), &m) == nil && m.ID != nil {
+				ids[string(m.ID)] = string(m.Result)
+			}
+		}
+		for _, id := range []string{"1", "2", "3"} {
+			if _, ok := ids[id]; !ok {
+				t.Fatalf("try %d: no answer to request %s after the input ended; got:\n%s\nstderr:\n%s", i, id, out, stderr.String())
+			}
+		}
+		if !strings.Contains(ids["3"], `42\n`) {
+			t.Fatalf("try %d: run_code's answer lacks its output: %s", i, ids["3"])
+		}
+	}
+}

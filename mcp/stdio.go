@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -19,6 +20,12 @@ import (
 
 // MaxMessageBytes bounds one JSON-RPC message on stdio.
 const MaxMessageBytes = sdk.DefaultMaxLineLength
+
+// EOFGrace is how long requests in flight when the client closes its input
+// may take to answer before the session ends and their runs are killed: long
+// enough for anything but a run, short enough that a client that closed
+// stdin to stop the server need not send a signal.
+const EOFGrace = 5 * time.Second
 
 // NewStdioTransport returns a newline-delimited JSON-RPC transport over in
 // and out that no client line can break.
@@ -31,6 +38,11 @@ const MaxMessageBytes = sdk.DefaultMaxLineLength
 // gets an invalid-request error (-32600) with the request's id when it has a
 // valid one, and the session reads on. Every request reaches the SDK under an
 // id of our own; its response goes back with the client's id byte for byte.
+//
+// The end of in is the client's way to shut the server down (the MCP stdio
+// transport's shutdown sequence), and `printf REQUEST | prims stdio` its
+// simplest use: requests already read get up to EOFGrace to answer before
+// the session ends, so their answers are not lost.
 //
 // When out is a pipe whose reader goes away, the session ends (io.EOF) at
 // once, even while nothing is being written, so that the server kills its
@@ -52,6 +64,7 @@ func (t *stdioTransport) Connect(context.Context) (sdk.Connection, error) {
 		eof:      make(chan struct{}),
 		closed:   make(chan struct{}),
 		calls:    make(map[int64]clientCall),
+		answered: make(chan struct{}),
 		inFlight: make(map[string]int64),
 	}
 	go c.readLoop()
@@ -83,6 +96,7 @@ type stdioConn struct {
 	mu          sync.Mutex
 	next        int64
 	calls       map[int64]clientCall
+	answered    chan struct{}    // closed (and renewed) when a call is answered
 	inFlight    map[string]int64 // client id (compact JSON) -> our id
 	initialized bool             // an initialize request has been read
 }
@@ -103,9 +117,33 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	case m := <-c.incoming:
 		return m, nil
 	case <-c.eof:
-		return nil, io.EOF
+		return nil, c.drain(ctx)
 	case <-c.closed:
 		return nil, io.EOF
+	}
+}
+
+// drain waits, after the input ended, until every request read has been
+// answered or EOFGrace has passed, and then reports the end of the input.
+func (c *stdioConn) drain(ctx context.Context) error {
+	grace := time.NewTimer(EOFGrace)
+	defer grace.Stop()
+	for {
+		c.mu.Lock()
+		pending, answered := len(c.calls), c.answered
+		c.mu.Unlock()
+		if pending == 0 {
+			return io.EOF
+		}
+		select {
+		case <-answered:
+		case <-grace.C:
+			return io.EOF
+		case <-c.closed:
+			return io.EOF
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -171,6 +209,8 @@ func (c *stdioConn) encodeResponse(r *jsonrpc.Response) ([]byte, error) {
 		if c.inFlight[call.key] == n {
 			delete(c.inFlight, call.key)
 		}
+		close(c.answered)
+		c.answered = make(chan struct{})
 	}
 	c.mu.Unlock()
 	if !ok {
