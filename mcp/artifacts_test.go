@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,5 +147,60 @@ func TestPersistOutputs(t *testing.T) {
 	env.call(t, ctx, "run_code", map[string]any{"code": "open('output/f3.txt','w').write('three')"}, &out)
 	if len(out.Persisted) != 1 || out.Persisted[0].Path != "output/f3.txt" {
 		t.Errorf("second run persisted %+v, want output/f3.txt only", out.Persisted)
+	}
+}
+
+// TestFileStoreSignedDownload: a file:// store with base_url and
+// secret_key_path gives download URLs that prims serve answers without the
+// bearer token (the signature is the credential), and refuses once the URL
+// is tampered with; /mcp still needs the token (the control).
+func TestFileStoreSignedDownload(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Start()
+	defer ts.Close()
+	keyFile := filepath.Join(t.TempDir(), "url.key")
+	os.WriteFile(keyFile, []byte("prims-test-signing-key"), 0o600)
+	st, err := artifactstore.Open(context.Background(), "file://"+t.TempDir()+"?base_url="+url.QueryEscape(ts.URL+"/store")+"&secret_key_path="+url.QueryEscape(keyFile), artifactstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	env := start(t, "", Config{Artifacts: st})
+	h, err := env.srv.Handler(HTTPConfig{PublicURL: ts.URL, Token: "the-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = h
+
+	ctx := context.Background()
+	env.call(t, ctx, "run_code", map[string]any{"code": "open('output/r.csv','w').write('a,b\\n1,2\\n')"}, nil)
+	var a PersistOutput
+	if res := env.call(t, ctx, "persist_artifact", map[string]any{"relative_path": "r.csv"}, &a); res.IsError || !strings.HasPrefix(a.URL, ts.URL+"/store?") {
+		t.Fatalf("persist: %+v\n%s", a, text(res))
+	}
+	get := func(u string) (int, string) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(a.URL); code != http.StatusOK || body != "a,b\n1,2\n" {
+		t.Errorf("signed download: %d %q", code, body)
+	}
+	u, _ := url.Parse(a.URL)
+	q := u.Query()
+	q.Set("obj", strings.Replace(q.Get("obj"), "r.csv", "other.csv", 1))
+	u.RawQuery = q.Encode()
+	if code, _ := get(u.String()); code != http.StatusForbidden {
+		t.Errorf("tampered URL answered %d, want 403", code)
+	}
+	if code, _ := get(ts.URL + "/store"); code != http.StatusForbidden {
+		t.Errorf("unsigned URL answered %d, want 403", code)
+	}
+	if code, _ := get(ts.URL + "/mcp"); code != http.StatusUnauthorized {
+		t.Errorf("control: /mcp without the token answered %d, want 401", code)
 	}
 }

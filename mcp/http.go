@@ -147,9 +147,16 @@ func (s *Server) Handler(hc HTTPConfig) (http.Handler, error) {
 
 	// /artifacts/ is routed before the mux, which would answer a path with
 	// ".." by redirecting to its cleaned form instead of refusing it.
+	// A file artifact store's signed download links carry their own
+	// credential, as S3 presigned URLs do: no bearer token.
+	signed, signedPath := s.cfg.Artifacts.Handler(), s.cfg.Artifacts.Path()
 	var root http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/artifacts/") {
 			artifacts.ServeHTTP(w, r)
+			return
+		}
+		if signed != nil && r.URL.Path == signedPath {
+			signed.ServeHTTP(w, r)
 			return
 		}
 		mux.ServeHTTP(w, r)

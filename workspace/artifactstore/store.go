@@ -36,11 +36,11 @@ import (
 	"unicode/utf8"
 
 	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/gcerrors"
 
 	// S3 and local directories are always built in; gs and azblob are in
 	// drivers_gcs.go and drivers_azure.go, which build tags can leave out.
-	_ "gocloud.dev/blob/fileblob"
 	_ "gocloud.dev/blob/s3blob"
 
 	"github.com/prims-mcp/prims/workspace"
@@ -86,6 +86,11 @@ type Store struct {
 	bucket *blob.Bucket
 	name   string // how messages name the store: "s3://bucket", "file store"
 	opts   Options
+
+	// A file store with base_url and secret_key_path: what checks the
+	// URLs fileblob signs, and where they point (Handler).
+	signer *fileblob.URLSignerHMAC
+	base   *url.URL
 }
 
 // Artifact describes one stored file.
@@ -127,11 +132,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if !blob.DefaultURLMux().ValidBucketScheme(u.Scheme) {
 		return nil, fmt.Errorf("this prims was built without the %s:// driver (build tag prims_no%s): rebuild without that tag", u.Scheme, u.Scheme)
 	}
+	signer, base, err := fileSigner(u)
+	if err != nil {
+		return nil, fmt.Errorf("open artifact store %s: %w", shown(u), err)
+	}
 	b, err := blob.OpenBucket(ctx, rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("open artifact store %s: %w", shown(u), err)
 	}
-	return &Store{bucket: b, name: shown(u), opts: opts.withDefaults()}, nil
+	return &Store{bucket: b, name: shown(u), opts: opts.withDefaults(), signer: signer, base: base}, nil
 }
 
 // shown names a store in messages: scheme and bucket, never a directory of
