@@ -192,6 +192,15 @@ func tee(ws ...io.Writer) io.Writer {
 // execute runs job in a run slot: the one place where a session starts a
 // program. A run that has to wait for a slot says so through status.
 func (s *Session) execute(ctx context.Context, job sandbox.Job, status func(string), stdout, stderr *sandbox.Capture) (sandbox.Result, error) {
+	return s.inSlot(ctx, status, stdout, stderr, func(ctx context.Context) (sandbox.Result, error) {
+		return s.rt.runner.Run(ctx, job)
+	})
+}
+
+// inSlot waits for a run slot, then calls run, which starts a program whose
+// streams go to stdout and stderr, and tells the observer. The run ends
+// when the session does.
+func (s *Session) inSlot(ctx context.Context, status func(string), stdout, stderr *sandbox.Capture, run func(context.Context) (sandbox.Result, error)) (sandbox.Result, error) {
 	if s.gone != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -206,7 +215,7 @@ func (s *Session) execute(ctx context.Context, job sandbox.Job, status func(stri
 	}
 	defer release()
 	obs.Started()
-	res, err := s.rt.runner.Run(ctx, job)
+	res, err := run(ctx)
 	// The captures saw every byte the program wrote (Capture.Total).
 	obs.Ended(res, err, stdout.Total(), stderr.Total())
 	return res, err

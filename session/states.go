@@ -438,22 +438,12 @@ var ErrStateGone = errors.New("state lost")
 
 // executeState is execute for a run on a state.
 func (s *Session) executeState(ctx context.Context, ref *stateRef, job sandbox.Job, status func(string), stdout, stderr *sandbox.Capture) (sandbox.StateResult, error) {
-	if s.gone != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		defer context.AfterFunc(s.gone, cancel)()
-	}
-	obs := s.rt.cfg.Observer
-	release, err := s.rt.acquire(ctx, s, status)
-	if err != nil {
-		obs.Refused()
-		return sandbox.StateResult{}, err
-	}
-	defer release()
-	obs.Started()
-	res, err := ref.host.Run(ctx, ref.name, job)
-	obs.Ended(res.Result, err, stdout.Total(), stderr.Total())
+	var res sandbox.StateResult
+	_, err := s.inSlot(ctx, status, stdout, stderr, func(ctx context.Context) (sandbox.Result, error) {
+		var err error
+		res, err = ref.host.Run(ctx, ref.name, job)
+		return res.Result, err
+	})
 	if errors.Is(err, sandbox.ErrStateLost) || errors.Is(err, sandbox.ErrNoState) {
 		ref.t.forget(ref.name)
 		return res, stateError(ref.name, err)
