@@ -83,6 +83,13 @@ func runInit() error {
 		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", 0, "size=4k"); err != nil {
 			return os.NewSyscallError("mount tmpfs", err)
 		}
+		// A container runtime that masks parts of the host's /proc (podman's
+		// and Docker's defaults mount over /proc/acpi, /proc/kcore, ...)
+		// lets the namespaces exist but makes the kernel refuse every fresh
+		// /proc, which each run mounts: find that here, not in every run.
+		if err := mountProc("/tmp/proc"); err != nil {
+			return fmt.Errorf("%w (the host's /proc has masked paths, as a container runtime's defaults give; podman: --security-opt unmask=/proc/*, Docker: --security-opt systempaths=unconfined)", err)
+		}
 		return probeOK()
 	case initModeNS:
 		if err := setupNamespaces(&cfg); err != nil {
