@@ -286,9 +286,11 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	defer errR.Close()
 	msg := map[string]any{"op": "run", "name": name, "code": job.Code, "filename": job.Filename}
 	var started struct {
-		PID  int    `json:"pid"`
-		Lost bool   `json:"lost"`
-		Err  string `json:"err"`
+		PID     int    `json:"pid"`
+		Lost    bool   `json:"lost"`
+		Err     string `json:"err"`
+		ForkErr string `json:"forkerr"`
+		Errno   int    `json:"errno"`
 	}
 	err = h.call(msg, []*os.File{outW, errW}, &started)
 	outW.Close()
@@ -302,6 +304,18 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	case started.Lost:
 		h.setHolder(name, 0)
 		return res, fmt.Errorf("state %q: %w", name, ErrStateLost)
+	case started.ForkErr != "":
+		// The state could not be forked: the call never ran, and the
+		// state is as it was.
+		fmt.Fprintf(orDiscard(job.Stderr), "PRIMS: the state could not be copied for this call: %s\n", started.ForkErr)
+		res.ExitCode = -1
+		switch syscall.Errno(started.Errno) {
+		case syscall.EAGAIN:
+			res.Limit = LimitMaxProcs
+		case syscall.ENOMEM:
+			res.Limit = LimitMemory
+		}
+		return res, nil
 	}
 	callPID := h.hostPID(started.PID)
 	// The kernel's OOM killer, when the sandbox's memory runs out, picks

@@ -350,3 +350,71 @@ func TestStateKilledByAnotherCall(t *testing.T) {
 		t.Errorf("the other state after: %q", out)
 	}
 }
+
+// TestStateForkRefused: when the state cannot be forked (the run's user is
+// at --max-procs), the call fails with that limit and the state is kept,
+// not lost.
+func TestStateForkRefused(t *testing.T) {
+	t.Parallel()
+	h := openStates(t, Probe().Best, Limits{MaxProcs: 64})
+	ctx := context.Background()
+	for _, n := range []string{"s", "hog"} {
+		if err := h.New(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateRun(t, h, "s", "x = 1", 0)
+	// Threads count against RLIMIT_NPROC, and a committed state keeps
+	// them: the hog's keep taking every task that comes free.
+	res, _, errs := stateRun(t, h, "hog", `
+import threading, time
+def fill():
+    while True:
+        try:
+            threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+        except RuntimeError:
+            time.sleep(0.005)
+threading.Thread(target=fill, daemon=True).start()
+time.sleep(0.5)
+`, 0)
+	if !res.Committed {
+		t.Fatalf("hog: exit %d %s", res.ExitCode, errs)
+	}
+	refused := false
+	for range 50 {
+		var out lockedBuffer
+		res, err := h.Run(ctx, "s", Job{Code: "print(x)", Stderr: &out, Stdout: &out})
+		if err != nil {
+			t.Fatalf("a call on the state: %v", err)
+		}
+		if res.Committed {
+			if out.String() != "1\n" {
+				t.Fatalf("the state holds %q", out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if res.Limit != LimitMaxProcs || !strings.Contains(out.String(), "could not be copied") {
+			t.Fatalf("a call that could not fork: limit %q exit %d output %q", res.Limit, res.ExitCode, out.String())
+		}
+		refused = true
+		break
+	}
+	if !refused {
+		t.Fatal("no fork was refused: the probe did not fill the task limit")
+	}
+	if err := h.Drop("hog"); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 { // the hog's threads go with it
+		var out lockedBuffer
+		if _, err := h.Run(ctx, "s", Job{Code: "print(x)", Stdout: &out}); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() == "1\n" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Error("the state did not run again after the hog was dropped")
+}

@@ -161,7 +161,15 @@ def _st_holder(chan, main):
         msg, fds = _st_recv(chan)
         if msg is None or msg.get("op") != "fork":
             os._exit(0)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            # Out of processes (--max-procs) or memory: the state is
+            # untouched, and the call never started.
+            for fd in fds:
+                os.close(fd)
+            _st_send(chan, {"forkerr": str(e), "errno": e.errno or 0})
+            continue
         if pid == 0:
             chan.close()
             if msg.get("bare"):
@@ -240,6 +248,9 @@ def _st_copy(holder):
     if rep is None:
         parent.close()
         return None, 0
+    if "forkerr" in rep:
+        parent.close()
+        raise OSError(rep.get("errno", 0), rep["forkerr"])
     return parent, rep["pid"]
 
 
@@ -262,6 +273,9 @@ def _st_run(server, holders, msg, fds):
         del holders[name]
         parent.close()
         return {"lost": True}
+    if "forkerr" in rep:
+        parent.close()
+        return rep
     cpid = rep["pid"]
     _st_send(server, {"pid": cpid})
     go, _ = _st_recv(server)
