@@ -25,7 +25,7 @@ import (
 // The cost of a fresh sandbox against a bare spawn of the same interpreter
 // (issue 16), each benchmark in one run and as ratios to bare:
 //
-//	examples/bench/cost.sh        # installs bubblewrap when missing, then:
+//	examples/bench/cost.sh        # (Linux) installs bubblewrap when missing, then:
 //	go test -run '^$' -bench 'CPUPerRun|ServeThroughput|RunCLI' -benchtime 40x .
 //
 // The servers are the real prims binary, built by each benchmark, not this
