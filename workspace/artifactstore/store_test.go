@@ -13,13 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"gocloud.dev/blob"
 
-	"github.com/prims-mcp/prims/internal/testenv"
 	"github.com/prims-mcp/prims/workspace"
 	"github.com/prims-mcp/prims/workspace/artifactstore"
 	"github.com/prims-mcp/prims/workspace/artifactstore/s3test"
@@ -177,7 +175,9 @@ func TestPutRefused(t *testing.T) {
 			must(t, os.Symlink(secret, filepath.Join(out, "link.txt")))
 			must(t, os.Mkdir(filepath.Join(out, "real"), 0o755))
 			must(t, os.Symlink(filepath.Dir(secret), filepath.Join(out, "dirlink")))
-			must(t, syscall.Mkfifo(filepath.Join(out, "fifo"), 0o644))
+			if err := mkfifo(filepath.Join(out, "fifo")); err != nil {
+				t.Logf("no FIFO case: %v", err)
+			}
 			st := open(t, rawURL)
 			for _, tc := range []struct {
 				name    string
@@ -293,31 +293,6 @@ func TestStoreFailures(t *testing.T) {
 				t.Errorf("message names a host path or a credential: %v", err)
 			}
 		})
-	}
-}
-
-// TestFileStoreDenied: a directory the server may not write is a denied
-// bucket. Root writes anywhere, so as root the test runs again as uid 65534.
-func TestFileStoreDenied(t *testing.T) {
-	if os.Geteuid() == 0 {
-		testenv.RerunAsNobody(t, "^TestFileStoreDenied$", nil)
-		return
-	}
-	dir := t.TempDir()
-	must(t, os.Chmod(dir, 0o555))
-	t.Cleanup(func() { os.Chmod(dir, 0o755) })
-	ws := newWorkspace(t)
-	writeOutput(t, ws, "a.txt", []byte("a"))
-	_, err := open(t, "file://"+dir).Put(context.Background(), ws, "output/a.txt", "sessions/s1")
-	want := "could not store output/a.txt in the file store: the store denied access"
-	var se *artifactstore.Error
-	if !errors.As(err, &se) || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), dir) {
-		t.Fatalf("got %T %v\nwant an *artifactstore.Error starting %q, naming no host path", err, err, want)
-	}
-	// Control: the same store takes the file once the directory is writable.
-	must(t, os.Chmod(dir, 0o755))
-	if _, err := open(t, "file://"+dir).Put(context.Background(), ws, "output/a.txt", "sessions/s1"); err != nil {
-		t.Fatalf("control: %v", err)
 	}
 }
 
