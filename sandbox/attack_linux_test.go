@@ -649,11 +649,7 @@ except OSError as e: blocked(e)
 try: os.setpgid(0, 0); esc("setpgid")
 except OSError as e: blocked(e)`},
 	}
-	for _, s := range []struct {
-		name string
-		nr   uintptr
-		args []uintptr
-	}{
+	for _, s := range append([]syscallAttack{
 		{"bpf", unix.SYS_BPF, []uintptr{0xffff, nullP, 0}},
 		{"perf_event_open", unix.SYS_PERF_EVENT_OPEN, []uintptr{nullP, 0, bad, bad, 0}},
 		{"userfaultfd", unix.SYS_USERFAULTFD, []uintptr{bad}},
@@ -698,15 +694,18 @@ except OSError as e: blocked(e)`},
 		{"process_vm_writev", unix.SYS_PROCESS_VM_WRITEV, []uintptr{uintptr(os.Getpid()), nullP, 0, nullP, 0, 0}},
 		{"pidfd_getfd", unix.SYS_PIDFD_GETFD, []uintptr{bad, 0, 0}},
 		{"kcmp", unix.SYS_KCMP, []uintptr{uintptr(os.Getpid()), uintptr(os.Getpid()), 99, 0, 0}},
-		{"iopl", unix.SYS_IOPL, []uintptr{4}},
-		{"ioperm", unix.SYS_IOPERM, []uintptr{bad, 1, 1}},
-		{"modify_ldt", unix.SYS_MODIFY_LDT, []uintptr{99, nullP, 0}},
-		{"uselib", unix.SYS_USELIB, []uintptr{nullP}},
-		{"_sysctl", unix.SYS__SYSCTL, []uintptr{nullP}},
-	} {
+	}, archSyscallAttacks(bad, nullP)...) {
 		rows = append(rows, syscallRow("system call "+s.name, s.nr, s.args...))
 	}
 	return rows
+}
+
+// syscallAttack is a system call the sandbox must refuse, with arguments
+// that would do harm (or fail harmlessly) were it allowed.
+type syscallAttack struct {
+	name string
+	nr   uintptr
+	args []uintptr
 }
 
 // The process-vm and kcmp rows name this process's pid: the probe runs in
