@@ -268,22 +268,55 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	if _, ok := h.holder(name); !ok {
 		return res, fmt.Errorf("%w: %q", ErrNoState, name)
 	}
-	timeout := job.Timeout
-	if timeout <= 0 {
-		timeout = h.r.cfg.DefaultTimeout
+	c, err := h.startCall(name, job, &res)
+	if c == nil || err != nil {
+		return res, err
 	}
-	outR, outW, err := os.Pipe()
+	defer c.outR.Close()
+	defer c.errR.Close()
+	end, err := h.watchCall(ctx, c, job, &res)
 	if err != nil {
 		return res, err
+	}
+	return h.endCall(name, c, end, res)
+}
+
+// stateCall is a call's fork in flight: its pids and its output.
+type stateCall struct {
+	pid        int // in the sandbox
+	hostPID    int
+	outR, errR *os.File
+	tail       *tailBuffer   // the end of its stderr, for limitHit
+	pumps      chan struct{} // closed when both streams are copied
+}
+
+// callEnding is the state server's report of a call's end.
+type callEnding struct {
+	Status    *int     `json:"status"`
+	CPUNanos  int64    `json:"cpu_ns"`
+	Committed bool     `json:"committed"`
+	PID       int      `json:"pid"`
+	Threads   []string `json:"threads"`
+	Files     int      `json:"files"`
+	Sockets   int      `json:"sockets"`
+	Lost      bool     `json:"lost"`
+	Err       string   `json:"err"`
+}
+
+// startCall has the state server fork the state called name for job, with
+// output pipes of the call's own, and starts copying them. It returns nil
+// when the fork was not made (res says why when it is a limit).
+func (h *StateHost) startCall(name string, job Job, res *StateResult) (*stateCall, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return res, err
+		return nil, err
 	}
-	defer outR.Close()
-	defer errR.Close()
 	msg := map[string]any{"op": "run", "name": name, "code": job.Code, "filename": job.Filename}
 	var started struct {
 		PID     int    `json:"pid"`
@@ -295,72 +328,72 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	err = h.call(msg, []*os.File{outW, errW}, &started)
 	outW.Close()
 	errW.Close()
-	if err != nil {
-		return res, err
-	}
-	switch {
-	case started.Err != "":
-		return res, fmt.Errorf("%w: %s", ErrStart, started.Err)
-	case started.Lost:
-		h.setHolder(name, 0)
-		return res, fmt.Errorf("state %q: %w", name, ErrStateLost)
-	case started.ForkErr != "":
-		// The state could not be forked: the call never ran, and the
-		// state is as it was.
-		fmt.Fprintf(orDiscard(job.Stderr), "PRIMS: the state could not be copied for this call: %s\n", started.ForkErr)
-		res.ExitCode = -1
-		switch syscall.Errno(started.Errno) {
-		case syscall.EAGAIN:
-			res.Limit = LimitMaxProcs
-		case syscall.ENOMEM:
-			res.Limit = LimitMemory
+	if err == nil {
+		switch {
+		case started.Err != "":
+			err = fmt.Errorf("%w: %s", ErrStart, started.Err)
+		case started.Lost:
+			h.setHolder(name, 0)
+			err = fmt.Errorf("state %q: %w", name, ErrStateLost)
+		case started.ForkErr != "":
+			// The state could not be forked: the call never ran, and
+			// the state is as it was.
+			fmt.Fprintf(orDiscard(job.Stderr), "PRIMS: the state could not be copied for this call: %s\n", started.ForkErr)
+			res.ExitCode = -1
+			switch syscall.Errno(started.Errno) {
+			case syscall.EAGAIN:
+				res.Limit = LimitMaxProcs
+			case syscall.ENOMEM:
+				res.Limit = LimitMemory
+			}
 		}
-		return res, nil
 	}
-	callPID := h.hostPID(started.PID)
+	if err != nil || started.ForkErr != "" {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	c := &stateCall{pid: started.PID, hostPID: h.hostPID(started.PID), outR: outR, errR: errR, tail: &tailBuffer{}, pumps: make(chan struct{})}
 	// The kernel's OOM killer, when the sandbox's memory runs out, picks
 	// the call, never a state: raising one's own score is always allowed
 	// (Landlock keeps the program from writing /proc, so the server does).
-	if callPID > 0 {
-		_ = os.WriteFile("/proc/"+strconv.Itoa(callPID)+"/oom_score_adj", []byte("1000"), 0)
+	if c.hostPID > 0 {
+		_ = os.WriteFile("/proc/"+strconv.Itoa(c.hostPID)+"/oom_score_adj", []byte("1000"), 0)
 	}
-
-	tail := &tailBuffer{}
-	pumps := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() { defer wg.Done(); _ = pump(outR, job.Stdout) }()
-		go func() { defer wg.Done(); _ = pump(errR, io.MultiWriter(tail, orDiscard(job.Stderr))) }()
+		go func() { defer wg.Done(); _ = pump(errR, io.MultiWriter(c.tail, orDiscard(job.Stderr))) }()
 		wg.Wait()
-		close(pumps)
+		close(c.pumps)
 	}()
+	return c, nil
+}
 
+// watchCall lets the call go and waits for its end, killing it when a
+// limit fires, it times out or ctx is cancelled (res says which). An error
+// means the host is lost.
+func (h *StateHost) watchCall(ctx context.Context, c *stateCall, job Job, res *StateResult) (callEnding, error) {
+	var end callEnding
+	timeout := job.Timeout
+	if timeout <= 0 {
+		timeout = h.r.cfg.DefaultTimeout
+	}
 	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
 	defer cancel()
 	quotaHit := make(chan struct{})
 	stopQuota := watchQuota(Job{Dir: h.job.Dir, QuotaUsed: job.QuotaUsed}, h.c.l.cmd.Process.Pid, h.r.limits.WorkspaceQuota, quotaHit)
+	defer stopQuota()
 	memHit := make(chan struct{})
 	h.c.mem.arm()
 	stopMem := h.c.mem.watch(memHit)
+	defer stopMem()
 	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
 	if err := h.send(map[string]any{"op": "go"}, nil); err != nil {
-		stopQuota()
-		stopMem()
-		return res, h.fail(err)
+		return end, h.fail(err)
 	}
-	type ending struct {
-		Status    *int     `json:"status"`
-		CPUNanos  int64    `json:"cpu_ns"`
-		Committed bool     `json:"committed"`
-		PID       int      `json:"pid"`
-		Threads   []string `json:"threads"`
-		Files     int      `json:"files"`
-		Sockets   int      `json:"sockets"`
-		Lost      bool     `json:"lost"`
-		Err       string   `json:"err"`
-	}
-	var end ending
 	ended := make(chan error, 1)
 	go func() { ended <- h.recv(&end, time.Time{}) }()
 	var endErr error
@@ -386,17 +419,21 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 			endErr = errors.New("no answer after the call was killed")
 		}
 	}
-	stopQuota()
-	stopMem()
-	res.Duration = time.Since(start)
 	if endErr != nil {
-		return res, h.fail(endErr)
+		return end, h.fail(endErr)
 	}
+	return end, nil
+}
+
+// endCall makes the fork the state if the call committed, kills what the
+// call left, and reads its ending into res.
+func (h *StateHost) endCall(name string, c *stateCall, end callEnding, res StateResult) (StateResult, error) {
 	if end.Committed {
 		// The fork's host pid was looked up while its parent lived: now
 		// that parent is being killed, and the fork may be between it and
 		// its new parent, out of any tree a walk of /proc finds.
-		if end.PID != started.PID {
+		callPID := c.hostPID
+		if end.PID != c.pid {
 			callPID = h.hostPID(end.PID)
 		}
 		h.setHolder(name, callPID)
@@ -405,12 +442,12 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 	// state is an interpreter, not the processes it ran.
 	h.killCall()
 	select {
-	case <-pumps:
+	case <-c.pumps:
 	case <-time.After(2 * time.Second):
 		h.r.log.Warn("a state call's output pipes are still open after it ended; closing them")
-		outR.SetReadDeadline(time.Now())
-		errR.SetReadDeadline(time.Now())
-		<-pumps
+		c.outR.SetReadDeadline(time.Now())
+		c.errR.SetReadDeadline(time.Now())
+		<-c.pumps
 	}
 	switch {
 	case end.Err != "":
@@ -432,7 +469,7 @@ func (h *StateHost) Run(ctx context.Context, name string, job Job) (StateResult,
 		res.Limit = LimitMemory
 	}
 	if res.Limit == "" {
-		res.Limit = h.r.limitHit(res.Result, st, tail.String())
+		res.Limit = h.r.limitHit(res.Result, st, c.tail.String())
 	}
 	return res, nil
 }
