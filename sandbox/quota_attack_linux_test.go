@@ -230,7 +230,9 @@ time.sleep(3)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Limit != tc.want || !strings.Contains(out.String(), "made") {
+		// The watcher may stop the deep tree before it is whole (it is
+		// over the depth as soon as it passes it); the control must end.
+		if res.Limit != tc.want || (tc.want == "" && !strings.Contains(out.String(), "made")) {
 			t.Errorf("depth %d: Limit %q, want %q\n%s", tc.depth, res.Limit, tc.want, out.String())
 		}
 	}
