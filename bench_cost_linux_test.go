@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -221,34 +219,7 @@ func startServe(b *testing.B, args ...string) (base string) {
 	b.Helper()
 	cmd := exec.Command(primsBinary(b), append([]string{"serve", "--addr", "127.0.0.1:0", "--log-level", "info"}, args...)...)
 	cmd.Env = append(os.Environ(), "PRIMS_AUTH_TOKEN=")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving MCP over streamable HTTP" {
-				addr <- line.Addr
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return "http://" + a
-	case <-time.After(30 * time.Second):
-		b.Fatal("prims serve never said where it listens")
-	}
-	return ""
+	return serveBase(b, cmd, nil)
 }
 
 // BenchmarkServeThroughput measures print(1) runs per second at concurrency

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -96,43 +93,13 @@ func TestServeSIGTERM(t *testing.T) {
 	defer cancel()
 	cmd := primsCmd(t, "serve", "--addr", "127.0.0.1:0", "--python", py, "--shutdown-grace", "3s", "--max-runs", "3", "--log-level", "debug")
 	cmd.Env = append(cmd.Env, "TMPDIR="+tmp, "PRIMS_AUTH_TOKEN=")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
-	addr := make(chan string, 1)
-	var logMu sync.Mutex
-	var logs strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logMu.Lock()
-			logs.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving MCP over streamable HTTP" {
-				addr <- line.Addr
-			}
-		}
-	}()
+	var logs lockedLog
 	defer func() {
 		if t.Failed() {
-			logMu.Lock()
 			t.Logf("server log:\n%s", logs.String())
-			logMu.Unlock()
 		}
 	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case <-ctx.Done():
-		t.Fatal("the server never said where it listens")
-	}
+	base := serveBase(t, cmd, &logs)
 
 	started := make(chan string, 4)
 	queued := make(chan string, 4)
@@ -228,8 +195,6 @@ func TestServeSIGTERM(t *testing.T) {
 	if ws, _ := filepath.Glob(filepath.Join(tmp, "prims-ws-*")); len(ws) != 0 {
 		t.Errorf("workspaces left after shutdown: %v", ws)
 	}
-	logMu.Lock()
-	defer logMu.Unlock()
 	if !strings.Contains(logs.String(), "grace period over") {
 		t.Errorf("the log does not say the long run was killed at the end of the grace period")
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -58,7 +57,7 @@ func TestOriginalClients(t *testing.T) {
 			// The original's clients speak the protocol of their day.
 			opts := &sdk.ClientSessionOptions{ProtocolVersion: "2025-11-25"}
 			if transport == "serve" {
-				base = startServeS3(t, ctx, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...))
+				base = startServeS3(t, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...))
 				c, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: base + "/mcp", MaxRetries: -1}, opts)
 				if err != nil {
 					t.Fatal(err)
@@ -196,34 +195,10 @@ func download(t *testing.T, u string, header map[string]string) []byte {
 
 // startServeS3 starts prims serve with args and the S3 test credentials and
 // returns its base URL once it listens.
-func startServeS3(t *testing.T, ctx context.Context, args []string) string {
+func startServeS3(t *testing.T, args []string) string {
 	t.Helper()
 	cmd := primsCmd(t, args...)
 	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir(), "PRIMS_AUTH_TOKEN=")
 	cmd.Env = append(cmd.Env, s3test.Env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving MCP over streamable HTTP" {
-				addr <- line.Addr
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return "http://" + a
-	case <-ctx.Done():
-		t.Fatal("the server never said where it listens")
-	}
-	return ""
+	return serveBase(t, cmd, nil)
 }

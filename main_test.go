@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -627,4 +628,71 @@ func TestStdioAnswersBeforeEOF(t *testing.T) {
 			t.Fatalf("try %d: run_code's answer lacks its output: %s", i, ids["3"])
 		}
 	}
+}
+
+// serveBase starts cmd, a prims serve on port 0 logging to its stderr, and
+// returns its base URL once the log says where it listens; each log line
+// also goes to logs, when not nil. At the test's end the server gets
+// SIGTERM, and SIGKILL if it has not exited 10 s later.
+func serveBase(tb testing.TB, cmd *exec.Cmd, logs io.Writer) string {
+	tb.Helper()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM) // an error once it has exited
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if logs != nil {
+				fmt.Fprintln(logs, sc.Text())
+			}
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving MCP over streamable HTTP" {
+				select {
+				case addr <- line.Addr:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case <-time.After(time.Minute):
+		tb.Fatal("prims serve never said where it listens")
+	}
+	return ""
+}
+
+// lockedLog is a log that one goroutine writes while another reads.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
