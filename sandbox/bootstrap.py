@@ -154,6 +154,20 @@ def _prims_fd_attrs(os):
 _prims_site_modules = frozenset()
 
 
+def _prims_gate(os):
+    """Under a sandbox init, wait until it has put the run's limits on this
+    process: no byte of the program runs without them."""
+    gate = os.environ.pop("PRIMS_GATE_FD", "")
+    if gate:
+        try:
+            opened = os.read(int(gate), 1)
+            os.close(int(gate))
+        except OSError:
+            opened = b""
+        if opened != b"1":
+            os._exit(125)
+
+
 def _prims_main():
     import os
 
@@ -167,17 +181,7 @@ def _prims_main():
     # The first compile() of a process costs milliseconds (Debian's 3.11:
     # ~1.5 ms); pay it while the code is not known yet.
     compile(b"pass\n", "<prims>", "exec", dont_inherit=True)
-    # Under a sandbox init, wait until it has put the run's limits on this
-    # process: no byte of the program runs without them.
-    gate = os.environ.pop("PRIMS_GATE_FD", "")
-    if gate:
-        try:
-            opened = os.read(int(gate), 1)
-            os.close(int(gate))
-        except OSError:
-            opened = b""
-        if opened != b"1":
-            os._exit(125)
+    _prims_gate(os)
     with os.fdopen(3, "rb") as f:
         data = f.read()
     name, _, src = data.partition(b"\n")

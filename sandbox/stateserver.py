@@ -316,15 +316,7 @@ def _st_run(server, holders, msg, fds):
 
 
 def _st_anchor():
-    gate = os.environ.pop("PRIMS_GATE_FD", "")
-    if gate:
-        try:
-            opened = os.read(int(gate), 1)
-            os.close(int(gate))
-        except OSError:
-            opened = b""
-        if opened != b"1":
-            os._exit(125)
+    _prims_gate(os)  # bootstrap.py's
     if os.environ.pop("PRIMS_STATE_PRIVATE", "") == "1":
         # In a PID namespace every process of the sandbox can see the
         # others in /proc: a call could read a state's memory and
