@@ -1,11 +1,8 @@
 package sandbox
 
-import "golang.org/x/sys/unix"
+import "github.com/prims-mcp/prims/sandbox/internal/initproc"
 
 const fdDir = "/proc/self/fd"
 
-// closeRangeOnExec sets close-on-exec on every descriptor from first up, in
-// one system call (Linux 5.11).
-func closeRangeOnExec(first int) error {
-	return unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-}
+// closeRangeOnExec sets close-on-exec on every descriptor from first up.
+func closeRangeOnExec(first int) error { return initproc.CloseRangeOnExec(first) }

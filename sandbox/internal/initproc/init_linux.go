@@ -66,7 +66,7 @@ func runInit() error {
 	// And nothing the server did not mean to hand over (it marks what it
 	// inherited close-on-exec before starting an init; this is the same
 	// rule kept where it matters).
-	_ = closeRangeOnExec(fdTrees + len(cfg.Binds))
+	_ = CloseRangeOnExec(fdTrees + len(cfg.Binds))
 	if cfg.CgroupFD != 0 {
 		unix.CloseOnExec(cfg.CgroupFD) // the run's cgroup: see joinCgroup
 	}
