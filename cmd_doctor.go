@@ -149,7 +149,11 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pyt
 		fmt.Fprintln(w, "  off (--warm 0): every run starts its sandbox")
 		return
 	}
-	fmt.Fprintf(w, "  %d waiting sandbox(es) per recently used interpreter and workspace, stopped after %s unused\n", opts.warm, opts.warmIdle)
+	if opts.zygote && opts.isolation != string(sandbox.IsolationOff) {
+		fmt.Fprintf(w, "  a zygote per recently used interpreter and workspace forks each run's fresh interpreter (namespaces tier; elsewhere %d waiting sandbox(es)), stopped after %s unused\n", opts.warm, opts.warmIdle)
+	} else {
+		fmt.Fprintf(w, "  %d waiting sandbox(es) per recently used interpreter and workspace, stopped after %s unused\n", opts.warm, opts.warmIdle)
+	}
 	if len(opts.preload) > 0 {
 		fmt.Fprintf(w, "  preloaded modules: %s\n", strings.Join(opts.preload, ", "))
 	}
@@ -166,7 +170,7 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pyt
 }
 
 func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythonenv.Interpreter) (int64, error) {
-	r, err := sandbox.New(sandbox.Config{Isolation: sandbox.Isolation(opts.isolation), Warm: 1, Preload: opts.preload, Limits: opts.limits})
+	r, err := sandbox.New(sandbox.Config{Isolation: sandbox.Isolation(opts.isolation), Warm: 1, NoZygote: !opts.zygote, Preload: opts.preload, Limits: opts.limits})
 	if err != nil {
 		return 0, err
 	}
@@ -183,15 +187,15 @@ func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythone
 	}
 	// Give the replacement time to start and settle in its wait.
 	deadline := time.Now().Add(10 * time.Second)
-	for r.PoolStats().Waiting == 0 && time.Now().Before(deadline) {
+	for st := r.PoolStats(); st.Waiting+st.Zygotes == 0 && time.Now().Before(deadline); st = r.PoolStats() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
 	st := r.PoolStats()
-	if st.Waiting == 0 {
-		return 0, fmt.Errorf("no sandbox started")
+	if n := st.Waiting + st.Zygotes; n > 0 {
+		return st.RSSBytes / int64(n), nil
 	}
-	return st.RSSBytes / int64(st.Waiting), nil
+	return 0, fmt.Errorf("no sandbox started")
 }
 
 // printEgress shows where the code and installs may connect.

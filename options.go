@@ -41,6 +41,7 @@ type runOptions struct {
 	allowHosts        []string
 	limits            sandbox.Limits
 	warm              int
+	zygote            bool
 	warmIdle          time.Duration
 	preload           []string
 	// probeCache keeps what the host and the interpreter were found to
@@ -97,6 +98,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Var(newBytesValue(&o.limits.WorkspaceQuota, d.WorkspaceQuota), "workspace-quota", "bytes the workspace may hold while code runs")
 	fs.Var(newCountValue(&o.warm, 1, 0), "warm", "sandboxes kept started and waiting for code, per recently used interpreter and workspace (0: none)")
 	fs.Var(newDurationValue(&o.warmIdle, 5*time.Minute, false), "warm-idle", "how long a waiting sandbox may stay unused before it is stopped")
+	fs.BoolVar(&o.zygote, "zygote", true, "with --warm, fork each run's fresh interpreter from a zygote per workspace and environment instead of keeping whole sandboxes waiting (namespaces tier)")
 	fs.StringSliceVar(&o.preload, "preload", nil, "modules the waiting interpreter imports before the code arrives, e.g. numpy,pandas (their import-time state is shared by all runs)")
 }
 
@@ -367,6 +369,7 @@ func (o *runOptions) runner(log *slog.Logger) (*sandbox.Runner, error) {
 		Limits:         o.limits,
 		Warm:           o.warm,
 		WarmIdle:       o.warmIdle,
+		NoZygote:       !o.zygote,
 		Preload:        o.preload,
 		ProbeCache:     o.probeDir(),
 	})

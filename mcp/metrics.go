@@ -142,7 +142,8 @@ var (
 	descTier       = prometheus.NewDesc("prims_sandbox_tier", "The isolation tier runs use (1 for the active tier).", []string{"tier"}, nil)
 	descMemory     = prometheus.NewDesc("prims_sandbox_memory_enforcement", "How the memory limit bounds a run (1 for the active way).", []string{"mode"}, nil)
 	descWarm       = prometheus.NewDesc("prims_warm_sandboxes", "Sandboxes started and waiting for code (--warm).", nil, nil)
-	descWarmRSS    = prometheus.NewDesc("prims_warm_sandbox_rss_bytes", "Resident memory of the waiting sandboxes.", nil, nil)
+	descZygotes    = prometheus.NewDesc("prims_zygotes", "Zygote sandboxes that fork each run's fresh interpreter (--zygote).", nil, nil)
+	descWarmRSS    = prometheus.NewDesc("prims_warm_sandbox_rss_bytes", "Resident memory of the waiting sandboxes and the zygotes.", nil, nil)
 	descEgressReqs = prometheus.NewDesc("prims_egress_requests_total", "Requests through the egress proxy (installs and --allow-host), by result.", []string{"result"}, nil)
 	descEgressByte = prometheus.NewDesc("prims_egress_bytes_total", "Bytes carried by the egress proxy, by direction.", []string{"direction"}, nil)
 )
@@ -153,7 +154,7 @@ var (
 type scrapeCollector struct{ s *Server }
 
 func (c scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descWorkspaces, descTier, descMemory, descWarm, descWarmRSS, descEgressReqs, descEgressByte} {
+	for _, d := range []*prometheus.Desc{descSessions, descWorkspaces, descTier, descMemory, descWarm, descZygotes, descWarmRSS, descEgressReqs, descEgressByte} {
 		ch <- d
 	}
 }
@@ -182,6 +183,7 @@ func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descMemory, 1, string(s.runner.MemoryEnforcement()))
 		pool := s.runner.PoolStats()
 		gauge(descWarm, float64(pool.Waiting))
+		gauge(descZygotes, float64(pool.Zygotes))
 		gauge(descWarmRSS, float64(pool.RSSBytes))
 	}
 

@@ -53,7 +53,7 @@ func TestMetricsPromtool(t *testing.T) {
 	for _, k := range []string{
 		"go_goroutines", "go_memstats_heap_inuse_bytes", "go_gc_duration_seconds_count",
 		"process_open_fds", "process_resident_memory_bytes", "process_cpu_seconds_total",
-		"prims_warm_sandboxes", "prims_warm_sandbox_rss_bytes",
+		"prims_warm_sandboxes", "prims_zygotes", "prims_warm_sandbox_rss_bytes",
 		`prims_env_cache_total{result="hit"}`, `prims_env_cache_total{result="miss"}`,
 		`prims_runs_total{outcome="refused"}`, `prims_output_bytes_total{stream="stderr"}`,
 		`prims_egress_requests_total{result="denied"}`, `prims_run_queue_wait_seconds_bucket{le="+Inf"}`,

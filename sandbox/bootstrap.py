@@ -171,6 +171,13 @@ def _prims_gate(os):
 def _prims_main():
     import os
 
+    _prims_ready(os)
+    _prims_gate(os)
+    _prims_run()
+
+
+def _prims_ready(os):
+    """What a run needs before its program is known: paid while waiting."""
     global _prims_site_modules
     _prims_site_modules = frozenset(sys.modules)  # the interpreter's and site's own
     sys.meta_path.insert(0, _PrimsShowHook(os.path.abspath("output")))
@@ -181,7 +188,12 @@ def _prims_main():
     # The first compile() of a process costs milliseconds (Debian's 3.11:
     # ~1.5 ms); pay it while the code is not known yet.
     compile(b"pass\n", "<prims>", "exec", dont_inherit=True)
-    _prims_gate(os)
+
+
+def _prims_run():
+    """Reads the program from fd 3 and runs it as __main__; never returns."""
+    import os
+
     with os.fdopen(3, "rb") as f:
         data = f.read()
     name, _, src = data.partition(b"\n")

@@ -108,7 +108,7 @@ func (p *pool) take(ctx context.Context, key string) *child {
 		for len(k.ready) > 0 {
 			w := k.ready[0]
 			k.ready = k.ready[1:]
-			if w.c.dead() || exited(w.c.l.cmd.Process.Pid) {
+			if w.c.dead() || exited(w.c.pid) {
 				dead = append(dead, w)
 				continue
 			}
@@ -256,7 +256,7 @@ func (p *pool) watch(key string, k *poolKey, w *pooled) {
 	}
 	k.ready = slices.Delete(k.ready, i, i+1)
 	k.deaths++
-	p.r.log.Warn("a waiting sandbox died; replacing it", "pid", w.c.l.cmd.Process.Pid)
+	p.r.log.Warn("a waiting sandbox died; replacing it", "pid", w.c.pid)
 	p.topUp(key, k)
 	p.mu.Unlock()
 	w.c.kill()
@@ -284,13 +284,14 @@ func (p *pool) forget(key string) {
 // 0) it does nothing.
 func (r *Runner) Prewarm(job Job) {
 	job, key := r.warmJob(job)
-	r.pool.refill(key, job)
+	r.refill(key, job)
 }
 
 // ForgetDir stops the waiting sandboxes started for the workspace dir, for
 // a caller that is about to delete it.
 func (r *Runner) ForgetDir(dir string) {
 	r.shared.Delete(dir)
+	r.forgetZygotes(dir)
 	p := r.pool
 	p.mu.Lock()
 	var keys []string
@@ -362,8 +363,10 @@ func (p *pool) close() {
 
 // PoolStats describes the sandboxes waiting in the warm pool.
 type PoolStats struct {
-	Waiting  int   // sandboxes started and waiting for code
-	RSSBytes int64 // their resident memory: init and interpreter together
+	Waiting int // sandboxes started and waiting for code
+	// Zygotes are the sandboxes that fork each run of a session.
+	Zygotes  int
+	RSSBytes int64 // their resident memory: inits and interpreters together
 }
 
 // PoolStats reports the warm pool's size and memory.
@@ -373,7 +376,7 @@ func (r *Runner) PoolStats() PoolStats {
 	var pids []int
 	for _, k := range p.keys {
 		for _, w := range k.ready {
-			pids = append(pids, w.c.l.cmd.Process.Pid)
+			pids = append(pids, w.c.pid)
 		}
 	}
 	p.mu.Unlock()
@@ -381,6 +384,8 @@ func (r *Runner) PoolStats() PoolStats {
 	for _, pid := range pids {
 		st.RSSBytes += treeRSS(pid)
 	}
+	n, rss := r.zygoteStats()
+	st.Zygotes, st.RSSBytes = n, st.RSSBytes+rss
 	return st
 }
 

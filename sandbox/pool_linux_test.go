@@ -28,11 +28,12 @@ func warmRunner(t *testing.T, cfg Config) *Runner {
 	return r
 }
 
-// waitWarm waits until the pool holds a sandbox waiting for code.
+// waitWarm waits until the pool holds a sandbox waiting for code, or a
+// zygote is ready to fork one.
 func waitWarm(t *testing.T, r *Runner) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for r.PoolStats().Waiting == 0 {
+	for st := r.PoolStats(); st.Waiting+st.Zygotes == 0; st = r.PoolStats() {
 		if time.Now().After(deadline) {
 			t.Fatal("the pool never started a waiting sandbox")
 		}
@@ -198,7 +199,7 @@ func TestPoolStopsItsSandboxes(t *testing.T) {
 			}
 			waitWarm(t, r)
 			st := r.PoolStats()
-			if st.Waiting != 1 || st.RSSBytes <= 0 {
+			if st.Waiting+st.Zygotes != 1 || st.RSSBytes <= 0 {
 				t.Errorf("PoolStats = %+v", st)
 			}
 			// Its interpreter appears once the init has built the sandbox.
@@ -221,22 +222,28 @@ func TestPoolStopsItsSandboxes(t *testing.T) {
 			if live := sandboxtest.EnvProcs(token); len(live) > 0 {
 				t.Errorf("waiting sandboxes survived %s: %v", how, live)
 			}
-			if st := r.PoolStats(); st.Waiting != 0 {
+			if st := r.PoolStats(); st.Waiting+st.Zygotes != 0 {
 				t.Errorf("after %s: %+v", how, st)
 			}
 		})
 	}
 }
 
-// waitingPIDs returns the host pids of the pool's waiting sandboxes.
+// waitingPIDs returns the host pids of the pool's waiting sandboxes and of
+// the zygotes' sandboxes.
 func waitingPIDs(r *Runner) []int {
 	r.pool.mu.Lock()
-	defer r.pool.mu.Unlock()
 	var pids []int
 	for _, k := range r.pool.keys {
 		for _, w := range k.ready {
-			pids = append(pids, w.c.l.cmd.Process.Pid)
+			pids = append(pids, w.c.pid)
 		}
+	}
+	r.pool.mu.Unlock()
+	r.zygotes.mu.Lock()
+	defer r.zygotes.mu.Unlock()
+	for _, z := range r.zygotes.m {
+		pids = append(pids, z.c.pid)
 	}
 	return pids
 }
@@ -389,7 +396,7 @@ func TestWarmSandboxFollowsRebuiltEnvironment(t *testing.T) {
 			waitWarm(t, r)
 			run(true, "1") // control: an unchanged environment keeps its waiting sandbox
 			waitWarm(t, r)
-			old := waitingPids(r)
+			old := waitingPIDs(r)
 			if len(old) == 0 {
 				t.Fatal("no sandbox waits for the first environment")
 			}
@@ -410,18 +417,4 @@ func TestWarmSandboxFollowsRebuiltEnvironment(t *testing.T) {
 			run(true, "2")
 		})
 	}
-}
-
-// waitingPids lists the host pids of the sandboxes waiting in r's pool.
-func waitingPids(r *Runner) []int {
-	p := r.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var pids []int
-	for _, k := range p.keys {
-		for _, w := range k.ready {
-			pids = append(pids, w.c.l.cmd.Process.Pid)
-		}
-	}
-	return pids
 }

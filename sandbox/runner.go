@@ -190,6 +190,12 @@ type Config struct {
 	// program, so that runs find them already imported. Their import-time
 	// state is shared by every run; nothing else is.
 	Preload []string
+	// NoZygote starts every run's interpreter anew (from the warm pool,
+	// when there is one) instead of forking it from a zygote, a sandbox
+	// per workspace and environment whose interpreter forks a fresh one
+	// for each run (zygote_linux.go). Zygotes exist only in the
+	// namespaces tier.
+	NoZygote bool
 	// ProbeCache, when set, is a directory where the probes of what the
 	// host supports record a success, so that a short-lived process
 	// (`prims run`) does not start the init twice to find it again.
@@ -207,6 +213,8 @@ type Runner struct {
 	closeCgroups sync.Once
 	log          *slog.Logger
 	pool         *pool
+
+	zygotes zygotes // Linux: zygote_linux.go
 
 	// shared holds the workspaces already handed to the sandbox user
 	// (shareWorkspace): after the first run only mounts/ needs it again.
@@ -286,6 +294,7 @@ func New(cfg Config) (*Runner, error) {
 // made ahead). Runs in flight are not affected; the Runner can still run
 // jobs, without a pool.
 func (r *Runner) Close() {
+	r.closeZygotes()
 	r.pool.close()
 	r.gate.close()
 	r.closeCgroups.Do(runCgroups.close)
@@ -343,6 +352,9 @@ type Job struct {
 	QuotaUsed int64
 
 	cmd *Command // RunCommand's: runs instead of the bootstrap
+	// zygote makes the sandbox a zygote's (zygote_linux.go): script is
+	// the zygote, ctl its fd 3.
+	zygote bool
 	// script, when set, is the Python program the sandbox starts instead
 	// of the bootstrap (the state server), and ctl its fd 3 instead of a
 	// code pipe: a unix socket the server keeps talking on.
@@ -401,6 +413,9 @@ var ErrStart = errors.New("cannot start python")
 // the moment the code is handed over.
 func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	job, key := r.warmJob(job)
+	if res, ok, err := r.runZygote(ctx, job, key); ok {
+		return res, err
+	}
 	c := r.pool.take(ctx, key)
 	if c == nil {
 		var err error
@@ -411,14 +426,26 @@ func (r *Runner) Run(ctx context.Context, job Job) (Result, error) {
 	// The replacement starts once this run is over: started beside it, it
 	// would take a CPU from the run it is meant to make faster. A run that
 	// comes while it starts waits for it (take) rather than start another.
-	defer r.pool.refill(key, job)
+	defer r.refill(key, job)
 	return r.execute(ctx, c, job)
+}
+
+// refill gets the next run of key ready in the background: its zygote, or
+// the pool's next waiting sandbox.
+func (r *Runner) refill(key string, job Job) {
+	if !r.prewarmZygote(job, key) {
+		r.pool.refill(key, job)
+	}
 }
 
 // child is a started interpreter (in its sandbox) that waits for its
 // program on fd 3.
 type child struct {
-	l        *launch
+	l   *launch // nil for a run forked by a zygote
+	pid int     // the process whose group is the run: the init, or a zygote's run
+	// end reports how a zygote's run ended (zygote_linux.go); nil for
+	// the init's children, whose launch knows.
+	end      func() (childStatus, error)
 	codeW    *os.File
 	outR     *os.File
 	errR     *os.File
@@ -439,13 +466,21 @@ func (c *child) dead() bool {
 
 // kill ends a child that will never run code and releases what it holds.
 func (c *child) kill() {
-	killTree(c.l.cmd.Process.Pid)
+	killTree(c.pid)
 	<-c.waitDone
 	c.mem.remove()
 	c.codeW.Close()
 	c.outR.Close()
 	c.errR.Close()
-	c.l.finish(c.l.cmd.ProcessState)
+	c.finish()
+}
+
+// finish reports how the program ended, once the child is gone.
+func (c *child) finish() (childStatus, error) {
+	if c.end != nil {
+		return c.end()
+	}
+	return c.l.finish(c.l.cmd.ProcessState)
 }
 
 // start launches an interpreter for job that blocks until execute hands
@@ -519,7 +554,7 @@ func (r *Runner) start(job Job) (*child, error) {
 		mem.mode = MemoryAccounting
 	}
 	p.sendConfig()
-	c := &child{l: p, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: mem}
+	c := &child{l: p, pid: p.cmd.Process.Pid, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: mem}
 	go func() {
 		_ = p.cmd.Wait()
 		close(c.waitDone)
@@ -538,8 +573,7 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	defer c.mem.remove()
 	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
 	defer cancel()
-	cmd := c.l.cmd
-	pid := cmd.Process.Pid
+	pid := c.pid
 	start := time.Now()
 
 	tail := &tailBuffer{}
@@ -607,7 +641,7 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	c.outR.Close()
 	c.errR.Close()
 
-	st, err := c.l.finish(cmd.ProcessState)
+	st, err := c.finish()
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrStart, err)
 	}

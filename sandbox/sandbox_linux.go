@@ -207,6 +207,7 @@ func (r *Runner) prepareSandbox(job Job, code, stdout, stderr *os.File, mem *mem
 		Network: r.cfg.Network,
 		Limits:  initLimits(r.limits),
 		FDAttrs: job.cmd == nil,
+		Zygote:  job.zygote,
 	}
 	if job.cmd != nil {
 		cfg.Args, cfg.Network = job.cmd.Args, cfg.Network || job.cmd.Network

@@ -6,19 +6,31 @@ import (
 	"strings"
 )
 
-//go:embed stateserver.py
-var stateServer string
+var (
+	//go:embed stateserver.py
+	stateServer string
+	//go:embed msgs.py
+	msgsPy string
+	//go:embed zygote.py
+	zygotePy string
+)
 
-// stateProgram is what a state sandbox runs: the bootstrap's definitions
-// (its hooks and fallbacks, without its final call, which would read a
-// program) followed by the state server.
-var stateProgram = func() string {
+// bootstrapDefs are the bootstrap's definitions (its hooks and fallbacks),
+// without its final call, which would read a program.
+var bootstrapDefs = func() string {
 	defs, ok := strings.CutSuffix(bootstrap, "\n_prims_main()\n")
 	if !ok {
 		panic("sandbox: bootstrap.py must end with its _prims_main() call")
 	}
-	return defs + "\n" + stateServer
+	return defs
 }()
+
+// stateProgram is what a state sandbox runs: the bootstrap's definitions,
+// the messages and the state server.
+var stateProgram = bootstrapDefs + "\n" + msgsPy + "\n" + stateServer
+
+// zygoteProgram is what a zygote sandbox runs (zygote_linux.go).
+var zygoteProgram = bootstrapDefs + "\n" + msgsPy + "\n" + zygotePy
 
 // ErrNoState is wrapped by StateHost's errors for a state name that does
 // not exist (never created, dropped, or lost).

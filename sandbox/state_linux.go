@@ -2,8 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -187,7 +185,7 @@ func (h *StateHost) Close() {
 	h.closed = true
 	h.hmu.Unlock()
 	h.conn.Close()
-	killTree(h.c.l.cmd.Process.Pid)
+	killTree(h.c.pid)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.kill()
@@ -383,7 +381,7 @@ func (h *StateHost) watchCall(ctx context.Context, c *stateCall, job Job, res *S
 	runCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
 	defer cancel()
 	quotaHit := make(chan struct{})
-	stopQuota := watchQuota(Job{Dir: h.job.Dir, QuotaUsed: job.QuotaUsed}, h.c.l.cmd.Process.Pid, h.r.limits.WorkspaceQuota, quotaHit)
+	stopQuota := watchQuota(Job{Dir: h.job.Dir, QuotaUsed: job.QuotaUsed}, h.c.pid, h.r.limits.WorkspaceQuota, quotaHit)
 	defer stopQuota()
 	memHit := make(chan struct{})
 	h.c.mem.arm()
@@ -479,7 +477,7 @@ func (h *StateHost) endCall(name string, c *stateCall, end callEnding, res State
 // wherever they were reparented. Killed processes cannot fork again, so
 // a few passes reach a fork bomb's last generation.
 func (h *StateHost) killCall() {
-	keep := map[int]bool{h.anchor: true, h.c.l.cmd.Process.Pid: true}
+	keep := map[int]bool{h.anchor: true, h.c.pid: true}
 	h.hmu.Lock()
 	for _, p := range h.holders {
 		keep[p] = true
@@ -512,7 +510,7 @@ func (h *StateHost) killCall() {
 // orphan goes to the init, PID 1 of the namespace or a child subreaper in
 // the landlock tier), and without an init the program's process group.
 func (h *StateHost) procs() []int {
-	root := h.c.l.cmd.Process.Pid
+	root := h.c.pid
 	seen := map[int]bool{root: true}
 	queue := []int{root}
 	if h.r.tier == TierNone {
@@ -591,44 +589,17 @@ func (h *StateHost) call(msg any, fds []*os.File, rep any) error {
 // send writes one message: a little-endian length, then JSON; fds ride on
 // the length.
 func (h *StateHost) send(msg any, fds []*os.File) error {
-	body, err := json.Marshal(msg)
-	if err != nil {
-		return err
-	}
-	hdr := binary.LittleEndian.AppendUint32(nil, uint32(len(body)))
-	var oob []byte
-	if len(fds) > 0 {
-		ints := make([]int, len(fds))
-		for i, f := range fds {
-			ints[i] = int(f.Fd())
-		}
-		oob = unix.UnixRights(ints...)
-	}
-	if _, _, err := h.conn.WriteMsgUnix(hdr, oob, nil); err != nil {
-		return fmt.Errorf("send to the state server: %w", err)
-	}
-	if _, err := h.conn.Write(body); err != nil {
+	if err := sendMsg(h.conn, msg, fds); err != nil {
 		return fmt.Errorf("send to the state server: %w", err)
 	}
 	return nil
 }
 
-// recv reads one message into rep, by deadline (zero: none).
 func (h *StateHost) recv(rep any, deadline time.Time) error {
-	_ = h.conn.SetReadDeadline(deadline)
-	var hdr [4]byte
-	if _, err := io.ReadFull(h.conn, hdr[:]); err != nil {
+	if _, err := recvMsg(h.conn, rep, deadline); err != nil {
 		return fmt.Errorf("read from the state server: %w", err)
 	}
-	n := binary.LittleEndian.Uint32(hdr[:])
-	if n > 16<<20 {
-		return fmt.Errorf("the state server sent a message of %d bytes", n)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(h.conn, body); err != nil {
-		return fmt.Errorf("read from the state server: %w", err)
-	}
-	return json.Unmarshal(body, rep)
+	return nil
 }
 
 // syncTail is a tailBuffer written by one goroutine and read by another.

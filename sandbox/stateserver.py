@@ -11,59 +11,10 @@
 #   a call: a fork of a holder that runs one program. If the program ends
 #     well, the call tells the anchor "ok" and becomes the state's holder
 #     (the old one is killed); otherwise it dies and the holder is as it was.
-# Messages are a 4-byte little-endian length and JSON; descriptors ride on
-# the length with SCM_RIGHTS.
-import array
-import json
+# Messages are msgs.py's.
 import os
 import select
 import socket
-import struct
-
-
-def _st_send(sock, obj, fds=()):
-    data = json.dumps(obj).encode()
-    hdr = struct.pack("<I", len(data))
-    if fds:
-        sock.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        sock.sendall(data)
-    else:
-        sock.sendall(hdr + data)
-
-
-def _st_recv(sock):
-    """One message and the descriptors that came with it; (None, []) at EOF.
-    Received descriptors are close-on-exec: a subprocess never inherits them."""
-    fds = []
-    hdr = b""
-    while len(hdr) < 4:
-        try:
-            msg, anc, _, _ = sock.recvmsg(4 - len(hdr), socket.CMSG_SPACE(16 * 4), socket.MSG_CMSG_CLOEXEC)
-        except OSError:
-            msg, anc = b"", []
-        for level, kind, d in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(d[: len(d) - len(d) % a.itemsize])
-                fds.extend(a)
-        if not msg:
-            for fd in fds:
-                os.close(fd)
-            return None, []
-        hdr += msg
-    n = struct.unpack("<I", hdr)[0]
-    body = bytearray()
-    while len(body) < n:
-        try:
-            chunk = sock.recv(min(n - len(body), 1 << 20))
-        except OSError:
-            chunk = b""
-        if not chunk:
-            for fd in fds:
-                os.close(fd)
-            return None, []
-        body += chunk
-    return json.loads(bytes(body)), fds
 
 
 def _st_flush():
@@ -158,7 +109,7 @@ def _st_holder(chan, main):
     well, comes back into it as the new holder."""
     while True:
         _st_reap()
-        msg, fds = _st_recv(chan)
+        msg, fds = _prims_recv(chan)
         if msg is None or msg.get("op") != "fork":
             os._exit(0)
         try:
@@ -168,7 +119,7 @@ def _st_holder(chan, main):
             # untouched, and the call never started.
             for fd in fds:
                 os.close(fd)
-            _st_send(chan, {"forkerr": str(e), "errno": e.errno or 0})
+            _prims_send(chan, {"forkerr": str(e), "errno": e.errno or 0})
             continue
         if pid == 0:
             chan.close()
@@ -182,7 +133,7 @@ def _st_holder(chan, main):
             os.close(out)
             os.close(err)
             chan = socket.socket(fileno=mine)
-            go, _ = _st_recv(chan)
+            go, _ = _prims_recv(chan)
             if go is None or go.get("op") != "go":
                 os._exit(125)
             status = _st_exec(main, msg)
@@ -198,15 +149,15 @@ def _st_holder(chan, main):
             os.close(null)
             report["ok"] = True
             report["pid"] = os.getpid()
-            _st_send(chan, report)
+            _prims_send(chan, report)
             continue
         for fd in fds:
             os.close(fd)
-        _st_send(chan, {"pid": pid})
+        _prims_send(chan, {"pid": pid})
         if msg.get("bare"):
             continue
         _, status, ru = os.wait4(pid, 0)
-        _st_send(chan, {"status": status, "cpu_ns": int((ru.ru_utime + ru.ru_stime) * 1e9)})
+        _prims_send(chan, {"status": status, "cpu_ns": int((ru.ru_utime + ru.ru_stime) * 1e9)})
 
 
 def _st_fresh(server, holders):
@@ -240,8 +191,8 @@ def _st_fresh(server, holders):
 def _st_copy(holder):
     parent, child = socket.socketpair()
     try:
-        _st_send(holder, {"op": "fork", "bare": True}, [child.fileno()])
-        rep, _ = _st_recv(holder)
+        _prims_send(holder, {"op": "fork", "bare": True}, [child.fileno()])
+        rep, _ = _prims_recv(holder)
     except OSError:
         rep = None
     child.close()
@@ -260,14 +211,14 @@ def _st_run(server, holders, msg, fds):
     parent, child = socket.socketpair()
     fork = {"op": "fork", "code": msg["code"], "filename": msg.get("filename", "")}
     try:
-        _st_send(chan, fork, fds + [child.fileno()])
+        _prims_send(chan, fork, fds + [child.fileno()])
         sent = True
     except OSError:
         sent = False  # the holder is gone (killed by a call of another state)
     for fd in fds:
         os.close(fd)
     child.close()
-    rep = _st_recv(chan)[0] if sent else None
+    rep = _prims_recv(chan)[0] if sent else None
     if rep is None:
         chan.close()
         del holders[name]
@@ -277,16 +228,16 @@ def _st_run(server, holders, msg, fds):
         parent.close()
         return rep
     cpid = rep["pid"]
-    _st_send(server, {"pid": cpid})
-    go, _ = _st_recv(server)
+    _prims_send(server, {"pid": cpid})
+    go, _ = _prims_recv(server)
     if go is None:
         os._exit(0)
-    _st_send(parent, {"op": "go"})
+    _prims_send(parent, {"op": "go"})
     watch = [parent, chan]
     while watch:
         ready, _, _ = select.select(watch, [], [])
         if parent in ready:
-            m, _ = _st_recv(parent)
+            m, _ = _prims_recv(parent)
             if m is not None and m.get("ok"):
                 # The call ended well: it is the state now.
                 try:
@@ -299,7 +250,7 @@ def _st_run(server, holders, msg, fds):
                 return m
             watch.remove(parent)
             continue
-        m, _ = _st_recv(chan)
+        m, _ = _prims_recv(chan)
         if m is None:
             # The holder itself died (a limit took it, not the call): the
             # call may still end well and become the state.
@@ -339,10 +290,10 @@ def _st_anchor():
         _prims_preload(preload.split(","))
     compile(b"pass\n", "<prims>", "exec", dont_inherit=True)
     holders = {}
-    _st_send(server, {"pid": os.getpid()})
+    _prims_send(server, {"pid": os.getpid()})
     while True:
         _st_reap()
-        msg, fds = _st_recv(server)
+        msg, fds = _prims_recv(server)
         if msg is None:
             os._exit(0)
         op = msg.get("op")
@@ -375,7 +326,7 @@ def _st_anchor():
                 reply = {"err": "unknown op %r" % (op,)}
         except BaseException as e:
             reply = {"err": "%s: %s" % (type(e).__name__, e)}
-        _st_send(server, reply)
+        _prims_send(server, reply)
 
 
 _st_anchor()

@@ -57,6 +57,10 @@ type initConfig struct {
 	FDAttrs bool `json:"fd_attrs,omitempty"`
 	// Egress, without Network, is the way to the server's egress proxy.
 	Egress *egressConfig `json:"egress,omitempty"`
+	// Zygote, in the namespaces tier, makes the program a zygote that
+	// forks each run (zygote_linux.go): the init keeps the namespace's
+	// capabilities for it and confines nothing itself.
+	Zygote bool `json:"zygote,omitempty"`
 }
 
 // bind is one host path the sandbox sees at the same path.

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 )
 
@@ -124,13 +123,4 @@ func forward(c *os.File, path string) {
 	io.Copy(c, up)
 	closeWrite(c)
 	wg.Wait()
-}
-
-// egressRules lets the program connect to the proxy's port, the one TCP
-// destination Landlock allows a run without --network.
-func egressRules(cfg *initConfig) []landlock.Rule {
-	if cfg.Egress == nil || cfg.Network {
-		return nil
-	}
-	return []landlock.Rule{landlock.ConnectTCP(uint16(cfg.Egress.Port))}
 }

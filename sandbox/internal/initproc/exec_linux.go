@@ -43,6 +43,9 @@ func startProgram(cfg *initConfig) (int, chan os.Signal, error) {
 		tasks = hostTasks
 	}
 	limits := rlimits(cfg.Limits, tasks)
+	if cfg.Zygote {
+		limits = nil // each run's fork sets its own (zygoteSpec)
+	}
 	env := append(cfg.Env, gateEnv+"="+strconv.Itoa(fdGate))
 	// In the landlock tier, children are reaped, and the server's death
 	// handled, on this thread as signals come; asked for before the first

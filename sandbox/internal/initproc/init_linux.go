@@ -102,7 +102,11 @@ func runInit() error {
 	default:
 		return fmt.Errorf("unknown sandbox mode %q", cfg.Mode)
 	}
-	if err := confine(&cfg); err != nil {
+	if cfg.Zygote {
+		if err := prepareZygote(&cfg); err != nil {
+			return err
+		}
+	} else if err := confine(&cfg); err != nil {
 		return err
 	}
 	return reap(&cfg)
@@ -127,6 +131,12 @@ func setupNamespaces(cfg *initConfig) error {
 		}
 	}
 	trace.mark("hostname, loopback")
+	if cfg.Zygote {
+		// The zygote keeps the namespace's capabilities: each run's
+		// fork makes its own mount and PID namespaces with them, then
+		// drops them (zygote.py).
+		return nil
+	}
 	if err := dropCapabilities(); err != nil {
 		return err
 	}
@@ -175,16 +185,7 @@ func confine(cfg *initConfig) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return os.NewSyscallError("no_new_privs", err)
 	}
-	if err := installSeccomp(seccompFilter(filterOptions{
-		denyInet:    cfg.Mode == initModeLL && !cfg.Network && cfg.Egress == nil,
-		tcpOnly:     cfg.Mode == initModeLL && !cfg.Network && cfg.Egress != nil,
-		denySession: cfg.Mode == initModeLL,
-		hostShared:  cfg.Mode == initModeLL,
-		// Only the Python runs are held to descriptor forms (bootstrap.py
-		// turns the path forms into them); commands (pip) chmod by path.
-		denyPathAttr: cfg.Mode == initModeLL && cfg.FDAttrs,
-		denyUnix:     cfg.Mode == initModeLL && landlockABI() < 9,
-	})); err != nil {
+	if err := installSeccomp(programFilter(cfg)); err != nil {
 		return err
 	}
 	trace.mark("seccomp")
@@ -197,6 +198,20 @@ func confine(cfg *initConfig) error {
 		return os.NewSyscallError("dumpable", err)
 	}
 	return nil
+}
+
+// programFilter is the seccomp filter the program runs under.
+func programFilter(cfg *initConfig) []unix.SockFilter {
+	return seccompFilter(filterOptions{
+		denyInet:    cfg.Mode == initModeLL && !cfg.Network && cfg.Egress == nil,
+		tcpOnly:     cfg.Mode == initModeLL && !cfg.Network && cfg.Egress != nil,
+		denySession: cfg.Mode == initModeLL,
+		hostShared:  cfg.Mode == initModeLL,
+		// Only the Python runs are held to descriptor forms (bootstrap.py
+		// turns the path forms into them); commands (pip) chmod by path.
+		denyPathAttr: cfg.Mode == initModeLL && cfg.FDAttrs,
+		denyUnix:     cfg.Mode == initModeLL && landlockABI() < 9,
+	})
 }
 
 // newCgroupNS joins the run's cgroup (v2 runs were born in it) and then

@@ -62,6 +62,31 @@ func restrictLandlock(cfg *initConfig) error {
 	if cfg.Network {
 		c.HandledAccessNet = 0
 	}
+	p := planLandlock(cfg)
+	rules := []landlock.Rule{
+		landlock.RODirs(p.roDirs...).IgnoreIfMissing(),
+		landlock.ROFiles(p.roFiles...).IgnoreIfMissing(),
+		landlock.RWDirs(p.rwDirs...).IgnoreIfMissing(),
+		landlock.RWFiles(p.rwFiles...).IgnoreIfMissing(),
+	}
+	for _, port := range p.connectTCP {
+		rules = append(rules, landlock.ConnectTCP(port))
+	}
+	if err := c.Restrict(rules...); err != nil {
+		return fmt.Errorf("landlock: %w", err)
+	}
+	return nil
+}
+
+// landlockPlan is what a run may reach under Landlock: paths read-only or
+// read-write, split into directories and files (whose rights differ), and
+// the TCP ports it may connect to when network access is handled.
+type landlockPlan struct {
+	roDirs, roFiles, rwDirs, rwFiles []string
+	connectTCP                       []uint16
+}
+
+func planLandlock(cfg *initConfig) landlockPlan {
 	var ro, rw []string
 	if cfg.Mode == initModeNS {
 		ro = []string{"/"}
@@ -79,26 +104,21 @@ func restrictLandlock(cfg *initConfig) error {
 			ro = append(ro, b.Path)
 		}
 	}
-	var rodirs, rofiles []string
-	for _, p := range ro {
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			rodirs = append(rodirs, p)
+	var p landlockPlan
+	for _, path := range ro {
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			p.roDirs = append(p.roDirs, path)
 		} else if err == nil {
-			rofiles = append(rofiles, p)
+			p.roFiles = append(p.roFiles, path)
 		}
 	}
-	rules := []landlock.Rule{
-		landlock.RODirs(rodirs...).IgnoreIfMissing(),
-		landlock.ROFiles(rofiles...).IgnoreIfMissing(),
-		landlock.RWDirs(rw...).IgnoreIfMissing(),
-		landlock.RWFiles("/dev/null", "/dev/zero", "/dev/full").IgnoreIfMissing(),
-		landlock.ROFiles("/dev/random", "/dev/urandom").IgnoreIfMissing(),
+	p.rwDirs = rw
+	p.rwFiles = []string{"/dev/null", "/dev/zero", "/dev/full"}
+	p.roFiles = append(p.roFiles, "/dev/random", "/dev/urandom")
+	if cfg.Egress != nil && !cfg.Network {
+		p.connectTCP = []uint16{uint16(cfg.Egress.Port)}
 	}
-	rules = append(rules, egressRules(cfg)...)
-	if err := c.Restrict(rules...); err != nil {
-		return fmt.Errorf("landlock: %w", err)
-	}
-	return nil
+	return p
 }
 
 // landlockABI is the kernel's Landlock ABI version, 0 without Landlock.
