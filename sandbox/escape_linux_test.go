@@ -500,7 +500,7 @@ func TestEscapeUnprivileged(t *testing.T) {
 		t.Skip("-short")
 	}
 	testpython.Path(t)
-	testenv.RerunAsNobody(t, "^(TestEscape|TestEscapeStateful|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome|TestProcsOfTheUserOutsideTheRun)$", func(home string) {
+	testenv.RerunAsNobody(t, "^(TestEscape|TestEscapeStateful|TestEscapeWarm|TestWarmRunsAreFresh|TestProgramStartsClean|TestAllowHost|TestRunDiesWithServer|TestInterpreterUnderHome|TestProcsOfTheUserOutsideTheRun)$", func(home string) {
 		os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine example.com password hunter2"), 0o600)
 	})
 }
