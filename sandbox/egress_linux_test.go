@@ -62,19 +62,33 @@ func TestAllowHost(t *testing.T) {
 	defer tlsSrv.Close()
 	tlsPort := tlsSrv.Listener.Addr().(*net.TCPAddr).Port
 	code := fmt.Sprintf(egressProbe, port, tlsPort)
+	// With cfg.Warm, the probe runs twice in one workspace, the second
+	// time forked by the zygote (namespaces) or handed to a waiting
+	// sandbox; the second run's output is returned.
 	run := func(t *testing.T, cfg Config) string {
 		r, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer r.Close()
+		ws := mkWorkspace(t)
 		var out, errOut strings.Builder
-		res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: mkWorkspace(t), Stdout: &out, Stderr: &errOut})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.ExitCode != 0 {
-			t.Fatalf("exit %d:\n%s%s", res.ExitCode, out.String(), errOut.String())
+		for i := range 1 + min(cfg.Warm, 1) {
+			if i > 0 {
+				waitWarm(t, r)
+			}
+			out.Reset()
+			errOut.Reset()
+			res, err := r.Run(context.Background(), Job{Python: py, Code: code, Dir: ws, Stdout: &out, Stderr: &errOut})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != 0 {
+				t.Fatalf("exit %d:\n%s%s", res.ExitCode, out.String(), errOut.String())
+			}
+			if res.Warm != (i > 0) {
+				t.Fatalf("run %d: warm %v", i, res.Warm)
+			}
 		}
 		return out.String()
 	}
@@ -85,8 +99,12 @@ func TestAllowHost(t *testing.T) {
 		}
 	})
 	s := Probe()
-	for _, tier := range []Tier{TierNamespaces, TierLandlock} {
-		t.Run(string(tier), func(t *testing.T) {
+	for _, v := range []struct {
+		tier Tier
+		warm int
+	}{{TierNamespaces, 0}, {TierNamespaces, 1}, {TierLandlock, 0}} {
+		tier := v.tier
+		t.Run(fmt.Sprintf("%s/warm=%d", tier, v.warm), func(t *testing.T) {
 			if !s.Can(tier) {
 				feature := testenv.Userns
 				if tier == TierLandlock {
@@ -97,7 +115,7 @@ func TestAllowHost(t *testing.T) {
 			if tier == TierLandlock && s.Landlock < 4 {
 				testenv.Skip(t, testenv.Landlock, "Landlock ABI %d has no TCP rules", s.Landlock)
 			}
-			out := run(t, Config{Tier: tier, Egress: egress.Policy{Allow: []string{fmt.Sprintf("localhost:%d", port), fmt.Sprintf("localhost:%d", tlsPort)}, AllowPrivate: true}})
+			out := run(t, Config{Tier: tier, Warm: v.warm, Egress: egress.Policy{Allow: []string{fmt.Sprintf("localhost:%d", port), fmt.Sprintf("localhost:%d", tlsPort)}, AllowPrivate: true}})
 			t.Logf("in the %s tier:\n%s", tier, out)
 			for _, want := range []string{
 				"allowed: hello",

@@ -9,8 +9,8 @@
 #
 #   the zygote: gets {"op": "run"} on fd 3 with the run's stdout, stderr,
 #     code pipe and a socket of its own; forks C and goes back to waiting;
-#   C: new mount, PID and IPC namespaces, a fresh /tmp and /dev/shm; forks P
-#     (PID 1 of the run's namespace) and exits;
+#   C: new mount, PID, IPC (and network) namespaces, a fresh /tmp and
+#     /dev/shm; forks P (PID 1 of the run's namespace) and exits;
 #   P: its own session (the server kills its group), says hello on the run's
 #     socket (the kernel adds its host pid: SO_PASSCRED), waits for "go"
 #     (the server has moved it into the run's cgroup), makes the cgroup
@@ -21,6 +21,7 @@
 #     filter and is not dumpable; then the bootstrap runs the program.
 import _signal
 import base64
+import fcntl
 import os
 import resource
 import socket
@@ -51,6 +52,8 @@ _ZY_CLONE_NEWNS = 0x00020000
 _ZY_CLONE_NEWCGROUP = 0x02000000
 _ZY_CLONE_NEWIPC = 0x08000000
 _ZY_CLONE_NEWPID = 0x20000000
+_ZY_CLONE_NEWNET = 0x40000000
+_ZY_SIOCSIFFLAGS, _ZY_IFF_UP, _ZY_IFF_RUNNING = 0x8914, 0x1, 0x40
 _ZY_MS_NOSUID, _ZY_MS_NODEV, _ZY_MS_NOEXEC = 2, 4, 8
 _ZY_MS_REC, _ZY_MS_PRIVATE = 0x4000, 0x40000
 _ZY_PR_SET_DUMPABLE = 4
@@ -191,7 +194,15 @@ def _zy_fail(sock, e):
 def _zy_run_process(spec, prog, run, out, err, code):
     """C, then P; returns only in Q, confined, with the program's fds."""
     try:
-        _zy_ok(_zy_c.unshare(_ZY_CLONE_NEWNS | _ZY_CLONE_NEWPID | _ZY_CLONE_NEWIPC), "unshare")
+        flags = _ZY_CLONE_NEWNS | _ZY_CLONE_NEWPID | _ZY_CLONE_NEWIPC
+        if spec["netns"]:
+            flags |= _ZY_CLONE_NEWNET
+        _zy_ok(_zy_c.unshare(flags), "unshare")
+        if spec["netns"]:
+            # Loopback only, as a fresh run's: for programs that talk to
+            # themselves.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                fcntl.ioctl(s.fileno(), _ZY_SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _ZY_IFF_UP | _ZY_IFF_RUNNING))
         _zy_mount(None, b"/", None, _ZY_MS_REC | _ZY_MS_PRIVATE, None)
         _zy_fresh_tmp(spec["covered"] or ())
         if os.fork() != 0:

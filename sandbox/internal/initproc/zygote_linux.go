@@ -20,8 +20,10 @@ import (
 // code, what each run's fork must put on itself before the program's first
 // line (zygote.py does it in this same order):
 //
-//  1. its own mount, PID, IPC and cgroup namespaces, a fresh /tmp,
-//     /dev/shm and /proc (with the capabilities the zygote kept);
+//  1. its own mount, PID, IPC and cgroup namespaces, and network namespace
+//     unless the sandbox's is the host's or holds the egress proxy; a
+//     fresh /tmp, /dev/shm and /proc (with the capabilities the zygote
+//     kept);
 //  2. no capabilities, no way to regain them (dropCapabilities' steps);
 //  3. the workspace as working directory, Landlock through the ruleset
 //     built here, no_new_privs, the same seccomp filter as a fresh run's,
@@ -53,6 +55,10 @@ type zygoteSpec struct {
 	// those under them come along), which the fresh tmpfs a run mounts
 	// there would hide: the run moves a copy of each onto its own.
 	Covered []string `json:"covered"`
+	// NetNS gives each run a network namespace of its own (loopback
+	// only): when the sandbox has no network and no egress proxy, whose
+	// way out is on the sandbox's loopback.
+	NetNS bool `json:"netns"`
 }
 
 // prepareZygote does what confine does for a program, as far as it can be
@@ -61,7 +67,8 @@ func prepareZygote(cfg *initConfig) error {
 	if err := os.Chdir(cfg.Dir); err != nil {
 		return fmt.Errorf("enter the workspace: %w", err)
 	}
-	spec := zygoteSpec{Landlock: landlockSpec(cfg), Dir: cfg.Dir, NProc: unix.RLIMIT_NPROC, LastCap: lastCap(), Covered: coveredBinds(cfg.Binds)}
+	spec := zygoteSpec{Landlock: landlockSpec(cfg), Dir: cfg.Dir, NProc: unix.RLIMIT_NPROC, LastCap: lastCap(), Covered: coveredBinds(cfg.Binds),
+		NetNS: !cfg.Network && cfg.Egress == nil}
 	var filter []byte
 	for _, ins := range programFilter(cfg) {
 		filter = binary.NativeEndian.AppendUint16(filter, ins.Code)
