@@ -8,10 +8,10 @@
 # program's first line, exactly as the init confines a fresh run:
 #
 #   the zygote: gets {"op": "run"} on fd 3 with the run's stdout, stderr,
-#     code pipe and a socket of its own; forks C and goes back to waiting;
-#   C: new mount, PID, IPC (and network) namespaces, a fresh /tmp and
-#     /dev/shm; forks P (PID 1 of the run's namespace) and exits;
-#   P: its own session (the server kills its group), says hello on the run's
+#     code pipe and a socket of its own; forks P, PID 1 of a new PID
+#     namespace, and goes back to waiting (it reaps P when P ends);
+#   P: new mount, IPC (and network) namespaces, a fresh /tmp and /dev/shm;
+#     its own session (the server kills its group), says hello on the run's
 #     socket (the kernel adds its host pid: SO_PASSCRED), waits for "go"
 #     (the server has moved it into the run's cgroup), makes the cgroup
 #     namespace, mounts /proc, forks Q, reaps until Q is gone, reports Q's
@@ -22,6 +22,7 @@
 import _signal
 import base64
 import fcntl
+import gc
 import os
 import resource
 import socket
@@ -39,6 +40,7 @@ def _zy_libc():
     libc.prctl.argtypes = [ctypes.c_int, ul, ul, ul, ul]
     libc.mount.argtypes = [cp, cp, cp, ul, cp]
     libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.capset.argtypes = [vp, vp]
     for name in [n for n in sys.modules if n == "ctypes" or n.startswith("ctypes.")]:
         del sys.modules[name]
@@ -192,9 +194,11 @@ def _zy_fail(sock, e):
 
 
 def _zy_run_process(spec, prog, run, out, err, code):
-    """C, then P; returns only in Q, confined, with the program's fds."""
+    """P, PID 1 of the run's PID namespace; returns only in Q, confined,
+    with the program's fds."""
     try:
-        flags = _ZY_CLONE_NEWNS | _ZY_CLONE_NEWPID | _ZY_CLONE_NEWIPC
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        flags = _ZY_CLONE_NEWNS | _ZY_CLONE_NEWIPC
         if spec["netns"]:
             flags |= _ZY_CLONE_NEWNET
         _zy_ok(_zy_c.unshare(flags), "unshare")
@@ -205,11 +209,8 @@ def _zy_run_process(spec, prog, run, out, err, code):
                 fcntl.ioctl(s.fileno(), _ZY_SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _ZY_IFF_UP | _ZY_IFF_RUNNING))
         _zy_mount(None, b"/", None, _ZY_MS_REC | _ZY_MS_PRIVATE, None)
         _zy_fresh_tmp(spec["covered"] or ())
-        if os.fork() != 0:
-            os._exit(0)  # C: P is PID 1 of the run's namespace
     except BaseException as e:
         _zy_fail(run, e)
-    # P.
     try:
         os.setsid()
         _prims_send(run, {"ok": True})
@@ -269,13 +270,18 @@ def _zy_serve():
     _prims_ready(os)
     os.set_inheritable(3, False)
     server = socket.socket(fileno=3)
+    # Each run's P is PID 1 of a PID namespace made for it: unshare
+    # makes the next fork the first of a new one, setns to this process's
+    # own namespace undoes it for the fork after.
+    pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    _signal.signal(_signal.SIGCHLD, _zy_reap)
+    if hasattr(gc, "freeze"):
+        # What the zygote holds is never collected by a run: its pages
+        # stay shared instead of being written by each run's collector.
+        gc.collect()
+        gc.freeze()
     _prims_send(server, {"pid": os.getpid()})
     while True:
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
         msg, fds = _prims_recv(server)
         if msg is None:
             os._exit(0)
@@ -287,18 +293,30 @@ def _zy_serve():
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         try:
+            _zy_ok(_zy_c.unshare(_ZY_CLONE_NEWPID), "unshare PID namespace")
             pid = os.fork()
         except OSError as e:
             _zy_fail_reply(run, e)
             pid = -1
+        if pid != 0 and _zy_c.setns(pidns, _ZY_CLONE_NEWPID) != 0:
+            os._exit(1)  # later runs would land in this run's namespace
         if pid == 0:
             server.close()
+            os.close(pidns)
             _zy_run_process(spec, prog, socket.socket(fileno=run), out, err, code)
             global _prims_site_modules
             _prims_site_modules = frozenset(sys.modules)
             return
         for fd in fds:
             os.close(fd)
+
+
+def _zy_reap(signum, frame):
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def _zy_fail_reply(run, e):
