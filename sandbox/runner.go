@@ -445,7 +445,11 @@ type child struct {
 	pid int     // the process whose group is the run: the init, or a zygote's run
 	// end reports how a zygote's run ended (zygote_linux.go); nil for
 	// the init's children, whose launch knows.
-	end      func() (childStatus, error)
+	end func() (childStatus, error)
+	// kill9 kills a zygote's run through a pidfd: its PID 1 is not this
+	// process's child, so its pid may be reused once it is gone. nil for
+	// the init's children, whose process group is killed.
+	kill9    func()
 	codeW    *os.File
 	outR     *os.File
 	errR     *os.File
@@ -466,13 +470,22 @@ func (c *child) dead() bool {
 
 // kill ends a child that will never run code and releases what it holds.
 func (c *child) kill() {
-	killTree(c.pid)
+	c.stop()
 	<-c.waitDone
 	c.mem.remove()
 	c.codeW.Close()
 	c.outR.Close()
 	c.errR.Close()
 	c.finish()
+}
+
+// stop kills the run and everything in it.
+func (c *child) stop() {
+	if c.kill9 != nil {
+		c.kill9()
+		return
+	}
+	killTree(c.pid)
 }
 
 // finish reports how the program ended, once the child is gone.
@@ -599,16 +612,16 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	select {
 	case <-c.waitDone:
 	case <-quotaHit:
-		killTree(pid)
+		c.stop()
 		<-c.waitDone
 		res.Limit = LimitWorkspaceQuota
 	case <-memHit:
-		killTree(pid)
+		c.stop()
 		c.mem.killAll()
 		<-c.waitDone
 		res.Limit = LimitMemory
 	case <-runCtx.Done():
-		killTree(pid)
+		c.stop()
 		<-c.waitDone
 		if errors.Is(context.Cause(runCtx), errTimeout) {
 			res.TimedOut = true
@@ -622,7 +635,7 @@ func (r *Runner) execute(ctx context.Context, c *child, job Job) (Result, error)
 	res.Duration = time.Since(start)
 	// Whatever the program left running in its group, or its cgroup,
 	// dies with it.
-	killTree(pid)
+	c.stop()
 	c.mem.killAll()
 
 	// Descendants that escaped the group may still hold the pipes; give

@@ -193,6 +193,8 @@ func (z *zygote) start(job Job) (*child, error) {
 	ours := os.NewFile(uintptr(fds[0]), "zygote-run")
 	theirs := os.NewFile(uintptr(fds[1]), "zygote-run-peer")
 	z.mu.Lock()
+	// A zygote that stopped reading must not hold every later run here.
+	_ = z.conn.SetWriteDeadline(time.Now().Add(zygoteReplyWait))
 	err = sendMsg(z.conn, map[string]string{"op": "run"}, []*os.File{outW, errW, codeR, theirs})
 	z.mu.Unlock()
 	outW.Close()
@@ -231,6 +233,14 @@ func (z *zygote) start(job Job) (*child, error) {
 	case !hello.OK || pid <= 0:
 		return fail(errors.New("the zygote's fork did not say who it is"))
 	}
+	// The run's PID 1 is the zygote's child, not ours: once it is gone
+	// its pid may name another process, so it is signalled through a
+	// pidfd taken while it waits for "go".
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fail(os.NewSyscallError("pidfd_open", err))
+	}
+	kill9 := func() { _ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
 	mem := z.r.newMemGuard()
 	if err := mem.move(pid); err != nil {
 		z.r.log.Warn("could not place the run in its memory cgroup; counting its processes instead", "err", err)
@@ -238,11 +248,12 @@ func (z *zygote) start(job Job) (*child, error) {
 		mem.mode = MemoryAccounting
 	}
 	if err := sendMsg(run, map[string]string{"op": "go"}, nil); err != nil {
-		killTree(pid)
+		kill9()
+		unix.Close(pidfd)
 		mem.remove()
 		return fail(err)
 	}
-	c := &child{pid: pid, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: mem, warm: true}
+	c := &child{pid: pid, kill9: kill9, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: mem, warm: true}
 	var st childStatus
 	var end error
 	go func() {
@@ -271,8 +282,13 @@ func (z *zygote) start(job Job) (*child, error) {
 		run.Close()
 		close(c.waitDone)
 	}()
+	// The pidfd outlives the run's end, for the kills that come after it
+	// (execute kills what is left once the program is done), until the
+	// caller has its status: finish is the child's last step.
+	var closeOnce sync.Once
 	c.end = func() (childStatus, error) {
 		<-c.waitDone
+		closeOnce.Do(func() { unix.Close(pidfd) })
 		return st, end
 	}
 	return c, nil
