@@ -7,14 +7,15 @@
 # did not confine it; each run's processes confine themselves, before the
 # program's first line, exactly as the init confines a fresh run:
 #
-#   the zygote: gets {"op": "run"} on fd 3 with the run's stdout, stderr,
-#     code pipe and a socket of its own; forks P, PID 1 of a new PID
+#   the zygote: gets {"op": "run"} on fd 3 with a socket of the run's own
+#     (the server asks ahead of the run); forks P, PID 1 of a new PID
 #     namespace, and goes back to waiting (it reaps P when P ends);
 #   P: new mount, IPC (and network) namespaces, a fresh /tmp and /dev/shm;
-#     its own session (the server kills its group), says hello on the run's
-#     socket (the kernel adds its host pid: SO_PASSCRED), waits for "go"
-#     (the server has moved it into the run's cgroup), makes the cgroup
-#     namespace, mounts /proc, forks Q, reaps until Q is gone, reports Q's
+#     its own session, says hello on the run's socket (the kernel adds its
+#     host pid: SO_PASSCRED); makes the cgroup namespace once the server
+#     says it has moved it into the run's cgroup, mounts /proc, and waits
+#     (all this happens ahead of the run) for "go" with the run's stdout,
+#     stderr and code pipe; forks Q, reaps until Q is gone, reports Q's
 #     status and exits, which ends everything left in the namespace;
 #   Q: drops every capability, enters the workspace, restricts itself with
 #     the init's Landlock ruleset, takes the run's limits, the seccomp
@@ -139,14 +140,15 @@ def _zy_landlock(spec):
         os.close(fd)
 
 
-def _zy_tasks():
+def _zy_tasks(proc):
     """The tasks of the sandbox now (all one uid, which RLIMIT_NPROC
-    counts): read before the run's own /proc hides them."""
+    counts), through the sandbox's /proc (a descriptor kept from before the
+    run's own /proc hid it)."""
     n = 0
-    for name in os.listdir("/proc"):
+    for name in os.listdir(proc):
         if name.isdigit():
             try:
-                n += max(os.stat("/proc/%s/task" % name).st_nlink - 2, 1)
+                n += max(os.stat(name + "/task", dir_fd=proc).st_nlink - 2, 1)
             except OSError:
                 pass
     return n
@@ -193,9 +195,9 @@ def _zy_fail(sock, e):
     os._exit(125)
 
 
-def _zy_run_process(spec, prog, run, out, err, code):
+def _zy_run_process(spec, prog, run):
     """P, PID 1 of the run's PID namespace; returns only in Q, confined,
-    with the program's fds."""
+    with the program's fds (which come with "go")."""
     try:
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         flags = _ZY_CLONE_NEWNS | _ZY_CLONE_NEWIPC
@@ -214,17 +216,25 @@ def _zy_run_process(spec, prog, run, out, err, code):
     try:
         os.setsid()
         _prims_send(run, {"ok": True})
-        go, _ = _prims_recv(run)
-        if go is None or go.get("op") != "go":
+        placed, _ = _prims_recv(run)
+        if placed is None or placed.get("op") != "placed":
             os._exit(0)
+        # In its cgroup now: the cgroup namespace's root is that cgroup.
         _zy_ok(_zy_c.unshare(_ZY_CLONE_NEWCGROUP), "unshare cgroup")
-        tasks = _zy_tasks()
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | _ZY_O_CLOEXEC)
         flags = _ZY_MS_NOSUID | _ZY_MS_NODEV | _ZY_MS_NOEXEC
         if _zy_c.mount(b"proc", b"/proc", b"proc", flags, b"subset=pid") != 0:
             _zy_mount(b"proc", b"/proc", b"proc", flags, None)
         # PID 1 ignores what it has no handler for: no signal from the
         # run's processes can end it early (Landlock also scopes them).
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        # Ready: all of the above is done before a run comes.
+        go, fds = _prims_recv(run)
+        if go is None or go.get("op") != "go" or len(fds) != 3:
+            os._exit(0)
+        out, err, code = fds
+        tasks = _zy_tasks(proc)
+        os.close(proc)
         q = os.fork()
     except BaseException as e:
         _zy_fail(run, e)
@@ -285,11 +295,11 @@ def _zy_serve():
         msg, fds = _prims_recv(server)
         if msg is None:
             os._exit(0)
-        if msg.get("op") != "run" or len(fds) != 4:
+        if msg.get("op") != "run" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             continue
-        out, err, code, run = fds
+        run = fds[0]
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         try:
@@ -303,7 +313,7 @@ def _zy_serve():
         if pid == 0:
             server.close()
             os.close(pidns)
-            _zy_run_process(spec, prog, socket.socket(fileno=run), out, err, code)
+            _zy_run_process(spec, prog, socket.socket(fileno=run))
             global _prims_site_modules
             _prims_site_modules = frozenset(sys.modules)
             return

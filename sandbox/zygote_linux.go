@@ -46,6 +46,8 @@ type zygote struct {
 	refs     int
 	retired  bool
 	lastUsed time.Time
+	spare    *zfork // the next run's PID 1, forked ahead (prefork)
+	forking  bool   // a prefork is under way
 	stopOnce sync.Once
 	errTail  syncTail // the zygote's own stderr, for diagnostics
 }
@@ -142,14 +144,170 @@ func (z *zygote) idle(d time.Duration) bool {
 // stop ends the zygote's sandbox and every run in it.
 func (z *zygote) stop() {
 	z.stopOnce.Do(func() {
+		z.rmu.Lock()
+		f := z.spare
+		z.spare = nil
+		z.rmu.Unlock()
+		if f != nil {
+			f.discard()
+		}
 		z.conn.Close()
 		z.c.kill()
 	})
 }
 
-// start forks a run for job: a child whose program waits for its code on
-// the code pipe, as a started sandbox's does. The caller holds a ref.
+// zfork is a run's PID 1 forked ahead of its run: in its namespaces, with
+// its fresh /tmp and /proc, in the run's cgroup, waiting for the run's
+// streams and code ("go"). Nothing of a run has happened in it yet.
+type zfork struct {
+	run   *net.UnixConn
+	pid   int // host pid, from the kernel
+	pidfd int
+	mem   *memGuard
+}
+
+// kill9 kills the fork and everything it started.
+func (f *zfork) kill9() { _ = unix.PidfdSendSignal(f.pidfd, unix.SIGKILL, nil, 0) }
+
+// discard kills an unused fork and releases what it holds.
+func (f *zfork) discard() {
+	f.kill9()
+	f.run.Close()
+	unix.Close(f.pidfd)
+	f.mem.remove()
+}
+
+// exited reports whether the fork is gone (its pidfd is readable then).
+func (f *zfork) exited() bool {
+	fds := []unix.PollFd{{Fd: int32(f.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// fork asks the zygote for a run's PID 1 and readies it: placed in a cgroup
+// of its own with the run's memory limit. The cgroup move is the slow part
+// (milliseconds: the kernel waits for RCU), which is why a fork is made
+// ahead of the run that takes it.
+func (z *zygote) fork() (*zfork, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socketpair", err)
+	}
+	// The run's hello carries its pid as the kernel gives it, in this
+	// process's PID namespace: nothing the sandbox says is taken for it.
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, os.NewSyscallError("SO_PASSCRED", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "zygote-run")
+	theirs := os.NewFile(uintptr(fds[1]), "zygote-run-peer")
+	z.mu.Lock()
+	// A zygote that stopped reading must not hold every later run here.
+	_ = z.conn.SetWriteDeadline(time.Now().Add(zygoteReplyWait))
+	err = sendMsg(z.conn, map[string]string{"op": "run"}, []*os.File{theirs})
+	z.mu.Unlock()
+	theirs.Close()
+	fc, ferr := net.FileConn(ours)
+	ours.Close()
+	if err != nil || ferr != nil {
+		if fc != nil {
+			fc.Close()
+		}
+		return nil, fmt.Errorf("%w: the zygote: %w", ErrStart, errors.Join(err, ferr))
+	}
+	run := fc.(*net.UnixConn)
+	var hello struct {
+		OK  bool   `json:"ok"`
+		Err string `json:"err"`
+	}
+	pid, err := recvMsg(run, &hello, time.Now().Add(zygoteReplyWait))
+	switch {
+	case err != nil:
+		err = fmt.Errorf("the zygote's fork: %w %s", err, z.errTail.String())
+	case hello.Err != "":
+		err = errors.New(hello.Err)
+	case !hello.OK || pid <= 0:
+		err = errors.New("the zygote's fork did not say who it is")
+	}
+	if err != nil {
+		run.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	// The run's PID 1 is the zygote's child, not ours: once it is gone
+	// its pid may name another process, so it is signalled through a
+	// pidfd taken while it waits for "go".
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		run.Close()
+		return nil, fmt.Errorf("%w: %w", ErrStart, os.NewSyscallError("pidfd_open", err))
+	}
+	f := &zfork{run: run, pid: pid, pidfd: pidfd, mem: z.r.newMemGuard()}
+	if err := f.mem.move(pid); err != nil {
+		z.r.log.Warn("could not place the run in its memory cgroup; counting its processes instead", "err", err)
+		f.mem.remove()
+		f.mem.mode = MemoryAccounting
+	}
+	if err := sendMsg(run, map[string]string{"op": "placed"}, nil); err != nil {
+		f.discard()
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	return f, nil
+}
+
+// takeSpare returns the fork made ahead, if it is still alive, and starts
+// making the next one.
+func (z *zygote) takeSpare() *zfork {
+	z.rmu.Lock()
+	f := z.spare
+	z.spare = nil
+	z.rmu.Unlock()
+	if f != nil && f.exited() {
+		f.discard()
+		f = nil
+	}
+	return f
+}
+
+// prefork makes the fork the next run takes, in the background, unless one
+// is waiting or being made; it holds a ref of its own while it works.
+func (z *zygote) prefork() {
+	z.rmu.Lock()
+	if z.spare != nil || z.forking || z.retired {
+		z.rmu.Unlock()
+		return
+	}
+	z.forking = true
+	z.refs++
+	z.rmu.Unlock()
+	go func() {
+		f, err := z.fork()
+		z.rmu.Lock()
+		z.forking = false
+		keep := err == nil && !z.retired && z.spare == nil
+		if keep {
+			z.spare = f
+		}
+		z.rmu.Unlock()
+		if err == nil && !keep {
+			f.discard()
+		}
+		z.release()
+	}()
+}
+
+// start hands a fork (made ahead, or now) the run's streams and code pipe:
+// a child whose program waits for its code on the pipe, as a started
+// sandbox's does. The caller holds a ref.
 func (z *zygote) start(job Job) (*child, error) {
+	f := z.takeSpare()
+	if f == nil {
+		var err error
+		if f, err = z.fork(); err != nil {
+			return nil, err
+		}
+	}
+	z.prefork()
 	var files []*os.File
 	closeAll := func() {
 		for _, f := range files {
@@ -163,99 +321,29 @@ func (z *zygote) start(job Job) (*child, error) {
 		}
 		return rd, wr, err
 	}
-	outR, outW, err := pipe()
-	if err != nil {
+	outR, outW, err1 := pipe()
+	errR, errW, err2 := pipe()
+	codeR, codeW, err3 := pipe()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		closeAll()
+		f.discard()
 		return nil, err
 	}
-	errR, errW, err := pipe()
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
-	codeR, codeW, err := pipe()
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		closeAll()
-		return nil, os.NewSyscallError("socketpair", err)
-	}
-	// The run's hello carries its pid as the kernel gives it, in this
-	// process's PID namespace: nothing the sandbox says is taken for it.
-	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		closeAll()
-		return nil, os.NewSyscallError("SO_PASSCRED", err)
-	}
-	ours := os.NewFile(uintptr(fds[0]), "zygote-run")
-	theirs := os.NewFile(uintptr(fds[1]), "zygote-run-peer")
-	z.mu.Lock()
-	// A zygote that stopped reading must not hold every later run here.
-	_ = z.conn.SetWriteDeadline(time.Now().Add(zygoteReplyWait))
-	err = sendMsg(z.conn, map[string]string{"op": "run"}, []*os.File{outW, errW, codeR, theirs})
-	z.mu.Unlock()
+	err := sendMsg(f.run, map[string]string{"op": "go"}, []*os.File{outW, errW, codeR})
 	outW.Close()
 	errW.Close()
 	codeR.Close()
-	theirs.Close()
-	fc, ferr := net.FileConn(ours)
-	ours.Close()
-	if err != nil || ferr != nil {
-		if fc != nil {
-			fc.Close()
-		}
+	if err != nil {
 		outR.Close()
 		errR.Close()
 		codeW.Close()
-		return nil, fmt.Errorf("%w: the zygote: %w", ErrStart, errors.Join(err, ferr))
-	}
-	run := fc.(*net.UnixConn)
-	fail := func(err error) (*child, error) {
-		run.Close()
-		outR.Close()
-		errR.Close()
-		codeW.Close()
+		f.discard()
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	var hello struct {
-		OK  bool   `json:"ok"`
-		Err string `json:"err"`
-	}
-	pid, err := recvMsg(run, &hello, time.Now().Add(zygoteReplyWait))
-	switch {
-	case err != nil:
-		return fail(fmt.Errorf("the zygote's fork: %w %s", err, z.errTail.String()))
-	case hello.Err != "":
-		return fail(errors.New(hello.Err))
-	case !hello.OK || pid <= 0:
-		return fail(errors.New("the zygote's fork did not say who it is"))
-	}
-	// The run's PID 1 is the zygote's child, not ours: once it is gone
-	// its pid may name another process, so it is signalled through a
-	// pidfd taken while it waits for "go".
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fail(os.NewSyscallError("pidfd_open", err))
-	}
-	kill9 := func() { _ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
-	mem := z.r.newMemGuard()
-	if err := mem.move(pid); err != nil {
-		z.r.log.Warn("could not place the run in its memory cgroup; counting its processes instead", "err", err)
-		mem.remove()
-		mem.mode = MemoryAccounting
-	}
-	if err := sendMsg(run, map[string]string{"op": "go"}, nil); err != nil {
-		kill9()
-		unix.Close(pidfd)
-		mem.remove()
-		return fail(err)
-	}
-	c := &child{pid: pid, kill9: kill9, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: mem, warm: true}
+	c := &child{pid: f.pid, kill9: f.kill9, codeW: codeW, outR: outR, errR: errR, waitDone: make(chan struct{}), mem: f.mem, warm: true}
 	var st childStatus
 	var end error
+	run := f.run
 	go func() {
 		// The run's one report, then EOF when its PID 1 is gone: it
 		// holds the only copy of the socket.
@@ -288,7 +376,7 @@ func (z *zygote) start(job Job) (*child, error) {
 	var closeOnce sync.Once
 	c.end = func() (childStatus, error) {
 		<-c.waitDone
-		closeOnce.Do(func() { unix.Close(pidfd) })
+		closeOnce.Do(func() { unix.Close(f.pidfd) })
 		return st, end
 	}
 	return c, nil
@@ -399,6 +487,7 @@ func (r *Runner) openZygoteFor(key string, job Job) {
 		}
 	}
 	zs.m[key] = z
+	z.prefork()
 	zs.once.Do(func() { go r.zygoteJanitor() })
 }
 
