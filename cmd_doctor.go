@@ -166,7 +166,11 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pyt
 		fmt.Fprintf(w, "  memory of an idle sandbox: not measured: %v\n", err)
 		return
 	}
-	fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init and interpreter, measured now)\n", float64(idle)/(1<<20))
+	if opts.zygote {
+		fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init, zygote and the next run's first process, measured now; the forks share most pages, counted here once per process)\n", float64(idle)/(1<<20))
+	} else {
+		fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init and interpreter, measured now)\n", float64(idle)/(1<<20))
+	}
 }
 
 func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythonenv.Interpreter) (int64, error) {
