@@ -161,33 +161,35 @@ func printWarm(ctx context.Context, w io.Writer, opts *doctorOptions, python pyt
 		fmt.Fprintf(w, "  memory of an idle sandbox: not measured: %v\n", pythonErr)
 		return
 	}
-	idle, err := measureIdleSandbox(ctx, opts, python)
+	idle, zygote, err := measureIdleSandbox(ctx, opts, python)
 	if err != nil {
 		fmt.Fprintf(w, "  memory of an idle sandbox: not measured: %v\n", err)
 		return
 	}
-	if opts.zygote {
+	if zygote {
 		fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init, zygote and the next run's first process, measured now; the forks share most pages, counted here once per process)\n", float64(idle)/(1<<20))
 	} else {
 		fmt.Fprintf(w, "  memory of an idle sandbox: %.1f MiB resident (init and interpreter, measured now)\n", float64(idle)/(1<<20))
 	}
 }
 
-func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythonenv.Interpreter) (int64, error) {
+// measureIdleSandbox returns the resident memory of one idle sandbox, and
+// whether it is a zygote's.
+func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythonenv.Interpreter) (int64, bool, error) {
 	r, err := sandbox.New(sandbox.Config{Isolation: sandbox.Isolation(opts.isolation), Warm: 1, NoZygote: !opts.zygote, Preload: opts.preload, Limits: opts.limits})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer r.Close()
 	// A run as a client's session makes it, so the sandbox left waiting
 	// is the one a server would keep.
 	sess, err := session.New(session.Config{Python: python.Path}, r).Open("", nil)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer sess.Close()
 	if _, err := sess.Run(ctx, session.Request{Code: "pass"}); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	// Give the replacement time to start and settle in its wait.
 	deadline := time.Now().Add(10 * time.Second)
@@ -197,9 +199,9 @@ func measureIdleSandbox(ctx context.Context, opts *doctorOptions, python pythone
 	time.Sleep(300 * time.Millisecond)
 	st := r.PoolStats()
 	if n := st.Waiting + st.Zygotes; n > 0 {
-		return st.RSSBytes / int64(n), nil
+		return st.RSSBytes / int64(n), st.Zygotes > 0, nil
 	}
-	return 0, fmt.Errorf("no sandbox started")
+	return 0, false, fmt.Errorf("no sandbox started")
 }
 
 // printEgress shows where the code and installs may connect.
