@@ -24,7 +24,7 @@ import (
 // (issue 16), each benchmark in one run and as ratios to bare:
 //
 //	examples/bench/cost.sh        # (Linux) installs bubblewrap when missing, then:
-//	go test -run '^$' -bench 'CPUPerRun|ServeThroughput|RunCLI' -benchtime 40x .
+//	go test -run '^$' -bench 'CPUPerRun|CPUFirstRun|ServeThroughput|RunCode$|RunCLI' -benchtime 30x .
 //
 // The servers are the real prims binary, built by each benchmark, not this
 // test binary: the init re-executes whatever binary the server is, and its size
@@ -50,25 +50,46 @@ func childrenCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// processCPU is the CPU time of a live process and of every descendant it
-// has reaped (utime, stime, cutime, cstime of /proc/PID/stat): for a server,
-// itself, the inits it waited for and the programs they waited for. Clock
-// ticks (10 ms) are coarse, so it is read around many runs, not one.
-func processCPU(b *testing.B, pid int) time.Duration {
+// treeCPU is the CPU time of a live process and of its whole tree: for
+// each live process, its own CPU and that of the descendants it has reaped
+// (utime, stime, cutime, cstime of /proc/PID/stat). A process that is
+// gone counts through its reaper: a server's runs are reaped by the server
+// itself (a sandbox init), by a sandbox's init (a zygote's runs, whose
+// PID 1 the zygote forks) or by the zygote, all of them live descendants of
+// the server. Clock ticks (10 ms) are coarse, so it is read around many
+// runs, not one.
+func treeCPU(b *testing.B, pid int) time.Duration {
 	b.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // f[0] is field 3
 	var ticks int64
-	for _, i := range []int{14, 15, 16, 17} {
-		v, err := strconv.ParseInt(f[i-3], 10, 64)
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
 		if err != nil {
-			b.Fatal(err)
+			if p == pid {
+				b.Fatal(err)
+			}
+			continue // gone meanwhile: counted by its reaper
 		}
-		ticks += v
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // f[0] is field 3
+		for _, i := range []int{14, 15, 16, 17} {
+			v, err := strconv.ParseInt(f[i-3], 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ticks += v
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		for _, t := range tasks {
+			kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", p, t.Name()))
+			for _, k := range strings.Fields(string(kids)) {
+				if n, err := strconv.Atoi(k); err == nil {
+					queue = append(queue, n)
+				}
+			}
+		}
 	}
 	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
@@ -144,11 +165,14 @@ func startStdio(b *testing.B, bin string, args ...string) *stdioServer {
 // BenchmarkCPUPerRun measures the CPU time of one print(1) run, counting
 // every process of the run, as a ratio to a bare spawn of the same
 // interpreter: bare and bubblewrap through this process's reaped
-// children (getrusage), PRIMS through its server's own and reaped CPU
-// (server, init and interpreter), warm (the default pool, whose refill
-// after each run is part of the run's cost) and cold (--warm 0). The
-// variants take turns in every iteration. bubblewrap is measured when bwrap
-// is on PATH (examples/bench/cost.sh installs Debian's package).
+// children (getrusage), PRIMS through its server's whole process tree
+// (treeCPU: server, inits, zygotes and interpreters), for the default
+// (runs forked by a zygote, the next run's first process forked ahead
+// included), --zygote=false (the warm pool: a whole sandbox waits for the
+// next run; its start is part of this run's cost) and --warm 0 (each run
+// builds its sandbox). The variants take turns in every iteration.
+// bubblewrap is measured when bwrap is on PATH (examples/bench/cost.sh
+// installs Debian's package).
 func BenchmarkCPUPerRun(b *testing.B) {
 	py := testpython.Path(b)
 	bwrap, _ := exec.LookPath("bwrap")
@@ -156,9 +180,19 @@ func BenchmarkCPUPerRun(b *testing.B) {
 		b.Log("bwrap not on PATH: bubblewrap left out (examples/bench/cost.sh installs it)")
 	}
 	bin := primsBinary(b)
-	warm := startStdio(b, bin, "--python", py)
-	cold := startStdio(b, bin, "--python", py, "--warm", "0")
-	servers := []int{warm.cmd.Process.Pid, cold.cmd.Process.Pid}
+	variants := []struct {
+		name string
+		srv  *stdioServer
+		cpu  time.Duration
+	}{
+		{name: "zygote", srv: startStdio(b, bin, "--python", py)},
+		{name: "pool", srv: startStdio(b, bin, "--python", py, "--zygote=false")},
+		{name: "cold", srv: startStdio(b, bin, "--python", py, "--warm", "0")},
+	}
+	var servers []int
+	for _, v := range variants {
+		servers = append(servers, v.srv.cmd.Process.Pid)
+	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		b.Fatal(err)
 	}
@@ -169,18 +203,21 @@ func BenchmarkCPUPerRun(b *testing.B) {
 			b.Fatalf("%s: %q %v", name, out, err)
 		}
 	}
-	for range 3 { // the first workspace, the page cache, the pool's first sandbox
-		callOK(b, warm.cs, print1)
-		callOK(b, cold.cs, print1)
+	for range 3 { // the first workspace, the page cache, the zygote, the pool's first sandbox
+		for _, v := range variants {
+			callOK(b, v.srv.cs, print1)
+		}
 		spawn(py, "-c", "print(1)")
 		if bwrap != "" {
 			spawn(bwrap, bwrapArgs(py, "print(1)")...)
 			reapOrphans(b, servers...)
 		}
+		time.Sleep(300 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
 	var bare, bw time.Duration
-	warm0, cold0 := processCPU(b, warm.cmd.Process.Pid), processCPU(b, cold.cmd.Process.Pid)
+	for i := range variants {
+		variants[i].cpu = -treeCPU(b, servers[i])
+	}
 	for b.Loop() {
 		t := childrenCPU()
 		spawn(py, "-c", "print(1)")
@@ -191,15 +228,15 @@ func BenchmarkCPUPerRun(b *testing.B) {
 			reapOrphans(b, servers...)
 			bw += childrenCPU() - t
 		}
-		callOK(b, warm.cs, print1)
-		callOK(b, cold.cs, print1)
-		// Let the warm server start its next sandbox, as it does while
-		// an agent reads a result.
+		for _, v := range variants {
+			callOK(b, v.srv.cs, print1)
+		}
+		// Let the servers get the next run ready (the zygote's next
+		// first process, the pool's next sandbox), as they do while an
+		// agent reads a result.
 		time.Sleep(150 * time.Millisecond)
 	}
 	n := time.Duration(b.N)
-	tWarm := (processCPU(b, warm.cmd.Process.Pid) - warm0) / n
-	tCold := (processCPU(b, cold.cmd.Process.Pid) - cold0) / n
 	bare /= n
 	b.ReportMetric(ms(bare), "bare-cpu-ms")
 	report := func(name string, d time.Duration) {
@@ -209,8 +246,52 @@ func BenchmarkCPUPerRun(b *testing.B) {
 	if bwrap != "" {
 		report("bwrap", bw/n)
 	}
-	report("warm", tWarm)
-	report("cold", tCold)
+	for i, v := range variants {
+		report(v.name, (v.cpu+treeCPU(b, servers[i]))/n)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkCPUFirstRun measures what a new session costs with the default
+// flags, against a bare spawn, through a new `prims stdio` per iteration:
+// session is its whole process tree from start until it is idle after
+// initialize (the server, the default interpreter's probe, and the zygote
+// that prewarming starts, with the first run's first process forked ahead);
+// first-run is what one print(1) run adds to that. The session's part is
+// paid once per session and interpreter, not per run.
+func BenchmarkCPUFirstRun(b *testing.B) {
+	py := testpython.Path(b)
+	bin := primsBinary(b)
+	print1 := map[string]any{"code": "print(1)"}
+	var bare, idle, first time.Duration
+	session := func(run bool) time.Duration {
+		srv := startStdio(b, bin, "--python", py)
+		if run {
+			callOK(b, srv.cs, print1)
+		}
+		// The default interpreter's probe, the zygote and its first
+		// fork happen in the background: give them time to end.
+		time.Sleep(time.Second)
+		d := treeCPU(b, srv.cmd.Process.Pid)
+		srv.cs.Close()
+		srv.cmd.Wait()
+		return d
+	}
+	for b.Loop() {
+		t := childrenCPU()
+		if err := exec.Command(py, "-c", "print(1)").Run(); err != nil {
+			b.Fatal(err)
+		}
+		bare += childrenCPU() - t
+		idle += session(false)
+		first += session(true)
+	}
+	n := time.Duration(b.N)
+	b.ReportMetric(ms(bare/n), "bare-cpu-ms")
+	b.ReportMetric(ms(idle/n), "session-cpu-ms")
+	b.ReportMetric(float64(idle)/float64(bare), "session/bare")
+	b.ReportMetric(ms((first-idle)/n), "first-run-cpu-ms")
+	b.ReportMetric(float64(first-idle)/float64(bare), "first-run/bare")
 	b.ReportMetric(0, "ns/op")
 }
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # What a fresh sandbox costs against a bare spawn of the same interpreter,
-# in one run, as ratios: CPU per run (bare, bubblewrap, PRIMS warm and
-# cold), print(1) throughput at concurrency 4 over `prims serve`, and the
+# in one run, as ratios: CPU per run (bare, bubblewrap, PRIMS with its
+# zygote (the default), with the warm pool (--zygote=false) and cold
+# (--warm 0)), what a new session costs, print(1) throughput at
+# concurrency 4 over `prims serve`, the run_code round trip, and the
 # latency of `prims run -c`. Installs Debian's bubblewrap when bwrap is
 # missing (as root, or through sudo), so that it can be measured alongside.
 #
-#   examples/bench/cost.sh            # 40 iterations each
+#   examples/bench/cost.sh            # 30 iterations each
 #   N=100 examples/bench/cost.sh
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-N=${N:-40}
+N=${N:-30}
 
 if ! command -v bwrap >/dev/null; then
 	sudo=
@@ -23,4 +25,4 @@ if ! command -v bwrap >/dev/null; then
 fi
 
 cd "$repo"
-go test -run '^$' -bench 'CPUPerRun|ServeThroughput|RunCLI' -benchtime "${N}x" .
+go test -run '^$' -bench 'CPUPerRun|CPUFirstRun|ServeThroughput|RunCode$|RunCLI' -benchtime "${N}x" .
