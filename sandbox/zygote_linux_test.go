@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -421,3 +422,249 @@ print(json.dumps(got, sort_keys=True))
 		}
 	}
 }
+
+// notifyWriter captures output and closes seen once it contains want.
+type notifyWriter struct {
+	lockedBuffer
+	want string
+	once sync.Once
+	seen chan struct{}
+}
+
+func newNotifyWriter(want string) *notifyWriter {
+	return &notifyWriter{want: want, seen: make(chan struct{})}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	n, err := w.lockedBuffer.Write(p)
+	if strings.Contains(w.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, err
+}
+
+// waitSeen waits for w's output, or fails the test.
+func waitSeen(t *testing.T, w *notifyWriter, done <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-w.seen:
+	case <-done:
+		t.Fatalf("the run ended before printing %q: %s", w.want, w.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the run never printed %q: %s", w.want, w.String())
+	}
+}
+
+// TestZygoteTreeKill double-forks a daemon in its own session from a
+// forked run: whether the run exits, times out or is cancelled, nothing of
+// it is left on the host, and the zygote lives on and forks the next run.
+// The control: the host sees the daemon while the run lives.
+func TestZygoteTreeKill(t *testing.T) {
+	t.Parallel()
+	r := zygoteRunner(t)
+	for _, how := range []string{"exit", "timeout", "cancel"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			ws := zygoteWorkspace(t, r)
+			token := sandboxtest.Token(t)
+			code := `import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork(): os._exit(0)\nos.setsid()\nopen('daemon.up', 'w').close()\ntime.sleep(300)", ` + strconv.Quote(token) + `], start_new_session=True)
+while not os.path.exists("daemon.up"): time.sleep(0.01)
+print("started", flush=True)
+if ` + strconv.Quote(how) + ` == "exit":
+    while not os.path.exists("end"): time.sleep(0.01)
+    print("exiting", flush=True)
+else:
+    time.sleep(120)
+`
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			out := newNotifyWriter("started")
+			job := Job{Python: testpython.Path(t), Code: code, Dir: ws, ReadOnly: readOnlyOf(ws), Stdout: out, Stderr: out, Timeout: 60 * time.Second}
+			if how == "timeout" {
+				job.Timeout = 5 * time.Second
+			}
+			done := make(chan struct{})
+			var res Result
+			var err error
+			go func() {
+				defer close(done)
+				res, err = r.Run(ctx, job)
+			}()
+			waitSeen(t, out, done)
+			if len(sandboxtest.Procs(token)) == 0 {
+				t.Error("the host does not see the daemon while the run lives: the check is blind")
+			}
+			switch how {
+			case "exit":
+				os.WriteFile(filepath.Join(ws, "end"), nil, 0o644)
+			case "cancel":
+				cancel()
+			}
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the run did not end")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok := map[string]bool{"exit": res.ExitCode == 0, "timeout": res.TimedOut, "cancel": res.Cancelled}[how]
+			if !res.Warm || !ok {
+				t.Errorf("warm %v exit %d timed out %v cancelled %v: %s", res.Warm, res.ExitCode, res.TimedOut, res.Cancelled, out.String())
+			}
+			sandboxtest.WaitGone(t, token)
+			if res, out, _ := zwarm(t, r, ws, "print('next')"); res.ExitCode != 0 || out != "next\n" {
+				t.Errorf("the next run: exit %d %q", res.ExitCode, out)
+			}
+		})
+	}
+}
+
+// TestZygoteLimits breaks each limit in a forked run while another run of
+// the same zygote works alongside: the breaking run is ended with the
+// limit, the neighbour finishes, the zygote forks the next run.
+func TestZygoteLimits(t *testing.T) {
+	t.Parallel()
+	r := zygoteRunner(t)
+	for _, c := range []struct{ name, code, limit string }{
+		{"memory", "x = bytearray(1 << 30)\nfor i in range(0, len(x), 4096): x[i] = 1\nprint('allocated')", LimitMemory},
+		{"fork bomb", "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(60); os._exit(0)", LimitMaxProcs},
+		{"cpu", "while True: pass", LimitCPUTime},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ws := zygoteWorkspace(t, r)
+			// The neighbour waits for the breaking run to end, then forks.
+			nb := newNotifyWriter("up")
+			nbDone := make(chan struct{})
+			var nbRes Result
+			go func() {
+				defer close(nbDone)
+				nbRes, _, _ = zrun(t, r, context.Background(), ws, `import os, subprocess, sys, time
+print("up", flush=True)
+while not os.path.exists("broken"): time.sleep(0.01)
+print(subprocess.run([sys.executable, "-c", "print('child')"], stdout=subprocess.PIPE, check=True).stdout.decode(), end="")
+`, func(j *Job) { j.Stdout = nb })
+			}()
+			waitSeen(t, nb, nbDone)
+			res, out, errOut := zwarm(t, r, ws, c.code)
+			os.WriteFile(filepath.Join(ws, "broken"), nil, 0o644)
+			if res.Limit != c.limit || res.ExitCode == 0 {
+				t.Errorf("the run ended with limit %q exit %d, want %q: %s %s", res.Limit, res.ExitCode, c.limit, out, errOut)
+			}
+			<-nbDone
+			if !nbRes.Warm || nbRes.ExitCode != 0 || nb.String() != "up\nchild\n" {
+				t.Errorf("the neighbour run: warm %v exit %d limit %q %q", nbRes.Warm, nbRes.ExitCode, nbRes.Limit, nb.String())
+			}
+			if res, out, _ := zwarm(t, r, ws, "print('next')"); res.ExitCode != 0 || out != "next\n" {
+				t.Errorf("the next run: exit %d %q", res.ExitCode, out)
+			}
+		})
+	}
+}
+
+// TestZygoteForksAreFresh checks what forking could carry from the zygote
+// into two runs: the random generators differ, ctypes (which the zygote
+// uses and removes) is not loaded, and a module one run monkeypatches is
+// pristine in the next.
+func TestZygoteForksAreFresh(t *testing.T) {
+	t.Parallel()
+	r := zygoteRunner(t)
+	ws := zygoteWorkspace(t, r)
+	const code = `import os, random, sys, uuid
+print(random.random(), os.urandom(8).hex(), uuid.uuid4(), random.getrandbits(64))
+print("ctypes" in sys.modules, [m for m in sys.modules if m.startswith("ctypes")])
+print(random.randint.__func__ is random.Random.randint, os.path.join("a", "b"))
+print(hash("prims-z1"), hash(b"prims-z1"))
+random.randint = None
+os.path.join = lambda *a: "patched"
+`
+	var lines [][]string
+	for i := range 2 {
+		res, out, errOut := zwarm(t, r, ws, code)
+		if res.ExitCode != 0 {
+			t.Fatalf("run %d: exit %d: %s %s", i, res.ExitCode, out, errOut)
+		}
+		lines = append(lines, strings.Split(out, "\n"))
+	}
+	a, b := strings.Fields(lines[0][0]), strings.Fields(lines[1][0])
+	for i, what := range []string{"random.random()", "os.urandom", "uuid.uuid4()", "random.getrandbits"} {
+		if a[i] == b[i] {
+			t.Errorf("%s is the same in two forked runs: %s", what, a[i])
+		}
+	}
+	for i := range 2 {
+		if lines[i][1] != "False []" {
+			t.Errorf("run %d has ctypes loaded without importing it: %s", i, lines[i][1])
+		}
+		if lines[i][2] != "True a/b" {
+			t.Errorf("run %d sees a patched module: %s", i, lines[i][2])
+		}
+	}
+	// Recorded, not required: forks share the zygote's string hash secret
+	// (PYTHONHASHSEED's), as all runs of one interpreter start would if it
+	// were fixed. Hash flooding needs the attacker to feed the victim's
+	// dict; runs share no dicts, so knowing the secret of its own run tells
+	// a program nothing about anything it cannot already see. If this
+	// changes (a zygote that rerandomizes), update the test.
+	if lines[0][3] != lines[1][3] {
+		t.Errorf("the string hash secret now differs between forked runs (%q, %q): update this record", lines[0][3], lines[1][3])
+	}
+}
+
+// TestZygoteDeath kills the zygote's sandbox from the host while a run is
+// in flight: the run ends, the server does not hang, the next run starts
+// anew and the one after forks from a new zygote.
+func TestZygoteDeath(t *testing.T) {
+	t.Parallel()
+	r := zygoteRunner(t)
+	ws := zygoteWorkspace(t, r)
+	z := zygoteOf(r, ws)
+	out := newNotifyWriter("started")
+	done := make(chan struct{})
+	var res Result
+	var err error
+	go func() {
+		defer close(done)
+		res, err = r.Run(context.Background(), Job{Python: testpython.Path(t), Code: "import time\nprint('started', flush=True)\ntime.sleep(120)",
+			Dir: ws, ReadOnly: readOnlyOf(ws), Stdout: out, Stderr: out, Timeout: 90 * time.Second})
+	}()
+	waitSeen(t, out, done)
+	if err := syscallKill(z.c.pid); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run did not end when its zygote's sandbox was killed")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the run: exit %d signal %q limit %q", res.ExitCode, res.Signal, res.Limit)
+	if res.TimedOut || res.ExitCode == 0 {
+		t.Errorf("the run: exit %d timed out %v signal %q", res.ExitCode, res.TimedOut, res.Signal)
+	}
+	// The dead zygote is noticed; the next run starts its own sandbox.
+	deadline := time.Now().Add(20 * time.Second)
+	for zygoteOf(r, ws) == z {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead zygote is still registered as alive")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res2, out2, errOut := zrun(t, r, context.Background(), ws, "print('cold')", nil)
+	if res2.ExitCode != 0 || out2 != "cold\n" {
+		t.Fatalf("the run after the zygote died: exit %d warm %v %q %s", res2.ExitCode, res2.Warm, out2, errOut)
+	}
+	waitZygote(t, r, ws)
+	if nz := zygoteOf(r, ws); nz == z || nz == nil {
+		t.Fatal("no new zygote")
+	}
+	if res, out, _ := zwarm(t, r, ws, "print('forked')"); res.ExitCode != 0 || out != "forked\n" {
+		t.Errorf("the run of the new zygote: exit %d %q", res.ExitCode, out)
+	}
+}
+
+func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
