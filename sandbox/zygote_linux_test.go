@@ -25,11 +25,18 @@ import (
 // zygoteRunner is a namespaces-tier runner whose runs fork from a zygote.
 func zygoteRunner(t *testing.T) *Runner {
 	t.Helper()
+	return zygoteRunnerWith(t, Config{})
+}
+
+// zygoteRunnerWith is zygoteRunner with more of cfg.
+func zygoteRunnerWith(t *testing.T, cfg Config) *Runner {
+	t.Helper()
 	testpython.Path(t)
 	if !Probe().Can(TierNamespaces) {
 		testenv.Skip(t, testenv.Userns, "%s", Probe().Missing())
 	}
-	r, err := New(Config{Tier: TierNamespaces, Warm: 1, Limits: testLimits})
+	cfg.Tier, cfg.Warm, cfg.Limits = TierNamespaces, 1, testLimits
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,9 +175,19 @@ print(json.dumps(got, sort_keys=True))
 // TestZygoteRunsCannotReachEachOther runs B while A, forked from the same
 // zygote, holds files, sockets, SysV objects and a child: B reaches none.
 // The control is a child of A, which reaches all but ptrace (seccomp).
+// With --network the runs share the host's network namespace, where
+// Landlock's scope must keep abstract sockets apart.
 func TestZygoteRunsCannotReachEachOther(t *testing.T) {
 	t.Parallel()
-	r := zygoteRunner(t)
+	for _, network := range []bool{false, true} {
+		t.Run("network="+strconv.FormatBool(network), func(t *testing.T) {
+			t.Parallel()
+			testRunsCannotReachEachOther(t, zygoteRunnerWith(t, Config{Network: network}))
+		})
+	}
+}
+
+func testRunsCannotReachEachOther(t *testing.T, r *Runner) {
 	ws := zygoteWorkspace(t, r)
 	tok := sandboxtest.Token(t)
 	probe := filepath.Join(ws, "probe.py")
