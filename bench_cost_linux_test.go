@@ -306,24 +306,35 @@ func startServe(b *testing.B, args ...string) (base string) {
 // BenchmarkServeThroughput measures print(1) runs per second at concurrency
 // 4 (four MCP sessions over `prims serve`, each calling run_code in a loop)
 // against four goroutines spawning the interpreter bare, in alternating
-// phases of 10 runs per worker. Each iteration is one run per worker.
+// phases of 10 runs per worker: the default server (runs forked by a zygote
+// per session) and one with --zygote=false (the warm pool). Each iteration is
+// one run per worker on each.
 func BenchmarkServeThroughput(b *testing.B) {
 	const workers, phase = 4, 10
 	py := testpython.Path(b)
-	base := startServe(b, "--python", py)
-	var sessions []*sdk.ClientSession
-	for range workers {
-		client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)
-		cs, err := client.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: base + "/mcp", MaxRetries: -1}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cs.Close() })
-		sessions = append(sessions, cs)
-	}
 	print1 := map[string]any{"code": "print(1)"}
-	for _, cs := range sessions { // each session's workspace and first sandbox
-		callOK(b, cs, print1)
+	connect := func(args ...string) []*sdk.ClientSession {
+		base := startServe(b, append([]string{"--python", py}, args...)...)
+		var sessions []*sdk.ClientSession
+		for range workers {
+			client := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil)
+			cs, err := client.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: base + "/mcp", MaxRetries: -1}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { cs.Close() })
+			callOK(b, cs, print1) // the session's workspace and its zygote or first sandbox
+			sessions = append(sessions, cs)
+		}
+		return sessions
+	}
+	servers := []struct {
+		name     string
+		sessions []*sdk.ClientSession
+		t        time.Duration
+	}{
+		{name: "serve", sessions: connect()},
+		{name: "serve-pool", sessions: connect("--zygote=false")},
 	}
 	parallel := func(n int, run func(w int)) time.Duration {
 		t0 := time.Now()
@@ -343,24 +354,29 @@ func BenchmarkServeThroughput(b *testing.B) {
 			b.Error(err)
 		}
 	}
-	primsRun := func(w int) {
-		res, err := sessions[w].CallTool(context.Background(), &sdk.CallToolParams{Name: "run_code", Arguments: print1})
-		if err != nil || res.IsError {
-			b.Errorf("run_code: %v %+v", err, res)
-		}
-	}
-	var tBare, tPrims time.Duration
+	var tBare time.Duration
 	done := 0
 	for ; done < b.N; done += phase {
 		n := min(phase, b.N-done)
 		tBare += parallel(n, bareRun)
-		tPrims += parallel(n, primsRun)
+		for i := range servers {
+			sessions := servers[i].sessions
+			servers[i].t += parallel(n, func(w int) {
+				res, err := sessions[w].CallTool(context.Background(), &sdk.CallToolParams{Name: "run_code", Arguments: print1})
+				if err != nil || res.IsError {
+					b.Errorf("run_code: %v %+v", err, res)
+				}
+			})
+		}
 	}
 	runs := float64(workers * b.N)
-	bareRate, primsRate := runs/tBare.Seconds(), runs/tPrims.Seconds()
+	bareRate := runs / tBare.Seconds()
 	b.ReportMetric(bareRate, "bare-runs/s")
-	b.ReportMetric(primsRate, "serve-runs/s")
-	b.ReportMetric(primsRate/bareRate, "serve/bare")
+	for _, s := range servers {
+		rate := runs / s.t.Seconds()
+		b.ReportMetric(rate, s.name+"-runs/s")
+		b.ReportMetric(rate/bareRate, s.name+"/bare")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
