@@ -256,9 +256,10 @@ func BenchmarkCPUPerRun(b *testing.B) {
 // flags, against a bare spawn, through a new `prims stdio` per iteration:
 // session is its whole process tree from start until it is idle after
 // initialize (the server, the default interpreter's probe, and the zygote
-// that prewarming starts, with the first run's first process forked ahead);
-// first-run is what one print(1) run adds to that. The session's part is
-// paid once per session and interpreter, not per run.
+// that prewarming starts, with a first process forked ahead); first-run is
+// what one print(1) run, called right after initialize, adds to that. That
+// run comes before the zygote is ready, so it builds its own sandbox, as a
+// cold run does. Both are paid once per session and interpreter.
 func BenchmarkCPUFirstRun(b *testing.B) {
 	py := testpython.Path(b)
 	bin := primsBinary(b)
