@@ -145,6 +145,7 @@ func (z *zygote) idle(d time.Duration) bool {
 func (z *zygote) stop() {
 	z.stopOnce.Do(func() {
 		z.rmu.Lock()
+		z.retired = true // a prefork in flight discards what it made
 		f := z.spare
 		z.spare = nil
 		z.rmu.Unlock()
